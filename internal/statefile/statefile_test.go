@@ -1,0 +1,47 @@
+package statefile
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+type rec struct{ A string }
+
+func TestRoundTripAndRefusals(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "s.json")
+	if err := Save(p, "test", 2, rec{"x"}); err != nil {
+		t.Fatal(err)
+	}
+	var r rec
+	if v, err := Load(p, "test", 2, &r); err != nil || v != 2 || r.A != "x" {
+		t.Fatalf("load: v=%d r=%+v err=%v", v, r, err)
+	}
+	if _, err := Load(p, "test", 1, &r); err == nil || !strings.Contains(err.Error(), "newer") {
+		t.Fatalf("future version not refused: %v", err)
+	}
+	if _, err := Load(p, "other", 2, &r); err == nil || !strings.Contains(err.Error(), "kind") {
+		t.Fatalf("wrong kind not refused: %v", err)
+	}
+	data, _ := os.ReadFile(p)
+	flipped := strings.Replace(string(data), `"x"`, `"y"`, 1)
+	os.WriteFile(p, []byte(flipped), 0o600)
+	if _, err := Load(p, "test", 2, &r); err == nil || !strings.Contains(err.Error(), "checksum") {
+		t.Fatalf("flipped byte not refused: %v", err)
+	}
+	os.WriteFile(p, data[:len(data)/2], 0o600)
+	if _, err := Load(p, "test", 2, &r); err == nil {
+		t.Fatal("truncated file not refused")
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	good, _ := Encode("test", 1, rec{"seed"})
+	f.Add(good)
+	f.Add([]byte(`{"kind":"test","version":1}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var r rec
+		Decode(data, "test", 1, &r)
+	})
+}
