@@ -1,0 +1,223 @@
+// Package store is holdfast-ipam's one crash-safe store: per network, a
+// single statefile snapshot (kind "holdfast-ipam/state") of every allocation
+// and pin, rewritten atomically (temp file, fsync, rename, fsync dir) while
+// an exclusive flock on the network's lock file is held. A SIGKILL at any
+// instruction leaves either the previous snapshot or the new one, never a
+// torn mix; the lock serialises every plugin process on the node.
+//
+// It owns <dataDir>/<network>/state.json and <dataDir>/<network>/lock and
+// nothing else. It never decides policy (which address, which pin): that is
+// the allocator's job.
+package store
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/holdfast-edge/holdfast/internal/atomicfile"
+	"github.com/holdfast-edge/holdfast/internal/statefile"
+)
+
+// Kind and Version of the state file envelope.
+const (
+	Kind    = "holdfast-ipam/state"
+	Version = 1
+)
+
+// StateFileName and LockFileName are the store's files in a network dir.
+const (
+	StateFileName = "state.json"
+	LockFileName  = "lock"
+)
+
+// DefaultLockTimeout bounds how long a plugin waits for another one.
+const DefaultLockTimeout = 30 * time.Second
+
+// ErrLockTimeout is returned (wrapped) when the lock is not obtained in time.
+var ErrLockTimeout = errors.New("timed out waiting for the store lock")
+
+// ErrCorrupt is returned (wrapped) when the state file cannot be read: torn,
+// bad checksum, other kind or a newer schema version.
+var ErrCorrupt = errors.New("state file unusable")
+
+// Allocation is one address held by one container interface.
+type Allocation struct {
+	IP          string    `json:"ip"`
+	RangeSet    int       `json:"rangeSet"`
+	ContainerID string    `json:"containerID"`
+	IfName      string    `json:"ifName"`
+	PinKey      string    `json:"pinKey,omitempty"`
+	Netns       string    `json:"netns,omitempty"`
+	Since       time.Time `json:"since"`
+}
+
+// Pin binds a pod interface (network/namespace/name/ifname) to addresses,
+// one per range set. ContainerID is empty while the pin is released.
+type Pin struct {
+	Key         string    `json:"key"`
+	Namespace   string    `json:"namespace"`
+	Name        string    `json:"name"`
+	IfName      string    `json:"ifName"`
+	IPs         []string  `json:"ips"`
+	ContainerID string    `json:"containerID,omitempty"`
+	LastUsed    time.Time `json:"lastUsed"`
+}
+
+// State is everything the store keeps for one network.
+type State struct {
+	Network      string                 `json:"network"`
+	Allocations  map[string]*Allocation `json:"allocations"`  // by IP
+	Pins         map[string]*Pin        `json:"pins"`         // by pin key
+	LastReserved map[int]string         `json:"lastReserved"` // by range set index
+}
+
+// NewState returns an empty state for network.
+func NewState(network string) *State {
+	return &State{Network: network, Allocations: map[string]*Allocation{}, Pins: map[string]*Pin{}, LastReserved: map[int]string{}}
+}
+
+func (s *State) normalize() {
+	if s.Allocations == nil {
+		s.Allocations = map[string]*Allocation{}
+	}
+	if s.Pins == nil {
+		s.Pins = map[string]*Pin{}
+	}
+	if s.LastReserved == nil {
+		s.LastReserved = map[int]string{}
+	}
+}
+
+// SortedAllocations returns the allocations ordered by IP text.
+func (s *State) SortedAllocations() []*Allocation {
+	out := make([]*Allocation, 0, len(s.Allocations))
+	for _, a := range s.Allocations {
+		out = append(out, a)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].IP < out[j].IP })
+	return out
+}
+
+// SortedPins returns the pins ordered by key.
+func (s *State) SortedPins() []*Pin {
+	out := make([]*Pin, 0, len(s.Pins))
+	for _, p := range s.Pins {
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out
+}
+
+// Disk is the store of one network on disk.
+type Disk struct {
+	Dir         string
+	Network     string
+	LockTimeout time.Duration
+	lockFile    *os.File
+}
+
+// New returns the store of network under dataDir. Nothing is created until
+// Lock or Save.
+func New(dataDir, network string) *Disk {
+	return &Disk{Dir: filepath.Join(dataDir, network), Network: network, LockTimeout: DefaultLockTimeout}
+}
+
+// StatePath is the path of the state file.
+func (d *Disk) StatePath() string { return filepath.Join(d.Dir, StateFileName) }
+
+// Lock takes the network's exclusive lock, waiting up to LockTimeout.
+func (d *Disk) Lock() error {
+	if d.lockFile != nil {
+		return errors.New("store: lock already held by this process")
+	}
+	if err := os.MkdirAll(d.Dir, 0o755); err != nil {
+		return fmt.Errorf("create store dir %s: %w", d.Dir, err)
+	}
+	path := filepath.Join(d.Dir, LockFileName)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return fmt.Errorf("open lock %s: %w", path, err)
+	}
+	deadline := time.Now().Add(d.LockTimeout)
+	wait := 200 * time.Microsecond
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			d.lockFile = f
+			return nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+			f.Close()
+			return fmt.Errorf("flock %s: %w", path, err)
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			return fmt.Errorf("%s: %w after %s", path, ErrLockTimeout, d.LockTimeout)
+		}
+		time.Sleep(wait)
+		if wait < 5*time.Millisecond {
+			wait *= 2
+		}
+	}
+}
+
+// Unlock releases the lock.
+func (d *Disk) Unlock() error {
+	if d.lockFile == nil {
+		return nil
+	}
+	err := d.lockFile.Close() // closing drops the flock
+	d.lockFile = nil
+	return err
+}
+
+// Load reads the state; a missing file is an empty state. Callers that
+// modify state must hold the lock.
+func (d *Disk) Load() (*State, error) {
+	st := NewState(d.Network)
+	if _, err := statefile.Load(d.StatePath(), Kind, Version, st); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return NewState(d.Network), nil
+		}
+		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
+	}
+	st.normalize()
+	if st.Network != d.Network {
+		return nil, fmt.Errorf("%w: %s holds network %q, want %q", ErrCorrupt, d.StatePath(), st.Network, d.Network)
+	}
+	return st, nil
+}
+
+// Save atomically replaces the state file. The caller must hold the lock.
+func (d *Disk) Save(st *State) error {
+	if d.lockFile == nil {
+		return errors.New("store: Save without the lock")
+	}
+	// Temp files of writers killed before their rename are garbage.
+	_ = atomicfile.CleanTemps(d.Dir)
+	return statefile.Save(d.StatePath(), Kind, Version, st)
+}
+
+// ListNetworks returns the network names that have a state file in dataDir.
+func ListNetworks(dataDir string) ([]string, error) {
+	ents, err := os.ReadDir(dataDir)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(dataDir, e.Name(), StateFileName)); err == nil {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
+}
