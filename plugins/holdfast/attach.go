@@ -1,0 +1,80 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/holdfast-edge/holdfast/internal/atomicfile"
+	"github.com/holdfast-edge/holdfast/internal/statefile"
+)
+
+// AttachmentKind and AttachmentVersion identify an attachment record.
+const (
+	AttachmentKind    = "holdfast/attachment"
+	AttachmentVersion = 1
+)
+
+// Attachment is what holdfast records for one pod interface.
+type Attachment struct {
+	Network      string    `json:"network"`
+	PodNamespace string    `json:"podNamespace,omitempty"`
+	PodName      string    `json:"podName,omitempty"`
+	PodUID       string    `json:"podUID,omitempty"`
+	ContainerID  string    `json:"containerID"`
+	IfName       string    `json:"ifName"`
+	IPs          []string  `json:"ips"`
+	MAC          string    `json:"mac"`
+	Netns        string    `json:"netns"`
+	Created      time.Time `json:"created"`
+}
+
+func validID(s string) bool {
+	return s != "" && !strings.ContainsAny(s, "/\\\x00") && s != "." && s != ".."
+}
+
+// attachmentPath is <dataDir>/<network>/<containerID>_<ifname>.json.
+func attachmentPath(dataDir, network, cid, ifName string) (string, error) {
+	if !validID(cid) {
+		return "", fmt.Errorf("container ID %q is not usable as a file name", cid)
+	}
+	if !validID(ifName) {
+		return "", fmt.Errorf("interface name %q is not usable as a file name", ifName)
+	}
+	return filepath.Join(dataDir, network, cid+"_"+ifName+".json"), nil
+}
+
+func saveAttachment(path string, a *Attachment) error {
+	return statefile.Save(path, AttachmentKind, AttachmentVersion, a)
+}
+
+func loadAttachment(path string) (*Attachment, error) {
+	var a Attachment
+	if _, err := statefile.Load(path, AttachmentKind, AttachmentVersion, &a); err != nil {
+		return nil, err
+	}
+	return &a, nil
+}
+
+// listAttachments returns the record paths of network.
+func listAttachments(dataDir, network string) ([]string, error) {
+	ents, err := os.ReadDir(filepath.Join(dataDir, network))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range ents {
+		if e.Type().IsRegular() && strings.HasSuffix(e.Name(), ".json") && !strings.HasPrefix(e.Name(), ".") {
+			out = append(out, filepath.Join(dataDir, network, e.Name()))
+		}
+	}
+	return out, nil
+}
+
+func removeAttachment(path string) error { return atomicfile.Remove(path) }

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+)
+
+// DefaultDataDir is where attachment records live when dataDir is unset.
+const DefaultDataDir = "/var/lib/holdfast/cni"
+
+// DefaultSnapshotDir is where the network snapshot and VTEP MAC pins live.
+const DefaultSnapshotDir = "/var/lib/holdfast/snapshot"
+
+// OverlayConf names the node's overlay device.
+type OverlayConf struct {
+	// Device is the overlay link, e.g. "flannel.1".
+	Device string `json:"device"`
+	// MAC, when set, is the MAC the device must carry. Otherwise the VTEP
+	// MAC pin of NodeName (internal/vtepmac, in SnapshotDir) is used.
+	MAC string `json:"mac,omitempty"`
+	// NodeName defaults to the host name.
+	NodeName string `json:"nodeName,omitempty"`
+	// SnapshotDir defaults to /var/lib/holdfast/snapshot.
+	SnapshotDir string `json:"snapshotDir,omitempty"`
+	// Restore (default true) makes ADD restore a missing overlay from the
+	// snapshot first.
+	Restore *bool `json:"restore,omitempty"`
+	// LockTimeout bounds the wait for another ADD's restore (default 30s).
+	LockTimeout string `json:"lockTimeout,omitempty"`
+
+	mac         net.HardwareAddr
+	lockTimeout time.Duration
+}
+
+// NetConf is holdfast's configuration, with the chain's prevResult.
+type NetConf struct {
+	types.NetConf
+	DataDir string       `json:"dataDir,omitempty"`
+	Overlay *OverlayConf `json:"overlay,omitempty"`
+	// ValidAttachments is only set on GC.
+	ValidAttachments []types.GCAttachment `json:"cni.dev/valid-attachments,omitempty"`
+
+	result *current.Result
+}
+
+func invalidConf(format string, a ...any) *types.Error {
+	return types.NewError(types.ErrInvalidNetworkConfig, "holdfast: "+fmt.Sprintf(format, a...), "")
+}
+
+// parseConf decodes and validates stdin. needPrev makes a missing
+// prevResult an error (ADD and CHECK: the plugin must be chained).
+func parseConf(data []byte, needPrev bool) (*NetConf, error) {
+	conf := &NetConf{}
+	if err := json.Unmarshal(data, conf); err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, "holdfast: malformed network configuration JSON: "+err.Error(), "")
+	}
+	if conf.Name == "" {
+		return nil, invalidConf("network configuration has no \"name\"")
+	}
+	if strings.ContainsAny(conf.Name, "/\\\x00") || conf.Name == "." || conf.Name == ".." {
+		return nil, invalidConf("network name %q is not usable as a directory name", conf.Name)
+	}
+	if conf.DataDir == "" {
+		conf.DataDir = DefaultDataDir
+	}
+	if o := conf.Overlay; o != nil {
+		if o.Device == "" {
+			return nil, invalidConf("overlay.device is empty")
+		}
+		if o.MAC != "" {
+			mac, err := net.ParseMAC(o.MAC)
+			if err != nil || len(mac) != 6 {
+				return nil, invalidConf("overlay.mac %q is not an Ethernet MAC", o.MAC)
+			}
+			o.mac = mac
+		}
+		if o.SnapshotDir == "" {
+			o.SnapshotDir = DefaultSnapshotDir
+		}
+		o.lockTimeout = 30 * time.Second
+		if o.LockTimeout != "" {
+			d, err := time.ParseDuration(o.LockTimeout)
+			if err != nil || d <= 0 {
+				return nil, invalidConf("overlay.lockTimeout %q is not a positive duration", o.LockTimeout)
+			}
+			o.lockTimeout = d
+		}
+	}
+	if conf.RawPrevResult != nil {
+		if err := version.ParsePrevResult(&conf.NetConf); err != nil {
+			return nil, invalidConf("cannot parse prevResult: %v", err)
+		}
+		res, err := current.NewResultFromResult(conf.PrevResult)
+		if err != nil {
+			return nil, invalidConf("cannot convert prevResult: %v", err)
+		}
+		conf.result = res
+	} else if needPrev {
+		return nil, invalidConf("must be called as a chained plugin: no prevResult (put holdfast after bridge or flannel in a conflist)")
+	}
+	return conf, nil
+}
+
+// podArgs reads the pod identity from CNI_ARGS; unknown keys are ignored.
+type podArgs struct{ Namespace, Name, UID string }
+
+func parseArgs(s string) (podArgs, error) {
+	var p podArgs
+	for _, kv := range strings.Split(s, ";") {
+		if kv == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return p, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("holdfast: CNI_ARGS pair %q has no \"=\"", kv), "")
+		}
+		switch k {
+		case "K8S_POD_NAMESPACE":
+			p.Namespace = v
+		case "K8S_POD_NAME":
+			p.Name = v
+		case "K8S_POD_UID":
+			p.UID = v
+		}
+	}
+	return p, nil
+}

@@ -1,0 +1,252 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/version"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+
+	"github.com/holdfast-edge/holdfast/internal/stablemac"
+)
+
+// LogFileName is the plugin's log under the data dir.
+const LogFileName = "holdfast.log"
+
+const maxLogSize = 4 << 20
+
+// plugin holds the verbs' dependencies.
+type plugin struct {
+	restorer OverlayRestorer
+}
+
+func main() {
+	p := &plugin{restorer: newSnapshotRestorer()}
+	skel.PluginMainFuncs(skel.CNIFuncs{Add: p.cmdAdd, Check: p.cmdCheck, Del: p.cmdDel, Status: p.cmdStatus, GC: p.cmdGC},
+		version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"), "holdfast: pins pod MACs to pod names, records attachments, guards the overlay")
+}
+
+func openLog(dataDir string, create bool) (*slog.Logger, func()) {
+	discard := slog.New(slog.DiscardHandler)
+	if !create {
+		if _, err := os.Stat(dataDir); err != nil {
+			return discard, func() {}
+		}
+	} else if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return discard, func() {}
+	}
+	path := filepath.Join(dataDir, LogFileName)
+	if st, err := os.Stat(path); err == nil && st.Size() > maxLogSize {
+		_ = os.Rename(path, path+".1")
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return discard, func() {}
+	}
+	return slog.New(slog.NewTextHandler(f, nil)).With("plugin", "holdfast", "pid", os.Getpid()), func() { f.Close() }
+}
+
+func internal(format string, a ...any) *types.Error {
+	return types.NewError(types.ErrInternal, "holdfast: "+fmt.Sprintf(format, a...), "")
+}
+
+// podMAC is the MAC pinned to the pod's name in this network.
+func podMAC(network string, pod podArgs) net.HardwareAddr {
+	return stablemac.FromName("holdfast-pod", network, pod.Namespace, pod.Name)
+}
+
+func (p *plugin) cmdAdd(args *skel.CmdArgs) error {
+	conf, err := parseConf(args.StdinData, true)
+	if err != nil {
+		return err
+	}
+	pod, err := parseArgs(args.Args)
+	if err != nil {
+		return err
+	}
+	path, err := attachmentPath(conf.DataDir, conf.Name, args.ContainerID, args.IfName)
+	if err != nil {
+		return types.NewError(types.ErrInvalidEnvironmentVariables, "holdfast: "+err.Error(), "")
+	}
+	log, closeLog := openLog(conf.DataDir, true)
+	defer closeLog()
+	log = log.With("network", conf.Name, "pod", pod.Namespace+"/"+pod.Name, "container", args.ContainerID)
+
+	if restored, err := ensureOverlay(context.Background(), conf.DataDir, conf.Overlay, p.restorer); err != nil {
+		log.Error("overlay restore failed", "err", err)
+		return types.NewError(types.ErrTryAgainLater, "holdfast: "+err.Error(), "")
+	} else if restored {
+		log.Info("overlay restored from snapshot", "device", conf.Overlay.Device)
+	}
+
+	res := conf.result
+	idx := -1
+	for i, ifc := range res.Interfaces {
+		if ifc.Name == args.IfName && ifc.Sandbox != "" {
+			idx = i
+			break
+		}
+	}
+	if idx < 0 {
+		return invalidConf("prevResult has no interface %q inside the sandbox: the main plugin must report it", args.IfName)
+	}
+	mac := net.HardwareAddr(nil)
+	if pod.Namespace != "" && pod.Name != "" {
+		mac = podMAC(conf.Name, pod)
+	}
+	var finalMAC net.HardwareAddr
+	err = ns.WithNetNSPath(args.Netns, func(ns.NetNS) error {
+		link, err := netlink.LinkByName(args.IfName)
+		if err != nil {
+			return fmt.Errorf("find %s in %s: %w", args.IfName, args.Netns, err)
+		}
+		if mac != nil && link.Attrs().HardwareAddr.String() != mac.String() {
+			if err := netlink.LinkSetHardwareAddr(link, mac); err != nil {
+				return fmt.Errorf("set MAC %s on %s: %w", mac, args.IfName, err)
+			}
+			finalMAC = mac
+			return nil
+		}
+		finalMAC = link.Attrs().HardwareAddr
+		return nil
+	})
+	if err != nil {
+		log.Error("ADD failed", "err", err)
+		return internal("%v", err)
+	}
+	res.Interfaces[idx].Mac = finalMAC.String()
+
+	att := &Attachment{Network: conf.Name, PodNamespace: pod.Namespace, PodName: pod.Name, PodUID: pod.UID,
+		ContainerID: args.ContainerID, IfName: args.IfName, MAC: finalMAC.String(), Netns: args.Netns, Created: time.Now().UTC()}
+	for _, ipc := range res.IPs {
+		if ipc.Interface == nil || *ipc.Interface == idx {
+			att.IPs = append(att.IPs, ipc.Address.String())
+		}
+	}
+	if err := saveAttachment(path, att); err != nil {
+		log.Error("record attachment failed", "err", err)
+		return types.NewError(types.ErrIOFailure, "holdfast: record attachment: "+err.Error(), "")
+	}
+	log.Info("attached", "ifname", args.IfName, "mac", att.MAC, "ips", att.IPs)
+	return types.PrintResult(res, conf.CNIVersion)
+}
+
+func (p *plugin) cmdDel(args *skel.CmdArgs) error {
+	conf, err := parseConf(args.StdinData, false)
+	if err != nil {
+		return err
+	}
+	path, err := attachmentPath(conf.DataDir, conf.Name, args.ContainerID, args.IfName)
+	if err != nil {
+		return types.NewError(types.ErrInvalidEnvironmentVariables, "holdfast: "+err.Error(), "")
+	}
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return nil // already gone: DEL is idempotent and quiet
+	}
+	log, closeLog := openLog(conf.DataDir, false)
+	defer closeLog()
+	if err := removeAttachment(path); err != nil {
+		return types.NewError(types.ErrIOFailure, "holdfast: "+err.Error(), "")
+	}
+	log.Info("detached", "network", conf.Name, "container", args.ContainerID, "ifname", args.IfName)
+	return nil
+}
+
+func (p *plugin) cmdCheck(args *skel.CmdArgs) error {
+	conf, err := parseConf(args.StdinData, true)
+	if err != nil {
+		return err
+	}
+	path, err := attachmentPath(conf.DataDir, conf.Name, args.ContainerID, args.IfName)
+	if err != nil {
+		return types.NewError(types.ErrInvalidEnvironmentVariables, "holdfast: "+err.Error(), "")
+	}
+	att, err := loadAttachment(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return types.NewError(types.ErrUnknownContainer, fmt.Sprintf("holdfast: no attachment recorded for container %s interface %s (%s)", args.ContainerID, args.IfName, path), "")
+	}
+	if err != nil {
+		return types.NewError(types.ErrIOFailure, "holdfast: "+err.Error(), "")
+	}
+	// The chain's result must agree with the record.
+	for _, ifc := range conf.result.Interfaces {
+		if ifc.Name == args.IfName && ifc.Sandbox != "" && ifc.Mac != "" && ifc.Mac != att.MAC {
+			return internal("prevResult says %s has MAC %s, recorded %s", args.IfName, ifc.Mac, att.MAC)
+		}
+	}
+	return ns.WithNetNSPath(args.Netns, func(ns.NetNS) error {
+		link, err := netlink.LinkByName(args.IfName)
+		if err != nil {
+			return internal("interface %s missing in %s: %v", args.IfName, args.Netns, err)
+		}
+		if got := link.Attrs().HardwareAddr.String(); got != att.MAC {
+			return internal("interface %s has MAC %s, recorded %s", args.IfName, got, att.MAC)
+		}
+		addrs, err := netlink.AddrList(link, netlink.FAMILY_ALL)
+		if err != nil {
+			return internal("list addresses of %s: %v", args.IfName, err)
+		}
+		have := map[string]bool{}
+		for _, a := range addrs {
+			have[a.IPNet.String()] = true
+		}
+		for _, want := range att.IPs {
+			if !have[want] {
+				return internal("interface %s lacks recorded address %s", args.IfName, want)
+			}
+		}
+		return nil
+	})
+}
+
+func (p *plugin) cmdGC(args *skel.CmdArgs) error {
+	conf, err := parseConf(args.StdinData, false)
+	if err != nil {
+		return err
+	}
+	paths, err := listAttachments(conf.DataDir, conf.Name)
+	if err != nil {
+		return types.NewError(types.ErrIOFailure, "holdfast: GC: "+err.Error(), "")
+	}
+	valid := map[string]bool{}
+	for _, v := range conf.ValidAttachments {
+		if pth, err := attachmentPath(conf.DataDir, conf.Name, v.ContainerID, v.IfName); err == nil {
+			valid[pth] = true
+		}
+	}
+	log, closeLog := openLog(conf.DataDir, false)
+	defer closeLog()
+	for _, pth := range paths {
+		if valid[pth] {
+			continue
+		}
+		if err := removeAttachment(pth); err != nil {
+			return types.NewError(types.ErrIOFailure, "holdfast: GC: "+err.Error(), "")
+		}
+		log.Info("pruned attachment", "network", conf.Name, "record", filepath.Base(pth))
+	}
+	return nil
+}
+
+func (p *plugin) cmdStatus(args *skel.CmdArgs) error {
+	conf, err := parseConf(args.StdinData, false)
+	if err != nil {
+		return err
+	}
+	if conf.Overlay == nil {
+		return nil
+	}
+	if err := checkOverlay(conf.Overlay); err != nil {
+		return types.NewError(types.ErrPluginNotAvailable, "holdfast: not ready: "+err.Error(), "")
+	}
+	return nil
+}
