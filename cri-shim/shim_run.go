@@ -1,0 +1,295 @@
+package crishim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/holdfast-edge/holdfast/cri-shim/proxy"
+	"github.com/holdfast-edge/holdfast/cri-shim/record"
+	"github.com/holdfast-edge/holdfast/cri-shim/relaunch"
+)
+
+// Config configures the shim. Zero values get the documented defaults in
+// New; the caller's non-zero values are never overwritten.
+type Config struct {
+	Listen          string // unix socket path for kubelet
+	RuntimeEndpoint string // unix:///run/containerd/containerd.sock
+	StateDir        string
+	Relaunch        bool
+	Parallelism     int
+	BootIDFile      string
+	Kubeconfig      string
+	NodeName        string
+	// RuntimeWait bounds how long the relaunch waits for containerd to answer.
+	RuntimeWait time.Duration
+	// BackoffBase/BackoffMax of container restarts before adoption.
+	BackoffBase, BackoffMax time.Duration
+	// SuperviseEvery is the period of the restart supervisor (1 s).
+	SuperviseEvery time.Duration
+	Log            *slog.Logger
+	Registry       prometheus.Registerer
+}
+
+// Shim is a running CRI shim.
+type Shim struct {
+	cfg    Config
+	log    *slog.Logger
+	store  *record.Store
+	proxy  *proxy.Server
+	ln     net.Listener
+	bootID string
+	runner *relaunch.Runner
+	locks  *podLocks
+
+	mu       sync.Mutex
+	results  []relaunch.Result
+	done     chan struct{} // closed when the boot relaunch finished
+	badFiles []record.LoadError
+
+	calls     *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+	outcomes  *prometheus.CounterVec
+	recordErr prometheus.Counter
+}
+
+// New opens the records, reads the boot id and binds the socket. Serving
+// and relaunching start with Start.
+func New(cfg Config) (*Shim, error) {
+	if cfg.Listen == "" || cfg.RuntimeEndpoint == "" || cfg.StateDir == "" || cfg.BootIDFile == "" {
+		return nil, errors.New("cri shim: listen, runtime endpoint, state dir and boot id file are required")
+	}
+	if cfg.Parallelism < 1 {
+		return nil, fmt.Errorf("cri shim: relaunch parallelism %d: must be at least 1", cfg.Parallelism)
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.RuntimeWait == 0 {
+		cfg.RuntimeWait = 2 * time.Minute
+	}
+	if cfg.SuperviseEvery == 0 {
+		cfg.SuperviseEvery = time.Second
+	}
+	log := cfg.Log.With("node", cfg.NodeName)
+	bootID, err := record.ReadBootID(cfg.BootIDFile)
+	if err != nil {
+		return nil, err
+	}
+	store, bad, err := record.Open(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range bad {
+		log.Error("pod record unreadable: that pod will not be relaunched", "file", b.Path, "err", b.Err)
+	}
+	conn, err := proxy.Dial(cfg.RuntimeEndpoint)
+	if err != nil {
+		return nil, err
+	}
+	s := &Shim{cfg: cfg, log: log, store: store, bootID: bootID, locks: &podLocks{}, done: make(chan struct{}), badFiles: bad}
+	s.calls = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "holdfast_cri_calls_total", Help: "CRI calls served, by method, whether the shim intercepted them, and gRPC code."}, []string{"method", "intercepted", "code"})
+	s.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "holdfast_cri_call_seconds", Help: "CRI call latency through the shim.", Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10)}, []string{"method"})
+	s.outcomes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "holdfast_cri_relaunch_total", Help: "Pod relaunches after a reboot, by outcome."}, []string{"outcome"})
+	s.recordErr = prometheus.NewCounter(prometheus.CounterOpts{Name: "holdfast_cri_record_errors_total", Help: "Failed record writes."})
+	if cfg.Registry != nil {
+		for _, c := range []prometheus.Collector{s.calls, s.latency, s.outcomes, s.recordErr,
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "holdfast_cri_pods_recorded", Help: "Pods with a record."}, func() float64 { return float64(len(s.store.List())) }),
+		} {
+			if err := cfg.Registry.Register(c); err != nil {
+				return nil, fmt.Errorf("register metrics: %w", err)
+			}
+		}
+	}
+	s.proxy = proxy.New(conn, func(method string, intercepted bool, code codes.Code, d time.Duration) {
+		s.calls.WithLabelValues(method, fmt.Sprint(intercepted), code.String()).Inc()
+		s.latency.WithLabelValues(method).Observe(d.Seconds())
+	})
+	rt := runtimeapi.NewRuntimeServiceClient(conn)
+	ic := &interceptor{rt: rt, store: store, locks: s.locks, bootID: bootID, log: log, onErr: func(string, error) { s.recordErr.Inc() }}
+	ic.register(s.proxy)
+	s.runner = &relaunch.Runner{
+		Runtime: rt, Images: runtimeapi.NewImageServiceClient(conn), Store: store, BootID: bootID,
+		Parallelism: cfg.Parallelism, Log: log, Lock: s.locks.Lock,
+		BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax,
+	}
+	ln, err := proxy.Listen(cfg.Listen)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	s.ln = ln
+	return s, nil
+}
+
+// Store returns the record store.
+func (s *Shim) Store() *record.Store { return s.store }
+
+// BootID returns the boot id the shim runs under.
+func (s *Shim) BootID() string { return s.bootID }
+
+// Relaunched is closed once the boot's relaunch is over (at once when there
+// was nothing to do).
+func (s *Shim) Relaunched() <-chan struct{} { return s.done }
+
+// Results returns the boot relaunch's results.
+func (s *Shim) Results() []relaunch.Result {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]relaunch.Result(nil), s.results...)
+}
+
+// Healthy reports an error when the runtime does not answer.
+func (s *Shim) Healthy(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err := runtimeapi.NewRuntimeServiceClient(s.proxy.Conn()).Version(ctx, &runtimeapi.VersionRequest{})
+	if err != nil {
+		return fmt.Errorf("runtime %s: %w", s.cfg.RuntimeEndpoint, err)
+	}
+	return nil
+}
+
+// Run serves until ctx ends: the socket, the directory flusher, the
+// boot relaunch (when the boot id changed) and the restart supervisor.
+func (s *Shim) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); s.flusher(ctx) }()
+
+	prev, err := s.store.LoadBoot()
+	if err != nil {
+		s.log.Error("boot marker unreadable: treating this as a new boot", "err", err)
+	}
+	rebooted := prev.BootID != s.bootID
+	if rebooted {
+		s.log.Info("boot id changed", "previous", prev.BootID, "current", s.bootID)
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- s.proxy.Serve(s.ln) }()
+	s.log.Info("serving CRI", "listen", s.cfg.Listen, "runtime", s.cfg.RuntimeEndpoint)
+
+	if rebooted && s.cfg.Relaunch {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.bootRelaunch(ctx)
+			if err := s.store.SaveBoot(s.bootID); err != nil {
+				s.log.Error("save boot marker", "err", err)
+			}
+		}()
+	} else {
+		if rebooted {
+			s.log.Info("relaunch disabled (--relaunch never)")
+		}
+		if err := s.store.SaveBoot(s.bootID); err != nil {
+			s.log.Error("save boot marker", "err", err)
+		}
+		close(s.done)
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		select {
+		case <-s.done:
+		case <-ctx.Done():
+			return
+		}
+		s.runner.Supervise(ctx, s.cfg.SuperviseEvery)
+	}()
+
+	select {
+	case <-ctx.Done():
+		err = nil
+	case err = <-serveErr:
+	}
+	s.proxy.Stop(5 * time.Second)
+	cancel()
+	wg.Wait()
+	if ferr := s.store.Flush(); ferr != nil {
+		s.log.Error("flush records", "err", ferr)
+	}
+	s.proxy.Conn().Close()
+	return err
+}
+
+func (s *Shim) flusher(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.store.Dirty():
+		}
+		// Coalesce: let concurrent writers publish, then one dir fsync.
+		time.Sleep(5 * time.Millisecond)
+		if err := s.store.Flush(); err != nil {
+			s.log.Error("flush record dir", "err", err)
+		}
+	}
+}
+
+func (s *Shim) bootRelaunch(ctx context.Context) {
+	defer close(s.done)
+	todo, skipped := relaunch.Plan(s.store.List(), s.bootID)
+	for _, sk := range skipped {
+		s.log.Info("not relaunching pod", "pod", sk.Pod.Key(), "uid", sk.Pod.UID, "reason", sk.Reason)
+	}
+	for _, b := range s.badFiles {
+		s.outcomes.WithLabelValues("unreadable").Inc()
+		s.log.Error("skipping pod with an unreadable record", "file", b.Path, "err", b.Err)
+	}
+	if len(todo) == 0 {
+		return
+	}
+	if err := s.waitRuntime(ctx); err != nil {
+		s.log.Error("runtime never answered: no pod relaunched", "err", err)
+		return
+	}
+	s.log.Info("relaunching pods", "count", len(todo), "parallelism", s.cfg.Parallelism)
+	start := time.Now()
+	res := s.runner.Run(ctx, todo)
+	ok := 0
+	for _, r := range res {
+		if r.Err != nil {
+			s.outcomes.WithLabelValues(record.OutcomeFailed).Inc()
+		} else {
+			ok++
+			s.outcomes.WithLabelValues(record.OutcomeRelaunched).Inc()
+		}
+	}
+	s.mu.Lock()
+	s.results = res
+	s.mu.Unlock()
+	s.log.Info("relaunch done", "relaunched", ok, "failed", len(res)-ok, "took", time.Since(start).Round(time.Millisecond))
+}
+
+func (s *Shim) waitRuntime(ctx context.Context) error {
+	deadline := time.Now().Add(s.cfg.RuntimeWait)
+	delay := 100 * time.Millisecond
+	for {
+		err := s.Healthy(ctx)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		s.log.Info("waiting for the runtime", "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+}
