@@ -1,0 +1,601 @@
+package install
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/holdfast-edge/holdfast/install/cniconf"
+	"github.com/holdfast-edge/holdfast/install/kubelet"
+	"github.com/holdfast-edge/holdfast/install/units"
+)
+
+// Options says where things are on the node and how to wire holdfast in.
+// All paths except Root and SourceDir are on-node absolute paths, resolved
+// under Root.
+type Options struct {
+	// Root is the node's file system root ("/" on a real node).
+	Root string
+	// SourceDir (a host path, not under Root) holds the holdfast,
+	// holdfast-ipam and holdfastd binaries to install.
+	SourceDir string
+	NodeName  string
+
+	CNIBinDir     string
+	CNIConfDir    string
+	KubeletConfig string
+	KubeletFlags  string
+	SystemdDir    string
+	Holdfastd     string
+	StateDir      string
+
+	// ConflistName overrides the name of the conflist holdfast writes.
+	ConflistName string
+	// OverlayDevice overrides the overlay device passed to the chained
+	// plugin (default: flannel.1 for a flannel network, none for bridge).
+	OverlayDevice string
+	// PinTTL is passed to holdfast-ipam (empty: its default).
+	PinTTL string
+
+	CRISocket       string
+	RuntimeEndpoint string
+	NodeDNS         string
+	HealthKeyFile   string
+	// DaemonSets: health and DNS run as DaemonSets (no units for them).
+	DaemonSets bool
+}
+
+// DefaultOptions returns the paths of a kubeadm node.
+func DefaultOptions() Options {
+	return Options{
+		Root:            "/",
+		CNIBinDir:       "/opt/cni/bin",
+		CNIConfDir:      "/etc/cni/net.d",
+		KubeletConfig:   "/var/lib/kubelet/config.yaml",
+		KubeletFlags:    "/var/lib/kubelet/kubeadm-flags.env",
+		SystemdDir:      "/etc/systemd/system",
+		Holdfastd:       "/usr/local/bin/holdfastd",
+		StateDir:        DefaultStateDir,
+		CRISocket:       "/run/holdfast/cri.sock",
+		RuntimeEndpoint: "unix:///run/containerd/containerd.sock",
+		NodeDNS:         "169.254.20.10",
+		HealthKeyFile:   "/var/lib/holdfast/health/key",
+	}
+}
+
+// host maps an on-node path to the path on this machine.
+func (o *Options) host(p string) string { return filepath.Join(o.Root, filepath.FromSlash(p)) }
+
+func (o *Options) validate() error {
+	if o.Root == "" {
+		return errors.New("root is empty")
+	}
+	for name, p := range map[string]string{"cni-bin-dir": o.CNIBinDir, "cni-conf-dir": o.CNIConfDir, "kubelet-config": o.KubeletConfig,
+		"kubelet-flags": o.KubeletFlags, "systemd-dir": o.SystemdDir, "holdfastd-path": o.Holdfastd, "state-dir": o.StateDir, "cri-socket": o.CRISocket} {
+		if !path.IsAbs(p) {
+			return fmt.Errorf("--%s %q is not an absolute path", name, p)
+		}
+	}
+	if ip := strings.TrimSpace(o.NodeDNS); ip == "" || strings.ContainsAny(ip, " /") {
+		return fmt.Errorf("--node-dns %q is not an address", o.NodeDNS)
+	}
+	if o.ConflistName != "" && (strings.Contains(o.ConflistName, "/") || filepath.Ext(o.ConflistName) != ".conflist") {
+		return fmt.Errorf("--conflist-name %q must be a file name ending in .conflist", o.ConflistName)
+	}
+	return nil
+}
+
+// want is one path in the desired end state.
+type want struct {
+	path   string
+	data   []byte
+	link   string
+	mode   fs.FileMode
+	role   string
+	binary bool
+}
+
+// Change kinds.
+const (
+	Add     = "add"
+	Modify  = "modify"
+	Restore = "restore" // put the original back
+	Remove  = "remove"  // delete what install added
+)
+
+// Change is one path a plan writes.
+type Change struct {
+	Path   string
+	Kind   string
+	Role   string
+	Binary bool
+
+	OldExists bool
+	Old       []byte
+	OldLink   string
+	OldMode   fs.FileMode
+
+	NewExists bool
+	New       []byte
+	NewLink   string
+	NewMode   fs.FileMode
+	// NewUID/NewGID are set when restoring an original's owner.
+	NewUID, NewGID int
+	chown          bool
+}
+
+// Plan is the complete set of changes of one install or uninstall.
+type Plan struct {
+	Changes   []Change
+	Unchanged []string
+	// Notes are things the operator should know (not errors).
+	Notes []string
+	// Record is the record after applying; nil removes it.
+	Record *Record
+	prev   *Record
+	// backups to write before anything else: sha -> content.
+	backups map[string][]byte
+	// cleanup: backups to delete after applying (uninstall).
+	dropBackups []string
+	opts        Options
+}
+
+// Empty reports whether the plan changes nothing.
+func (p *Plan) Empty() bool {
+	return len(p.Changes) == 0 && !p.recordChanges()
+}
+
+func (p *Plan) recordChanges() bool {
+	if p.Record == nil {
+		return p.prev != nil
+	}
+	if p.prev == nil {
+		return true
+	}
+	a, _ := encodeRecord(p.Record)
+	b, _ := encodeRecord(p.prev)
+	return !bytes.Equal(a, b)
+}
+
+// current is what a path holds now.
+type current struct {
+	exists   bool
+	isLink   bool
+	link     string
+	data     []byte
+	mode     fs.FileMode
+	uid, gid int
+}
+
+func readCurrent(hostPath string) (current, error) {
+	st, err := os.Lstat(hostPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return current{}, nil
+	}
+	if err != nil {
+		return current{}, err
+	}
+	c := current{exists: true, mode: st.Mode().Perm()}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		c.uid, c.gid = int(sys.Uid), int(sys.Gid)
+	}
+	switch {
+	case st.Mode()&fs.ModeSymlink != 0:
+		c.isLink = true
+		c.link, err = os.Readlink(hostPath)
+		return c, err
+	case st.Mode().IsRegular():
+		c.data, err = os.ReadFile(hostPath)
+		return c, err
+	case st.IsDir():
+		return c, fmt.Errorf("%s is a directory", hostPath)
+	default:
+		return c, fmt.Errorf("%s is not a regular file", hostPath)
+	}
+}
+
+func (c current) matches(w want) bool {
+	if w.link != "" {
+		return c.exists && c.isLink && c.link == w.link
+	}
+	return c.exists && !c.isLink && bytes.Equal(c.data, w.data)
+}
+
+// installedMatches reports whether the path holds what the record says
+// install wrote.
+func (c current) installedMatches(r FileRecord) bool {
+	if r.Link != "" {
+		return c.exists && c.isLink && c.link == r.Link
+	}
+	return c.exists && !c.isLink && sha(c.data) == r.SHA256
+}
+
+// origMatches reports whether the path holds its pre-install state.
+func (c current) origMatches(r FileRecord) bool {
+	if !r.Existed {
+		return !c.exists
+	}
+	return c.exists && !c.isLink && sha(c.data) == r.OrigSHA256
+}
+
+// PlanInstall computes what install would change. It reads everything and
+// validates every input before returning; nothing is written.
+func PlanInstall(o Options) (*Plan, error) {
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	prev, err := LoadRecord(o.host(recordPath(o.StateDir)))
+	if err != nil {
+		return nil, err
+	}
+	wants, notes, err := o.desired(prev)
+	if err != nil {
+		return nil, err
+	}
+	p := &Plan{prev: prev, backups: map[string][]byte{}, opts: o, Notes: notes}
+	rec := &Record{NodeName: o.NodeName}
+	if prev != nil {
+		rec.Dirs = append(rec.Dirs, prev.Dirs...)
+	}
+	wanted := map[string]bool{}
+	for _, w := range wants {
+		wanted[w.path] = true
+		cur, err := readCurrent(o.host(w.path))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", w.path, err)
+		}
+		var old *FileRecord
+		if prev != nil {
+			old = prev.find(w.path)
+		}
+		if cur.matches(w) {
+			p.Unchanged = append(p.Unchanged, w.path)
+			if old != nil {
+				rec.Files = append(rec.Files, *old)
+			}
+			continue
+		}
+		fr := FileRecord{Path: w.path, Role: w.role}
+		switch {
+		case old != nil && (cur.installedMatches(*old) || cur.origMatches(*old)):
+			fr = *old
+			fr.Role = w.role
+		default:
+			if old != nil {
+				p.Notes = append(p.Notes, fmt.Sprintf("%s changed since holdfast installed it: its current content becomes the original that uninstall restores", w.path))
+			}
+			if cur.isLink {
+				return nil, fmt.Errorf("%s is a symlink (to %s) that holdfast did not create: refusing to replace it", w.path, cur.link)
+			}
+			fr.Existed = cur.exists
+			if cur.exists {
+				fr.OrigSHA256 = sha(cur.data)
+				fr.OrigMode = cur.mode
+				fr.OrigUID, fr.OrigGID = cur.uid, cur.gid
+				if _, err := os.Stat(o.host(backupPath(o.StateDir, fr.OrigSHA256))); err != nil {
+					p.backups[fr.OrigSHA256] = cur.data
+				}
+			}
+		}
+		ch := Change{Path: w.path, Role: w.role, Binary: w.binary, Kind: Add,
+			OldExists: cur.exists, Old: cur.data, OldLink: cur.link, OldMode: cur.mode,
+			NewExists: true, New: w.data, NewLink: w.link, NewMode: w.mode}
+		if cur.exists {
+			ch.Kind = Modify
+			if !cur.isLink && w.link == "" && w.mode == 0 {
+				ch.NewMode = cur.mode
+			}
+		}
+		if ch.NewMode == 0 {
+			ch.NewMode = 0o644
+		}
+		if w.link != "" {
+			fr.Link, fr.SHA256 = w.link, ""
+		} else {
+			fr.SHA256, fr.Link = sha(w.data), ""
+		}
+		rec.Files = append(rec.Files, fr)
+		p.Changes = append(p.Changes, ch)
+	}
+	// Paths install wrote before but no longer wants: put them back.
+	if prev != nil {
+		for _, old := range prev.Files {
+			if wanted[old.Path] {
+				continue
+			}
+			ch, keep, err := o.revert(old, false)
+			if err != nil {
+				return nil, err
+			}
+			if keep != "" {
+				p.Notes = append(p.Notes, keep)
+			}
+			if ch != nil {
+				p.Changes = append(p.Changes, *ch)
+			}
+		}
+	}
+	sort.Slice(rec.Files, func(i, j int) bool { return rec.Files[i].Path < rec.Files[j].Path })
+	for _, ch := range p.Changes {
+		if ch.NewExists {
+			rec.Dirs = append(rec.Dirs, o.missingDirs(path.Dir(ch.Path))...)
+		}
+	}
+	if len(p.backups) > 0 || prev == nil {
+		rec.Dirs = append(rec.Dirs, o.missingDirs(path.Join(o.StateDir, "backup"))...)
+	}
+	rec.Dirs = dedupDirs(rec.Dirs)
+	p.Record = rec
+	sortChanges(p.Changes)
+	return p, nil
+}
+
+// revert returns the change that puts a recorded path back to its original
+// state. A path someone else changed since install is left alone (with a
+// note) unless force is set.
+func (o *Options) revert(r FileRecord, force bool) (*Change, string, error) {
+	cur, err := readCurrent(o.host(r.Path))
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: %w", r.Path, err)
+	}
+	if cur.origMatches(r) {
+		return nil, "", nil
+	}
+	if !cur.installedMatches(r) && !force {
+		return nil, "", &ConflictError{Path: r.Path}
+	}
+	ch := &Change{Path: r.Path, Role: r.Role, Binary: r.Role == roleBinary,
+		OldExists: cur.exists, Old: cur.data, OldLink: cur.link, OldMode: cur.mode}
+	if !r.Existed {
+		ch.Kind = Remove
+		return ch, "", nil
+	}
+	data, err := os.ReadFile(o.host(backupPath(o.StateDir, r.OrigSHA256)))
+	if err != nil {
+		return nil, "", fmt.Errorf("backup of %s: %w", r.Path, err)
+	}
+	if sha(data) != r.OrigSHA256 {
+		return nil, "", fmt.Errorf("backup of %s (%s) is corrupt: checksum mismatch", r.Path, backupPath(o.StateDir, r.OrigSHA256))
+	}
+	ch.Kind = Restore
+	ch.NewExists, ch.New, ch.NewMode = true, data, r.OrigMode
+	ch.NewUID, ch.NewGID, ch.chown = r.OrigUID, r.OrigGID, true
+	return ch, "", nil
+}
+
+// ConflictError is returned when a file install wrote was changed by
+// someone else since.
+type ConflictError struct{ Path string }
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("%s was changed after holdfast installed it; refusing to overwrite it (use --force to restore the original anyway)", e.Path)
+}
+
+// PlanUninstall computes the changes that put every recorded path back.
+func PlanUninstall(o Options, force bool) (*Plan, error) {
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	prev, err := LoadRecord(o.host(recordPath(o.StateDir)))
+	if err != nil {
+		return nil, err
+	}
+	p := &Plan{prev: prev, opts: o}
+	if prev == nil {
+		return p, nil
+	}
+	var conflicts []string
+	for _, r := range prev.Files {
+		ch, _, err := o.revert(r, force)
+		var ce *ConflictError
+		if errors.As(err, &ce) {
+			conflicts = append(conflicts, ce.Path)
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if ch != nil {
+			p.Changes = append(p.Changes, *ch)
+		} else {
+			p.Unchanged = append(p.Unchanged, r.Path)
+		}
+		if r.Existed {
+			p.dropBackups = append(p.dropBackups, r.OrigSHA256)
+		}
+	}
+	if len(conflicts) > 0 {
+		return nil, fmt.Errorf("changed after holdfast installed them, refusing to overwrite (use --force to restore the originals anyway): %s", strings.Join(conflicts, ", "))
+	}
+	sortChanges(p.Changes)
+	return p, nil
+}
+
+// missingDirs lists the on-node directories from dir upwards that do not
+// exist yet, parents first.
+func (o *Options) missingDirs(dir string) []string {
+	var out []string
+	for d := dir; d != "/" && d != "."; d = path.Dir(d) {
+		if _, err := os.Lstat(o.host(d)); err == nil {
+			break
+		}
+		out = append([]string{d}, out...)
+	}
+	return out
+}
+
+func dedupDirs(ds []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, d := range ds {
+		if !seen[d] {
+			seen[d] = true
+			out = append(out, d)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return strings.Count(out[i], "/") < strings.Count(out[j], "/") })
+	return out
+}
+
+// Roles, in the order changes are applied: binaries and units first,
+// kubelet last, so kubelet is never pointed at a shim that is not there.
+const (
+	roleBinary   = "binary"
+	roleUnit     = "systemd-unit"
+	roleLink     = "systemd-enable-link"
+	roleConflist = "cni-conflist"
+	roleKubelet  = "kubelet-config"
+	roleFlags    = "kubelet-flags"
+)
+
+var roleOrder = map[string]int{roleBinary: 0, roleUnit: 1, roleLink: 2, roleConflist: 3, roleFlags: 4, roleKubelet: 5}
+
+func sortChanges(cs []Change) {
+	sort.SliceStable(cs, func(i, j int) bool {
+		if roleOrder[cs[i].Role] != roleOrder[cs[j].Role] {
+			return roleOrder[cs[i].Role] < roleOrder[cs[j].Role]
+		}
+		return cs[i].Path < cs[j].Path
+	})
+}
+
+// desired computes every path install wants and its content.
+func (o *Options) desired(prev *Record) ([]want, []string, error) {
+	var ws []want
+	var notes []string
+	if o.NodeName == "" {
+		return nil, nil, errors.New("node name is empty (pass --node-name)")
+	}
+	// Binaries.
+	for _, b := range []struct{ name, dst string }{
+		{"holdfast", path.Join(o.CNIBinDir, "holdfast")},
+		{"holdfast-ipam", path.Join(o.CNIBinDir, "holdfast-ipam")},
+		{"holdfastd", o.Holdfastd},
+	} {
+		src := filepath.Join(o.SourceDir, b.name)
+		data, err := os.ReadFile(src)
+		if err != nil {
+			return nil, nil, fmt.Errorf("binary to install: %w (build it with 'make build' or pass --source-dir)", err)
+		}
+		ws = append(ws, want{path: b.dst, data: data, mode: 0o755, role: roleBinary, binary: true})
+	}
+	// Conflist.
+	ignore := map[string]bool{}
+	if prev != nil {
+		for _, f := range prev.Files {
+			if f.Role == roleConflist && !f.Existed && path.Dir(f.Path) == o.CNIConfDir {
+				ignore[path.Base(f.Path)] = true
+			}
+		}
+	}
+	confDir := o.host(o.CNIConfDir)
+	active, err := cniconf.FindActive(confDir, ignore)
+	if err != nil {
+		return nil, nil, err
+	}
+	if active == "" {
+		return nil, nil, fmt.Errorf("%s holds no CNI network config (.conf, .conflist, .json): install the node's network (flannel or bridge) first", o.CNIConfDir)
+	}
+	activePath := path.Join(o.CNIConfDir, active)
+	src, err := os.ReadFile(o.host(activePath))
+	if err != nil {
+		return nil, nil, err
+	}
+	mainType, _ := cniconf.Main(src)
+	copts := cniconf.Options{OverlayDevice: o.OverlayDevice, PinTTL: o.PinTTL}
+	if copts.OverlayDevice == "" && mainType == "flannel" {
+		copts.OverlayDevice = "flannel.1"
+	}
+	chained, err := cniconf.Chain(activePath, src, copts)
+	if err != nil {
+		return nil, nil, err
+	}
+	name := o.ConflistName
+	if name == "" {
+		if name, err = cniconf.NameBefore(active); err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", o.CNIConfDir, err)
+		}
+	} else if name >= active {
+		return nil, nil, fmt.Errorf("--conflist-name %q does not sort before %q, which the runtime would keep using", name, active)
+	}
+	ws = append(ws, want{path: path.Join(o.CNIConfDir, name), data: chained, mode: 0o644, role: roleConflist})
+	notes = append(notes, fmt.Sprintf("CNI: %s chains holdfast into %s (%s), which is left as it is", path.Join(o.CNIConfDir, name), activePath, mainType))
+
+	// Kubelet.
+	kws, err := o.kubeletWants()
+	if err != nil {
+		return nil, nil, err
+	}
+	ws = append(ws, kws...)
+
+	// Units.
+	us, err := units.Render(units.Config{Holdfastd: o.Holdfastd, NodeName: o.NodeName, CRISocket: o.CRISocket,
+		RuntimeEndpoint: o.RuntimeEndpoint, NodeDNS: o.NodeDNS, HealthKeyFile: o.HealthKeyFile, DaemonSets: o.DaemonSets})
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, u := range us {
+		ws = append(ws, want{path: path.Join(o.SystemdDir, u.Name), data: []byte(u.Content), mode: 0o644, role: roleUnit})
+	}
+	for _, l := range units.Links(us, o.SystemdDir) {
+		ws = append(ws, want{path: path.Join(o.SystemdDir, l.Path), link: l.Target, role: roleLink})
+	}
+	return ws, notes, nil
+}
+
+// kubeletWants edits the kubelet config file and/or kubeadm's flags file.
+// A value the flags file sets is edited there (flags override the config
+// file); the rest go to the config file.
+func (o *Options) kubeletWants() ([]want, error) {
+	settings := kubelet.Settings("unix://"+o.CRISocket, o.NodeDNS)
+	cfg, cfgErr := os.ReadFile(o.host(o.KubeletConfig))
+	if cfgErr != nil && !errors.Is(cfgErr, fs.ErrNotExist) {
+		return nil, cfgErr
+	}
+	flags, flErr := os.ReadFile(o.host(o.KubeletFlags))
+	if flErr != nil && !errors.Is(flErr, fs.ErrNotExist) {
+		return nil, flErr
+	}
+	haveCfg, haveFlags := cfgErr == nil, flErr == nil
+	if !haveCfg && !haveFlags {
+		return nil, fmt.Errorf("found neither the kubelet config %s nor kubeadm's flags file %s: pass --kubelet-config or --kubelet-flags", o.KubeletConfig, o.KubeletFlags)
+	}
+	var ws []want
+	cfgSettings := settings
+	if haveFlags {
+		set, err := kubelet.FlagsSet(o.KubeletFlags, flags, settings)
+		if err != nil {
+			return nil, err
+		}
+		var inFlags []kubelet.Setting
+		cfgSettings = nil
+		for _, s := range settings {
+			if set[s.Flag] || !haveCfg {
+				inFlags = append(inFlags, s)
+			} else {
+				cfgSettings = append(cfgSettings, s)
+			}
+		}
+		out, err := kubelet.EditFlags(o.KubeletFlags, flags, inFlags, !haveCfg)
+		if err != nil {
+			return nil, err
+		}
+		ws = append(ws, want{path: o.KubeletFlags, data: out, role: roleFlags})
+	}
+	if haveCfg {
+		// Validate the config even when the flags file carries every value.
+		out, err := kubelet.EditConfig(o.KubeletConfig, cfg, cfgSettings)
+		if err != nil {
+			return nil, err
+		}
+		ws = append(ws, want{path: o.KubeletConfig, data: out, role: roleKubelet})
+	}
+	return ws, nil
+}
