@@ -2,8 +2,181 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	crishim "github.com/holdfast-edge/holdfast/cri-shim"
+	"github.com/holdfast-edge/holdfast/cri-shim/record"
+	"github.com/holdfast-edge/holdfast/internal/daemon"
 )
 
-// runCRI is a placeholder until its component lands.
-func runCRI(ctx context.Context, args []string) error { return errors.New("not implemented yet") }
+const criSummary = `The CRI shim sits between kubelet and containerd. It relays every CRI call,
+records every pod sandbox and container config per pod UID under --state-dir,
+and after an offline reboot (the boot id changed) relaunches the pods that were
+running, so kubelet can adopt them when the cloud returns.
+
+Subcommands:
+  run          serve (default when no subcommand is given)
+  pods         list recorded pods and their relaunch outcome`
+
+// runCRI dispatches `holdfastd cri [run|pods]`.
+func runCRI(ctx context.Context, args []string) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "run":
+			return runCRIServe(ctx, args[1:])
+		case "pods", "show":
+			return runCRIPods(ctx, args[1:])
+		}
+		if !strings.HasPrefix(args[0], "-") {
+			return exitError{2, fmt.Errorf("unknown subcommand %q (want run or pods)", args[0])}
+		}
+	}
+	return runCRIServe(ctx, args)
+}
+
+func runCRIServe(ctx context.Context, args []string) error {
+	fs := newFlagSet("cri [run]", criSummary)
+	listen := fs.String("listen", "/run/holdfast/cri.sock", "unix socket kubelet connects to (--container-runtime-endpoint=unix://<this>); created mode 0660")
+	endpoint := fs.String("runtime-endpoint", "unix:///run/containerd/containerd.sock", "containerd's CRI socket the shim relays to")
+	stateDir := fs.String("state-dir", "/var/lib/holdfast/cri", "durable directory of the pod records (must survive reboots)")
+	relaunchMode := fs.String("relaunch", "auto", "auto: relaunch recorded running pods when the boot id changed; never: only record and relay")
+	par := fs.Int("relaunch-parallelism", 4, "how many pods are relaunched at once")
+	kubeconfig := fs.String("kubeconfig", "", "optional kubeconfig: read restartPolicy, init containers and owner of recorded pods from the apiserver when reachable (persisted for offline use)")
+	bootIDFile := fs.String("boot-id-file", "/proc/sys/kernel/random/boot_id", "file holding the boot id; a change since the last run means the node rebooted")
+	metrics := fs.String("metrics-addr", "127.0.0.1:9643", "host:port serving /healthz and /metrics (empty: off)")
+	node := fs.String("node-name", "", "node name used in logs (default: the host name)")
+	backoff := fs.Duration("restart-backoff", 10*time.Second, "first delay before restarting an exited relaunched container; doubles per restart (kubelet: 10s)")
+	backoffMax := fs.Duration("restart-backoff-max", 5*time.Minute, "longest delay between restarts (kubelet: 5m)")
+	debug := fs.Bool("debug", false, "debug logging")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return exitError{2, fmt.Errorf("unexpected arguments %q", fs.Args())}
+	}
+	var relaunch bool
+	switch *relaunchMode {
+	case "auto":
+		relaunch = true
+	case "never":
+	default:
+		return exitError{2, fmt.Errorf("--relaunch %q: want auto or never", *relaunchMode)}
+	}
+	if *par < 1 {
+		return exitError{2, fmt.Errorf("--relaunch-parallelism %d: must be at least 1", *par)}
+	}
+	if *backoff <= 0 || *backoffMax < *backoff {
+		return exitError{2, fmt.Errorf("--restart-backoff %v / --restart-backoff-max %v: want 0 < backoff <= max", *backoff, *backoffMax)}
+	}
+	if *node == "" {
+		*node, _ = os.Hostname()
+	}
+	log := daemon.NewLogger("cri", *debug)
+	reg := daemon.NewRegistry()
+	shim, err := crishim.New(crishim.Config{
+		Listen: *listen, RuntimeEndpoint: *endpoint, StateDir: *stateDir, Relaunch: relaunch,
+		Parallelism: *par, BootIDFile: *bootIDFile, Kubeconfig: *kubeconfig, NodeName: *node,
+		BackoffBase: *backoff, BackoffMax: *backoffMax, Log: log, Registry: reg,
+	})
+	if err != nil {
+		return err
+	}
+	if _, err := daemon.Serve(ctx, log, *metrics, daemon.Mux(reg, func() error { return shim.Healthy(context.Background()) })); err != nil {
+		return err
+	}
+	return shim.Run(ctx)
+}
+
+type podRow struct {
+	Namespace  string            `json:"namespace"`
+	Name       string            `json:"name"`
+	UID        string            `json:"uid"`
+	Sandboxes  int               `json:"sandboxes"`
+	Latest     string            `json:"latestSandbox,omitempty"`
+	Running    bool              `json:"runningAtLastRecord"`
+	Containers []string          `json:"containers"`
+	Facts      *record.Facts     `json:"facts,omitempty"`
+	Relaunch   *record.Relaunch  `json:"relaunch,omitempty"`
+	Error      string            `json:"error,omitempty"`
+	File       string            `json:"file,omitempty"`
+	Extra      map[string]string `json:"-"`
+}
+
+func runCRIPods(_ context.Context, args []string) error {
+	fs := newFlagSet("cri pods", "List the pods the CRI shim has recorded, with their relaunch outcome.\nUnreadable record files are listed with their error.")
+	stateDir := fs.String("state-dir", "/var/lib/holdfast/cri", "the shim's state directory")
+	output := fs.String("o", "table", "output format: table or json")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *output != "table" && *output != "json" {
+		return exitError{2, fmt.Errorf("-o %q: want table or json", *output)}
+	}
+	if _, err := os.Stat(*stateDir); err != nil {
+		return exitError{1, fmt.Errorf("state dir: %w", err)}
+	}
+	store, bad, err := record.Open(*stateDir)
+	if err != nil {
+		return err
+	}
+	var rows []podRow
+	for _, p := range store.List() {
+		row := podRow{Namespace: p.Namespace, Name: p.Name, UID: p.UID, Sandboxes: len(p.Sandboxes), Facts: p.Facts, Relaunch: p.Relaunch}
+		if sb := p.LatestSandbox(); sb != nil {
+			row.Latest, row.Running = sb.ID, !sb.Stopped
+		}
+		for _, c := range p.Ordered() {
+			kind := ""
+			if c.Init {
+				kind = "(init)"
+			}
+			row.Containers = append(row.Containers, c.Name+kind+"="+c.State)
+		}
+		rows = append(rows, row)
+	}
+	for _, b := range bad {
+		rows = append(rows, podRow{File: b.Path, Error: b.Err.Error()})
+	}
+	sort.SliceStable(rows, func(i, j int) bool { return rows[i].Namespace+"/"+rows[i].Name < rows[j].Namespace+"/"+rows[j].Name })
+	if *output == "json" {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rows)
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "POD\tUID\tSANDBOXES\tRUNNING\tCONTAINERS\tRELAUNCH")
+	for _, r := range rows {
+		if r.Error != "" {
+			fmt.Fprintf(tw, "?\t?\t-\t-\t-\tunreadable: %s\n", r.Error)
+			continue
+		}
+		rl := "-"
+		if r.Relaunch != nil {
+			rl = r.Relaunch.Outcome
+			if r.Relaunch.Adopted {
+				rl += ",adopted"
+			}
+			if r.Relaunch.Error != "" {
+				rl += ": " + r.Relaunch.Error
+			}
+		}
+		fmt.Fprintf(tw, "%s/%s\t%s\t%d\t%v\t%s\t%s\n", r.Namespace, r.Name, r.UID, r.Sandboxes, r.Running, strings.Join(r.Containers, ","), rl)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(bad) > 0 {
+		return exitError{1, errors.New("")}
+	}
+	return nil
+}
+
+var _ = flag.ErrHelp
