@@ -1,0 +1,120 @@
+package snapshot
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/holdfast-edge/holdfast/internal/vtepmac"
+)
+
+// DefaultDevice is the device captured first when no device is named.
+const DefaultDevice = "flannel.1"
+
+// CaptureOptions say what to capture. Zero values take the defaults.
+type CaptureOptions struct {
+	NodeName string
+	// Devices to capture; empty means every VXLAN device, flannel.1 first.
+	// A named device that does not exist is left out.
+	Devices []string
+	// SubnetEnv is flannel's subnet.env path ("" means none is captured).
+	SubnetEnv string
+	// Chains selects the iptables chains (empty selects none).
+	Chains ChainSelector
+	// NetNS is a network namespace path to capture in; "" is the current one.
+	NetNS string
+	// IPTablesSave and IPTablesRestore name the tools ("iptables-save",
+	// "iptables-restore" by default).
+	IPTablesSave, IPTablesRestore string
+	// Now stamps the snapshot (time.Now by default).
+	Now func() time.Time
+}
+
+func (o *CaptureOptions) iptables() iptablesCmd {
+	c := iptablesCmd{save: o.IPTablesSave, restore: o.IPTablesRestore}
+	if c.save == "" {
+		c.save = "iptables-save"
+	}
+	if c.restore == "" {
+		c.restore = "iptables-restore"
+	}
+	return c
+}
+
+// inNetNS runs f in the namespace at path ("" is the current one).
+func inNetNS(path string, f func() error) error {
+	if path == "" {
+		return f()
+	}
+	return ns.WithNetNSPath(path, func(ns.NetNS) error { return f() })
+}
+
+// Capture reads the overlay's live state. It writes nothing: PinMACs and
+// Save do. The pinned MACs of the result are empty.
+func Capture(ctx context.Context, opts CaptureOptions) (*Snapshot, error) {
+	if opts.NodeName == "" {
+		return nil, fmt.Errorf("capture: node name is empty")
+	}
+	now := time.Now
+	if opts.Now != nil {
+		now = opts.Now
+	}
+	s := &Snapshot{NodeName: opts.NodeName, CapturedAt: now().UTC()}
+	err := inNetNS(opts.NetNS, func() error {
+		k, err := openKernel()
+		if err != nil {
+			return err
+		}
+		defer k.close()
+		names := opts.Devices
+		if len(names) == 0 {
+			if names, err = k.vxlanNames(DefaultDevice); err != nil {
+				return err
+			}
+		}
+		for _, name := range names {
+			d, err := k.readDevice(name)
+			if err != nil {
+				return fmt.Errorf("capture %s: %w", name, err)
+			}
+			if d == nil {
+				continue
+			}
+			if d.kind != "vxlan" {
+				return fmt.Errorf("capture %s: it is a %s link, not vxlan", name, d.kind)
+			}
+			s.Devices = append(s.Devices, d.Device)
+		}
+		if s.SubnetEnv, err = readSubnetEnv(opts.SubnetEnv); err != nil {
+			return err
+		}
+		s.IPTables, err = opts.iptables().capture(ctx, opts.Chains)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// PinMACs fills each device's PinnedMAC from the pins in dir, making a pin
+// for a device that has none (adopting its live MAC: internal/vtepmac). It
+// returns a warning for each device whose live MAC differs from its pin.
+func PinMACs(dir string, s *Snapshot, now time.Time) ([]string, error) {
+	var warns []string
+	for i := range s.Devices {
+		d := &s.Devices[i]
+		live, _ := parseUnicastMAC(d.MAC)
+		p, err := vtepmac.Ensure(dir, s.NodeName, d.VNI, live, now)
+		if err != nil {
+			return nil, err
+		}
+		d.PinnedMAC = p.MAC
+		if d.MAC != p.MAC {
+			warns = append(warns, fmt.Sprintf("%s: live MAC %s differs from pinned MAC %s (restore uses the pin)", d.Name, d.MAC, p.MAC))
+		}
+	}
+	return warns, nil
+}

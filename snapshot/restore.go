@@ -1,0 +1,286 @@
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// ErrOtherNode is returned (wrapped) when the snapshot belongs to another node.
+var ErrOtherNode = errors.New("snapshot belongs to another node")
+
+// RestoreOptions say what to restore.
+type RestoreOptions struct {
+	// Dir holds the snapshot (DefaultDir).
+	Dir string
+	// NodeName must equal the snapshot's node name.
+	NodeName string
+	// NetNS is a network namespace path to restore into; "" is the current one.
+	NetNS string
+	// DryRun plans without changing anything (what diff shows).
+	DryRun bool
+	// IPTablesSave and IPTablesRestore name the tools (defaults as Capture).
+	IPTablesSave, IPTablesRestore string
+}
+
+// Report says what a restore did.
+type Report struct {
+	NodeName string `json:"nodeName"`
+	// Path is the snapshot file used.
+	Path string `json:"path"`
+	// Refused is the error of a current file that was refused in favour of
+	// the previous generation, "" otherwise.
+	Refused string        `json:"refused,omitempty"`
+	Actions []Action      `json:"actions"`
+	Added   int           `json:"added"`
+	Kept    int           `json:"kept"`
+	Skipped int           `json:"skipped"`
+	Elapsed time.Duration `json:"elapsed"`
+}
+
+// Summary is a one-line account of the report.
+func (r *Report) Summary() string {
+	return fmt.Sprintf("node %s: added %d, kept %d, skipped %d (from %s in %s)", r.NodeName, r.Added, r.Kept, r.Skipped, r.Path, r.Elapsed.Round(time.Microsecond))
+}
+
+func (r *Report) count() {
+	r.Added, r.Kept, r.Skipped = 0, 0, 0
+	for _, a := range r.Actions {
+		switch a.Op {
+		case OpAdd:
+			r.Added++
+		case OpKeep:
+			r.Kept++
+		case OpSkip:
+			r.Skipped++
+		}
+	}
+}
+
+// Restore puts back what is missing of the node's snapshot in dir: it adds
+// missing entries, keeps equal ones and skips (never overwrites) live entries
+// that differ. It refuses a snapshot of another node. When an add fails, what
+// this call already added is removed again before the error is returned.
+// It returns an error wrapping ErrNoSnapshot when dir holds no snapshot.
+func Restore(ctx context.Context, opts RestoreOptions) (*Report, error) {
+	start := time.Now()
+	if opts.NodeName == "" {
+		return nil, fmt.Errorf("restore: node name is empty")
+	}
+	dir := opts.Dir
+	if dir == "" {
+		dir = DefaultDir
+	}
+	l, err := Load(dir)
+	if err != nil {
+		return nil, err
+	}
+	rep, err := RestoreSnapshot(ctx, l.Snapshot, opts)
+	if rep != nil {
+		rep.Path = l.Path
+		if l.Refused != nil {
+			rep.Refused = l.Refused.Error()
+		}
+		rep.Elapsed = time.Since(start)
+	}
+	return rep, err
+}
+
+// RestoreSnapshot is Restore of an already loaded snapshot.
+func RestoreSnapshot(ctx context.Context, s *Snapshot, opts RestoreOptions) (*Report, error) {
+	if s.NodeName != opts.NodeName {
+		return nil, fmt.Errorf("%w: snapshot is of node %q, this node is %q: refusing to restore it", ErrOtherNode, s.NodeName, opts.NodeName)
+	}
+	if err := s.Validate(); err != nil {
+		return nil, fmt.Errorf("refusing to restore: %w", err)
+	}
+	ipt := (&CaptureOptions{IPTablesSave: opts.IPTablesSave, IPTablesRestore: opts.IPTablesRestore}).iptables()
+	rep := &Report{NodeName: s.NodeName}
+	err := inNetNS(opts.NetNS, func() error {
+		k, err := openKernel()
+		if err != nil {
+			return err
+		}
+		defer k.close()
+		live, err := readLive(ctx, k, ipt, s)
+		if err != nil {
+			return err
+		}
+		rep.Actions = plan(s, live, false)
+		if opts.DryRun {
+			return nil
+		}
+		return apply(ctx, k, ipt, rep.Actions)
+	})
+	rep.count()
+	if err != nil {
+		return rep, err
+	}
+	return rep, nil
+}
+
+// Diff compares the snapshot with live state, including live entries the
+// snapshot does not hold (OpLiveOnly). It changes nothing.
+func Diff(ctx context.Context, s *Snapshot, opts RestoreOptions) ([]Action, error) {
+	ipt := (&CaptureOptions{IPTablesSave: opts.IPTablesSave, IPTablesRestore: opts.IPTablesRestore}).iptables()
+	var acts []Action
+	err := inNetNS(opts.NetNS, func() error {
+		k, err := openKernel()
+		if err != nil {
+			return err
+		}
+		defer k.close()
+		live, err := readLive(ctx, k, ipt, s)
+		if err != nil {
+			return err
+		}
+		acts = plan(s, live, true)
+		return nil
+	})
+	return acts, err
+}
+
+func readLive(ctx context.Context, k *kernel, ipt iptablesCmd, s *Snapshot) (*liveState, error) {
+	live := &liveState{devices: map[string]*liveDevice{}, iptables: map[string]*savedTable{}}
+	for _, d := range s.Devices {
+		ld, err := k.readDevice(d.Name)
+		if err != nil {
+			return nil, err
+		}
+		live.devices[d.Name] = ld
+	}
+	if s.SubnetEnv != nil {
+		f, err := readSubnetEnv(s.SubnetEnv.Path)
+		if err != nil {
+			return nil, err
+		}
+		live.subnetEnv = f
+	}
+	for _, t := range s.IPTables {
+		st, err := ipt.dump(ctx, t.Table)
+		if err != nil {
+			return nil, err
+		}
+		live.iptables[t.Table] = st
+	}
+	return live, nil
+}
+
+// apply performs the OpAdd actions in order. An add that finds the entry
+// already there (EEXIST: it appeared since the plan, or exists through
+// another device) becomes a skip. On any other failure every add done so
+// far is undone, in reverse order.
+func apply(ctx context.Context, k *kernel, ipt iptablesCmd, acts []Action) (err error) {
+	var undos []func() error
+	defer func() {
+		if err == nil {
+			return
+		}
+		for i := len(undos) - 1; i >= 0; i-- {
+			undos[i]()
+		}
+		for i := range acts {
+			if acts[i].Op == OpAdd {
+				acts[i].Op, acts[i].Reason = OpSkip, "not restored: "+err.Error()
+			}
+		}
+	}()
+	index := map[string]int{}
+	devIndex := func(name string) (int, error) {
+		if i, ok := index[name]; ok {
+			return i, nil
+		}
+		i, err := k.linkIndex(name)
+		if err == nil {
+			index[name] = i
+		}
+		return i, err
+	}
+	type tableAdds struct {
+		chains, rules []string
+		acts          []int
+	}
+	tables := map[string]*tableAdds{}
+	var tableOrder []string
+	for i := range acts {
+		a := &acts[i]
+		if a.Op != OpAdd {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var undo func() error
+		var aerr error
+		switch a.Kind {
+		case "link":
+			undo, aerr = k.addVXLAN(a.dev)
+		case "link-up":
+			undo, aerr = k.setUp(a.Device)
+		case "addr", "neigh", "fdb", "route":
+			idx, ierr := devIndex(a.Device)
+			if ierr != nil {
+				aerr = ierr
+				break
+			}
+			switch a.Kind {
+			case "addr":
+				undo, aerr = k.addAddr(idx, a.addr)
+			case "neigh":
+				undo, aerr = k.addNeighbor(idx, a.neigh)
+			case "fdb":
+				undo, aerr = k.addFDB(idx, a.fdb)
+			case "route":
+				undo, aerr = k.addRoute(idx, a.route)
+			}
+		case "subnet.env":
+			undo, aerr = writeSubnetEnv(a.file)
+		case "chain", "rule":
+			t := tables[a.Table]
+			if t == nil {
+				t = &tableAdds{}
+				tables[a.Table] = t
+				tableOrder = append(tableOrder, a.Table)
+			}
+			if a.Kind == "chain" {
+				t.chains = append(t.chains, a.chain)
+			} else {
+				t.rules = append(t.rules, a.rule)
+			}
+			t.acts = append(t.acts, i)
+			continue
+		default:
+			aerr = fmt.Errorf("unknown entry kind %q", a.Kind)
+		}
+		if errors.Is(aerr, syscall.EEXIST) {
+			a.Op, a.Reason = OpSkip, "exists live"
+			continue
+		}
+		if aerr != nil {
+			return fmt.Errorf("restore %s %s %s: %w", a.Kind, a.Device, a.Entry, aerr)
+		}
+		if undo != nil {
+			undos = append(undos, undo)
+		}
+	}
+	// iptables last: each table is one atomic iptables-restore --noflush.
+	for _, name := range tableOrder {
+		t := tables[name]
+		if err := ipt.apply(ctx, name, t.chains, t.rules); err != nil {
+			return fmt.Errorf("restore iptables: %w", err)
+		}
+	}
+	return nil
+}
+
+// Lines renders every action, one a line.
+func (r *Report) Lines() string {
+	var b strings.Builder
+	for _, a := range r.Actions {
+		b.WriteString(a.String() + "\n")
+	}
+	return b.String()
+}
