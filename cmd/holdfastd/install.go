@@ -2,17 +2,99 @@ package main
 
 import (
 	"context"
-	"errors"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/holdfast-edge/holdfast/install"
 )
 
-// runInstall is a placeholder until its component lands.
-func runInstall(ctx context.Context, args []string) error { return errors.New("not implemented yet") }
+// installFlags registers the flags install and uninstall share.
+func installFlags(fs *flag.FlagSet, o *install.Options) {
+	fs.StringVar(&o.Root, "root", o.Root, "file system root of the node to change (a mounted image or test tree; every other path is resolved under it)")
+	fs.StringVar(&o.StateDir, "state-dir", o.StateDir, "where the install record and the backups of changed files live (on-node path)")
+}
 
-// runUninstall is a placeholder until its component lands.
-func runUninstall(ctx context.Context, args []string) error { return errors.New("not implemented yet") }
+func runInstall(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "show" {
+		return runInstallShow(args[1:])
+	}
+	o := install.DefaultOptions()
+	host, _ := os.Hostname()
+	o.NodeName = strings.ToLower(host)
+	if exe, err := os.Executable(); err == nil {
+		o.SourceDir = filepath.Dir(exe)
+	}
+	fs := newFlagSet("install", "Wire holdfast into this node: copy the CNI plugins and holdfastd, add a conflist chaining holdfast that the\nruntime loads before the current one (which stays untouched), point kubelet at the CRI shim and the node DNS,\nand write the systemd units. Idempotent; malformed node files are refused before anything is written.\n'holdfastd install show' prints the install record.")
+	installFlags(fs, &o)
+	dry := fs.Bool("dry-run", false, "print the exact diff of every change and write nothing")
+	fs.StringVar(&o.NodeName, "node-name", o.NodeName, "Kubernetes node name of this node (used in the units; default: lower-cased hostname)")
+	fs.StringVar(&o.SourceDir, "source-dir", o.SourceDir, "directory holding the holdfast, holdfast-ipam and holdfastd binaries to install (default: this binary's directory)")
+	fs.StringVar(&o.CNIBinDir, "cni-bin-dir", o.CNIBinDir, "CNI plugin directory to copy holdfast and holdfast-ipam into")
+	fs.StringVar(&o.CNIConfDir, "cni-conf-dir", o.CNIConfDir, "CNI config directory; the lexically first .conf/.conflist/.json in it is the network holdfast chains into")
+	fs.StringVar(&o.ConflistName, "conflist-name", "", "name of the conflist to write (default: 00-holdfast.conflist or another name sorting before the current one)")
+	fs.StringVar(&o.OverlayDevice, "overlay-device", "", "overlay device the chained plugin restores after an offline boot (default: flannel.1 for flannel, none otherwise)")
+	fs.StringVar(&o.PinTTL, "pin-ttl", "", "how long holdfast-ipam keeps a deleted pod's IP pinned, e.g. 168h (default: holdfast-ipam's own)")
+	fs.StringVar(&o.KubeletConfig, "kubelet-config", o.KubeletConfig, "KubeletConfiguration file to edit (containerRuntimeEndpoint, clusterDNS)")
+	fs.StringVar(&o.KubeletFlags, "kubelet-flags", o.KubeletFlags, "kubeadm flags file (KUBELET_KUBEADM_ARGS); flags set there are edited there, since they override the config file")
+	fs.StringVar(&o.SystemdDir, "systemd-dir", o.SystemdDir, "directory for the holdfast systemd units and their enablement symlinks")
+	fs.StringVar(&o.Holdfastd, "holdfastd-path", o.Holdfastd, "where holdfastd is installed on the node (the units run it from there)")
+	fs.StringVar(&o.CRISocket, "cri-socket", o.CRISocket, "socket the holdfast CRI shim listens on; kubelet is pointed at unix://<this>")
+	fs.StringVar(&o.RuntimeEndpoint, "runtime-endpoint", o.RuntimeEndpoint, "containerd's CRI endpoint, which the shim relays to")
+	fs.StringVar(&o.NodeDNS, "node-dns", o.NodeDNS, "node DNS address kubelet hands to pods as clusterDNS")
+	fs.StringVar(&o.HealthKeyFile, "health-key-file", o.HealthKeyFile, "signing key of the health daemon (health unit)")
+	fs.BoolVar(&o.DaemonSets, "daemonsets", false, "health and DNS run as DaemonSets (see 'holdfastd manifests'): write no units for them")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return exitError{2, fmt.Errorf("unexpected arguments: %v", fs.Args())}
+	}
+	return install.Install(o, *dry, os.Stdout)
+}
+
+func runInstallShow(args []string) error {
+	o := install.DefaultOptions()
+	fs := newFlagSet("install show", "Print the install record: every file install changed or added, with the checksum of its backup.")
+	installFlags(fs, &o)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	rec, err := install.LoadRecord(filepath.Join(o.Root, o.StateDir, "record.json"))
+	if err != nil {
+		return err
+	}
+	if rec == nil {
+		fmt.Println("holdfast is not installed here (no install record)")
+		return nil
+	}
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(rec)
+}
+
+func runUninstall(ctx context.Context, args []string) error {
+	o := install.DefaultOptions()
+	fs := newFlagSet("uninstall", "Undo install: restore every file it changed byte for byte (mode and owner too) and remove what it added,\nas listed in its install record. Files changed by someone else since install are refused unless --force.")
+	installFlags(fs, &o)
+	dry := fs.Bool("dry-run", false, "print the exact diff of every change and write nothing")
+	force := fs.Bool("force", false, "restore originals even over files changed since install")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return exitError{2, fmt.Errorf("unexpected arguments: %v", fs.Args())}
+	}
+	return install.Uninstall(o, *force, *dry, os.Stdout)
+}
 
 // runManifests is a placeholder until its component lands.
-func runManifests(ctx context.Context, args []string) error { return errors.New("not implemented yet") }
+func runManifests(ctx context.Context, args []string) error {
+	return fmt.Errorf("not implemented yet")
+}
 
 // runStatus is a placeholder until its component lands.
-func runStatus(ctx context.Context, args []string) error { return errors.New("not implemented yet") }
+func runStatus(ctx context.Context, args []string) error { return fmt.Errorf("not implemented yet") }
