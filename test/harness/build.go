@@ -1,0 +1,120 @@
+package harness
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// CNIPluginsVersion is the containernetworking/plugins release the tests run.
+const CNIPluginsVersion = "v1.9.1"
+
+// RepoRoot returns the holdfast module root (the directory holding go.mod).
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// CacheDir is the git-ignored cache of built tools and images.
+func CacheDir() string {
+	if d := os.Getenv("HOLDFAST_CACHE"); d != "" {
+		return d
+	}
+	return filepath.Join(RepoRoot(), ".cache")
+}
+
+var (
+	buildMu    sync.Mutex
+	binDirOnce string
+)
+
+// Binaries builds holdfast, holdfast-ipam and holdfastd (once per test
+// process) and returns the directory holding them.
+func Binaries(t testing.TB) string {
+	t.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if binDirOnce != "" {
+		return binDirOnce
+	}
+	dir, err := os.MkdirTemp("", "hf-bin-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range []struct{ name, pkg string }{
+		{"holdfast", "./plugins/holdfast"},
+		{"holdfast-ipam", "./plugins/holdfast-ipam"},
+		{"holdfastd", "./cmd/holdfastd"},
+	} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, b.name), b.pkg)
+		cmd.Dir = RepoRoot()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("harness: build %s: %v\n%s", b.name, err, out)
+		}
+	}
+	binDirOnce = dir
+	return dir
+}
+
+// CNIPlugins returns a directory with the reference CNI plugins (bridge,
+// loopback, portmap, host-local) built at CNIPluginsVersion into the cache.
+func CNIPlugins(t testing.TB) string {
+	t.Helper()
+	dir, err := EnsureCNIPlugins()
+	if err != nil {
+		t.Fatalf("harness: %v", err)
+	}
+	return dir
+}
+
+// EnsureCNIPlugins builds the reference CNI plugins into the cache if
+// missing and returns their directory.
+func EnsureCNIPlugins() (string, error) {
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	dir := filepath.Join(CacheDir(), "cni-plugins-"+CNIPluginsVersion)
+	var missing []string
+	for _, p := range []string{"main/bridge", "main/loopback", "meta/portmap", "ipam/host-local"} {
+		if _, err := os.Stat(filepath.Join(dir, filepath.Base(p))); err != nil {
+			missing = append(missing, "github.com/containernetworking/plugins/plugins/"+p+"@"+CNIPluginsVersion)
+		}
+	}
+	if len(missing) == 0 {
+		return dir, nil
+	}
+	cmd := exec.Command("go", append([]string{"install"}, missing...)...)
+	cmd.Env = append(os.Environ(), "GOBIN="+dir, "CGO_ENABLED=0", "GOFLAGS=-mod=mod")
+	cmd.Dir = os.TempDir() // outside our module: `go install pkg@version`
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build reference CNI plugins (%s): %v\n%s", strings.Join(missing, " "), err, out)
+	}
+	return dir, nil
+}
+
+// PluginDir returns a directory holding both the reference CNI plugins and
+// holdfast's own, as a node's /opt/cni/bin would.
+func PluginDir(t testing.TB) string {
+	t.Helper()
+	ref := CNIPlugins(t)
+	own := Binaries(t)
+	dir := filepath.Join(own, "cni")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, src := range []string{
+		filepath.Join(ref, "bridge"), filepath.Join(ref, "loopback"), filepath.Join(ref, "portmap"), filepath.Join(ref, "host-local"),
+		filepath.Join(own, "holdfast"), filepath.Join(own, "holdfast-ipam"),
+	} {
+		dst := filepath.Join(dir, filepath.Base(src))
+		os.Remove(dst)
+		if err := os.Symlink(src, dst); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
