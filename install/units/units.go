@@ -97,11 +97,11 @@ Type=oneshot
 RemainAfterExit=yes
 # Exit status 2: no snapshot yet (first boot) - not a failure.
 SuccessExitStatus=2
-ExecStart=%s snapshot restore --node-name %s
+ExecStart=%s snapshot restore
 
 [Install]
 WantedBy=multi-user.target containerd.service
-`, bin, c.NodeName)},
+`, bin)},
 		{Name: Snapshot, WantedBy: []string{"multi-user.target"}, Content: fmt.Sprintf(`# Written by holdfastd install; removed by holdfastd uninstall.
 [Unit]
 Description=holdfast: snapshot the overlay network on every change
@@ -128,7 +128,7 @@ Before=kubelet.service
 
 [Service]
 Type=simple
-ExecStart=%s cri --node-name %s --listen %s --runtime-endpoint %s
+ExecStart=%s cri --listen %s --runtime-endpoint %s
 # kubelet is ordered after this unit: hold it back until the socket exists.
 ExecStartPost=/bin/sh -c 'for i in $(seq 100); do test -S %s && exit 0; sleep 0.1; done; exit 1'
 Restart=always
@@ -136,7 +136,7 @@ RestartSec=2
 
 [Install]
 WantedBy=multi-user.target kubelet.service
-`, bin, c.NodeName, c.CRISocket, c.RuntimeEndpoint, c.CRISocket)},
+`, bin, c.CRISocket, c.RuntimeEndpoint, c.CRISocket)},
 	}
 	if !c.DaemonSets {
 		us = append(us,
