@@ -42,7 +42,8 @@ type Config struct {
 	// Default DeadAfter.
 	VoteTTL time.Duration
 	// MaxSkew: messages whose timestamp is further than this from my clock
-	// are refused. Default 60 s.
+	// are refused. Default 90 s (so nodes each within ±30 s of true time,
+	// i.e. up to 60 s apart, always accept each other, with margin).
 	MaxSkew time.Duration
 	// FullEvery: a full view is sent at least every FullEvery messages
 	// (views of up to FullAlways members are always sent full). Default 16.
@@ -124,7 +125,7 @@ func New(cfg Config) (*Engine, error) {
 		cfg.VoteTTL = cfg.DeadAfter
 	}
 	if cfg.MaxSkew == 0 {
-		cfg.MaxSkew = 60 * time.Second
+		cfg.MaxSkew = 90 * time.Second
 	}
 	if cfg.FullEvery == 0 {
 		cfg.FullEvery = 16
