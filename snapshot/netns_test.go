@@ -60,7 +60,7 @@ func (n *testNS) run(tb testing.TB, stdin string, name string, args ...string) s
 	return string(out)
 }
 
-func peerMAC(i int) string { return fmt.Sprintf("0e:00:00:%02x:%02x:01", i>>8&0xff, i&0xff) }
+func peerMAC(i int) string  { return fmt.Sprintf("0e:00:00:%02x:%02x:01", i>>8&0xff, i&0xff) }
 func peerVTEP(i int) string { return fmt.Sprintf("10.%d.%d.0", 100+i>>8, i&0xff) }
 func peerUnderlay(i int) string {
 	return fmt.Sprintf("198.51.%d.%d", 100+(i+20)>>8, (i+20)&0xff)
