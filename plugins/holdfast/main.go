@@ -26,11 +26,12 @@ const maxLogSize = 4 << 20
 
 // plugin holds the verbs' dependencies.
 type plugin struct {
-	restorer OverlayRestorer
+	// restorer builds the overlay restorer for a configuration.
+	restorer func(*OverlayConf) OverlayRestorer
 }
 
 func main() {
-	p := &plugin{restorer: newSnapshotRestorer()}
+	p := &plugin{restorer: newSnapshotRestorer}
 	skel.PluginMainFuncs(skel.CNIFuncs{Add: p.cmdAdd, Check: p.cmdCheck, Del: p.cmdDel, Status: p.cmdStatus, GC: p.cmdGC},
 		version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"), "holdfast: pins pod MACs to pod names, records attachments, guards the overlay")
 }
@@ -81,7 +82,7 @@ func (p *plugin) cmdAdd(args *skel.CmdArgs) error {
 	defer closeLog()
 	log = log.With("network", conf.Name, "pod", pod.Namespace+"/"+pod.Name, "container", args.ContainerID)
 
-	if restored, err := ensureOverlay(context.Background(), conf.DataDir, conf.Overlay, p.restorer); err != nil {
+	if restored, err := ensureOverlay(context.Background(), conf.DataDir, conf.Overlay, p.restorer(conf.Overlay)); err != nil {
 		log.Error("overlay restore failed", "err", err)
 		return types.NewError(types.ErrTryAgainLater, "holdfast: "+err.Error(), "")
 	} else if restored {
