@@ -1,0 +1,65 @@
+package verdicts
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestParse(t *testing.T) {
+	d, err := Parse([]byte(`{"self":"node1","unit":"u","members":["node1","node2"],"verdicts":{"node1":"alive","node2":"dead"}}`))
+	if err != nil || d.Verdicts["node2"] != "dead" || d.Self != "node1" {
+		t.Fatalf("%v %v", d, err)
+	}
+	for _, bad := range []string{`{`, `{"self":"x"}`, `{"verdicts":{"n":"zombie"}}`, `[]`} {
+		if _, err := Parse([]byte(bad)); err == nil {
+			t.Errorf("accepted %s", bad)
+		}
+	}
+	if _, err := Parse([]byte(`{"verdicts":{"n":"zombie"}}`)); !strings.Contains(err.Error(), "zombie") {
+		t.Errorf("error does not name the bad verdict: %v", err)
+	}
+}
+
+func TestPollerFollowsSourceAndForgetsStale(t *testing.T) {
+	var mu sync.Mutex
+	body, status := `{"self":"node1","verdicts":{"node2":"alive"}}`, 200
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		w.WriteHeader(status)
+		w.Write([]byte(body))
+	}))
+	defer srv.Close()
+	var changes []map[string]string
+	p := New(Options{URL: srv.URL, MaxAge: 50 * time.Millisecond, OnChange: func(m map[string]string) { changes = append(changes, m) }})
+	ctx := context.Background()
+	p.PollOnce(ctx)
+	if p.Current()["node2"] != "alive" || len(changes) != 1 {
+		t.Fatalf("after first poll: %v changes %v", p.Current(), changes)
+	}
+	p.PollOnce(ctx) // same content: no change callback
+	mu.Lock()
+	body = `{"verdicts":{"node2":"dead"}}`
+	mu.Unlock()
+	p.PollOnce(ctx)
+	if p.Current()["node2"] != "dead" || len(changes) != 2 {
+		t.Fatalf("after change: %v changes %d", p.Current(), len(changes))
+	}
+	mu.Lock()
+	status = 500
+	mu.Unlock()
+	p.PollOnce(ctx) // failure within MaxAge keeps the last verdicts
+	if p.Current() == nil || p.LastError() == nil {
+		t.Fatalf("failure within max age dropped verdicts")
+	}
+	time.Sleep(60 * time.Millisecond)
+	p.PollOnce(ctx)
+	if p.Current() != nil || len(changes) != 3 || changes[2] != nil {
+		t.Fatalf("stale verdicts kept: %v changes %v", p.Current(), changes)
+	}
+}
