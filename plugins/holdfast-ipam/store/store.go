@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -144,26 +145,66 @@ func (d *Disk) Lock() error {
 	if err != nil {
 		return fmt.Errorf("open lock %s: %w", path, err)
 	}
-	deadline := time.Now().Add(d.LockTimeout)
-	wait := 200 * time.Microsecond
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			d.lockFile = f
+	if err := flockTimeout(f, d.LockTimeout); err != nil {
+		f.Close()
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	d.lockFile = f
+	return nil
+}
+
+// flockTimeout takes an exclusive flock on f, blocking (so waiters are
+// served in the kernel's order, with no polling delay) for at most timeout.
+// On timeout the blocked flock is abandoned: if it succeeds later the
+// helper releases it at once.
+func flockTimeout(f *os.File, timeout time.Duration) error {
+	fd := int(f.Fd())
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err == nil {
+		return nil
+	} else if !errors.Is(err, unix.EWOULDBLOCK) {
+		return fmt.Errorf("flock: %w", err)
+	}
+	var (
+		mu                  sync.Mutex
+		acquired, abandoned bool
+	)
+	dup, err := unix.Dup(fd) // the helper owns its own descriptor of the open file
+	if err != nil {
+		return fmt.Errorf("dup lock fd: %w", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		for {
+			if err = unix.Flock(dup, unix.LOCK_EX); !errors.Is(err, unix.EINTR) {
+				break
+			}
+		}
+		mu.Lock()
+		if abandoned && err == nil {
+			unix.Flock(dup, unix.LOCK_UN)
+		}
+		acquired = err == nil && !abandoned
+		mu.Unlock()
+		unix.Close(dup)
+		done <- err
+	}()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("flock: %w", err)
+		}
+		return nil
+	case <-timer.C:
+		mu.Lock()
+		defer mu.Unlock()
+		if acquired {
 			return nil
 		}
-		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
-			f.Close()
-			return fmt.Errorf("flock %s: %w", path, err)
-		}
-		if time.Now().After(deadline) {
-			f.Close()
-			return fmt.Errorf("%s: %w after %s", path, ErrLockTimeout, d.LockTimeout)
-		}
-		time.Sleep(wait)
-		if wait < 5*time.Millisecond {
-			wait *= 2
-		}
+		abandoned = true
+		return fmt.Errorf("%w after %s", ErrLockTimeout, timeout)
 	}
 }
 
