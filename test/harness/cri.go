@@ -297,3 +297,13 @@ func (c *CRI) ReadySandboxes(ctx context.Context, uid string) ([]*runtimeapi.Pod
 	}
 	return resp.Items, nil
 }
+
+// DialCRIOrNil is DialCRI that returns nil on error (for callers that
+// report failures themselves).
+func DialCRIOrNil(endpoint string) *CRI {
+	c, err := DialCRI(endpoint)
+	if err != nil {
+		return nil
+	}
+	return c
+}

@@ -146,3 +146,41 @@ func (s *Site) Leftovers() []string {
 	}
 	return out
 }
+
+// PodNetns lists the pod network namespaces containerd mounted for this
+// node (under its run dir).
+func (n *Node) PodNetns() []string { return podNetnsUnder(n.Dir) }
+
+// Mounts lists every mount under the node's directory.
+func (n *Node) Mounts() []string { return mountsUnder(n.Dir) }
+
+// Processes lists the processes of the node: in its netns or its pods'
+// netns, or running from its directory.
+func (n *Node) Processes() []int {
+	seen := map[int]bool{}
+	for _, p := range append([]string{n.NSPath}, n.PodNetns()...) {
+		for _, pid := range processesInNetns(p) {
+			seen[pid] = true
+		}
+	}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if pid, err := strconv.Atoi(e.Name()); err == nil && pid != os.Getpid() && processMatches(pid, nil, n.Dir) {
+			seen[pid] = true
+		}
+	}
+	out := make([]int, 0, len(seen))
+	for pid := range seen {
+		out = append(out, pid)
+	}
+	return out
+}
+
+// ExecIn runs a host command inside netns (a path) and returns its output.
+func ExecIn(ctx context.Context, netns string, name string, args ...string) (string, error) {
+	out, err := execCtx(ctx, "nsenter", append([]string{"--net=" + netns, "--", name}, args...)...)
+	if err != nil {
+		return out, fmt.Errorf("%s %v in %s: %w: %s", name, args, netns, err, out)
+	}
+	return out, nil
+}

@@ -33,13 +33,16 @@ const (
 
 // Site is one edge site: a LAN and its nodes.
 type Site struct {
-	t       testing.TB
-	ID      string
-	Dir     string
-	LAN     string // netns name of the LAN
-	Nodes   []*Node
-	Cloud   *Node // non-nil with WithCloud
-	opts    options
+	t     testing.TB
+	ID    string
+	Dir   string
+	LAN   string // netns name of the LAN
+	Nodes []*Node
+	Cloud *Node // non-nil with WithCloud
+	opts  options
+	// Keep leaves the site running at Close (for exploring by hand); the
+	// next NewSite's sweep removes it once this process has exited.
+	Keep    bool
 	cleanMu sync.Mutex
 	cleaned bool
 }
@@ -196,6 +199,10 @@ func (s *Site) Close() {
 		return
 	}
 	s.cleaned = true
+	if s.Keep {
+		s.t.Logf("harness: keeping site %s (netns %s*, dir %s); the next test run sweeps it", s.ID, Prefix+s.ID+"-", s.Dir)
+		return
+	}
 	all := append([]*Node{}, s.Nodes...)
 	if s.Cloud != nil {
 		all = append(all, s.Cloud)
