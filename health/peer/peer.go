@@ -381,24 +381,20 @@ func (e *Engine) install(p *peerState, m *protocol.Message) {
 // intern shares identical full views between senders (in a healthy unit
 // every member sends the same one), so memory stays O(N) rather than O(N²).
 func (e *Engine) intern(v []protocol.State) []protocol.State {
-	key := string(stateBytes(v))
-	if s, ok := e.interned[key]; ok {
-		return s
-	}
-	if len(e.interned) > 4*e.n+16 {
-		e.interned = map[string][]protocol.State{}
-	}
-	s := append([]protocol.State(nil), v...)
-	e.interned[key] = s
-	return s
-}
-
-func stateBytes(v []protocol.State) []byte {
 	b := make([]byte, len(v))
 	for i, s := range v {
 		b[i] = byte(s)
 	}
-	return b
+	if s, ok := e.interned[string(b)]; ok {
+		return s
+	}
+	// Views in use stay referenced by their peers; the map only has to
+	// catch the common ones, so it is kept small.
+	if len(e.interned) >= 16 {
+		clear(e.interned)
+	}
+	e.interned[string(b)] = v
+	return v
 }
 
 // Verdict returns the current verdict on member i.
@@ -441,3 +437,12 @@ func (e *Engine) FreshVoters() int { return e.tally.Active() }
 
 // Counts returns how many fresh views say member i is alive and dead.
 func (e *Engine) Counts(i int) (alive, dead int) { return e.tally.Counts(i) }
+
+// SignedFullView encodes and signs my current full view with a new sequence
+// number, for publication outside the peer exchange (the Lease). It does not
+// change what peers receive.
+func (e *Engine) SignedFullView(now time.Time) ([]byte, error) {
+	e.counter++
+	seq := uint64(e.cfg.Epoch)<<32 | uint64(e.counter)
+	return protocol.Encode(&protocol.Message{Seq: seq, Time: now, MemberDigest: e.digest, Sender: e.cfg.Self, Unit: e.cfg.Unit, Kind: protocol.ViewFull, Full: e.view}, e.cfg.Key)
+}

@@ -1,0 +1,298 @@
+package health
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/holdfast-edge/holdfast/health/members"
+	"github.com/holdfast-edge/holdfast/health/peer"
+	"github.com/holdfast-edge/holdfast/health/protocol"
+	"github.com/holdfast-edge/holdfast/internal/daemon"
+	"github.com/holdfast-edge/holdfast/internal/statefile"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// DefaultPort is the health port (UDP for views, TCP for HTTP).
+const DefaultPort = 51005
+
+// Config is everything the daemon needs; the command line builds it.
+type Config struct {
+	NodeName  string
+	Listen    string // host:port; UDP views and TCP HTTP on the same port
+	Period    time.Duration
+	DeadAfter time.Duration // 0: 2.5 periods
+	MaxSkew   time.Duration // 0: 90 s
+	Key       ed25519.PrivateKey
+	StateDir  string
+	// Members is the full member list (every unit); Source says where it came from.
+	Members []members.Member
+	Source  string
+	// ViewSink, when set, receives this node's signed full view and own
+	// view (name → state) once per period (the Lease writer; it decides
+	// when to write).
+	ViewSink func(fullView []byte, view map[string]string)
+	Log      *slog.Logger
+	Registry *prometheus.Registry
+}
+
+type metrics struct {
+	rejected  *prometheus.CounterVec
+	accepted  prometheus.Counter
+	sentMsgs  prometheus.Counter
+	sentBytes prometheus.Counter
+	recvBytes prometheus.Counter
+	verdict   *prometheus.GaugeVec
+	fresh     prometheus.Gauge
+	members   prometheus.Gauge
+}
+
+func newMetrics(reg *prometheus.Registry) *metrics {
+	m := &metrics{
+		rejected:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "holdfast_health_messages_rejected_total", Help: "View messages refused, by reason (forged, replay, reordered, oversized, malformed, clock_skew, ...)."}, []string{"reason"}),
+		accepted:  prometheus.NewCounter(prometheus.CounterOpts{Name: "holdfast_health_messages_accepted_total", Help: "View messages accepted."}),
+		sentMsgs:  prometheus.NewCounter(prometheus.CounterOpts{Name: "holdfast_health_datagrams_sent_total", Help: "Datagrams sent (one per peer per message)."}),
+		sentBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "holdfast_health_sent_bytes_total", Help: "UDP payload bytes sent."}),
+		recvBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "holdfast_health_received_bytes_total", Help: "UDP payload bytes received."}),
+		verdict:   prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "holdfast_health_verdict", Help: "Current verdict per member: 1 for the verdict label that holds."}, []string{"member", "verdict"}),
+		fresh:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "holdfast_health_fresh_voters", Help: "Views (this node's included) currently counted."}),
+		members:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "holdfast_health_unit_members", Help: "Members of this node's unit."}),
+	}
+	reg.MustRegister(m.rejected, m.accepted, m.sentMsgs, m.sentBytes, m.recvBytes, m.verdict, m.fresh, m.members)
+	for _, r := range protocol.Reasons {
+		m.rejected.WithLabelValues(string(r))
+	}
+	return m
+}
+
+// Daemon is a running health daemon.
+type Daemon struct {
+	cfg   Config
+	log   *slog.Logger
+	met   *metrics
+	mu    sync.Mutex
+	eng   *peer.Engine
+	unit  []members.Member
+	addrs []*net.UDPAddr // per unit member (nil for self)
+	conn  *net.UDPConn
+	http  net.Addr
+	epoch uint32
+}
+
+// New validates cfg, persists the member list with a new epoch and builds the engine.
+func New(cfg Config) (*Daemon, error) {
+	if cfg.NodeName == "" {
+		return nil, errors.New("node name is required")
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	if err := members.Validate(cfg.Members); err != nil {
+		return nil, fmt.Errorf("member list from %s: %w", cfg.Source, err)
+	}
+	unit, unitName, err := members.Unit(cfg.Members, cfg.NodeName)
+	if err != nil {
+		return nil, fmt.Errorf("member list from %s: %w", cfg.Source, err)
+	}
+	_, port, err := net.SplitHostPort(cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("--listen %q: %w", cfg.Listen, err)
+	}
+	d := &Daemon{cfg: cfg, unit: unit, log: cfg.Log.With("node", cfg.NodeName, "unit", unitName)}
+	for _, m := range unit {
+		if m.Name == cfg.NodeName {
+			d.addrs = append(d.addrs, nil)
+			continue
+		}
+		hostport := m.Address
+		if _, _, err := net.SplitHostPort(m.Address); err != nil {
+			hostport = net.JoinHostPort(m.Address, port)
+		}
+		a, err := net.ResolveUDPAddr("udp", hostport)
+		if err != nil {
+			return nil, fmt.Errorf("member %q address %q: %w", m.Name, m.Address, err)
+		}
+		d.addrs = append(d.addrs, a)
+	}
+	epoch, err := NextEpoch(cfg.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	d.epoch = epoch
+	if err := SaveMembers(cfg.StateDir, MembersState{Node: cfg.NodeName, Unit: unitName, Epoch: epoch, Source: cfg.Source, Updated: time.Now().UTC(), Members: cfg.Members}); err != nil {
+		return nil, fmt.Errorf("persist member list: %w", err)
+	}
+	d.eng, err = peer.New(peer.Config{Self: cfg.NodeName, Unit: unitName, Members: unit, Key: cfg.Key, Period: cfg.Period, DeadAfter: cfg.DeadAfter, MaxSkew: cfg.MaxSkew, Epoch: epoch})
+	if err != nil {
+		return nil, err
+	}
+	d.met = newMetrics(cfg.Registry)
+	d.met.members.Set(float64(len(unit)))
+	return d, nil
+}
+
+// Snapshot returns the current verdicts.
+func (d *Daemon) Snapshot() peer.Snapshot {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.eng.Snapshot()
+}
+
+// Handler serves /v1/verdicts, /healthz and /metrics.
+func (d *Daemon) Handler() http.Handler {
+	mux := daemon.Mux(d.cfg.Registry, func() error {
+		if d.conn == nil {
+			return errors.New("health socket not open")
+		}
+		return nil
+	})
+	mux.HandleFunc("GET /v1/verdicts", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(d.Snapshot())
+	})
+	return mux
+}
+
+// Run serves until ctx ends.
+func (d *Daemon) Run(ctx context.Context) error {
+	ua, err := net.ResolveUDPAddr("udp", d.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("--listen %q: %w", d.cfg.Listen, err)
+	}
+	conn, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		return fmt.Errorf("listen udp %s: %w", d.cfg.Listen, err)
+	}
+	defer conn.Close()
+	d.conn = conn
+	// HTTP on the same port number over TCP.
+	tcpAddr := net.JoinHostPort(ua.IP.String(), strconv.Itoa(conn.LocalAddr().(*net.UDPAddr).Port))
+	if ua.IP == nil {
+		tcpAddr = ":" + strconv.Itoa(conn.LocalAddr().(*net.UDPAddr).Port)
+	}
+	if d.http, err = daemon.Serve(ctx, d.log, tcpAddr, d.Handler()); err != nil {
+		return err
+	}
+	d.log.Info("health daemon started", "listen", conn.LocalAddr().String(), "members", len(d.unit), "epoch", d.epoch, "period", d.cfg.Period, "source", d.cfg.Source)
+	go func() {
+		<-ctx.Done()
+		conn.Close()
+	}()
+	go d.readLoop(conn)
+	tick := time.NewTicker(d.cfg.Period / 8)
+	defer tick.Stop()
+	d.tick(time.Now())
+	for {
+		select {
+		case <-ctx.Done():
+			d.saveVerdicts()
+			return nil
+		case now := <-tick.C:
+			d.tick(now)
+		}
+	}
+}
+
+func (d *Daemon) readLoop(conn *net.UDPConn) {
+	buf := make([]byte, 65536)
+	for {
+		n, from, err := conn.ReadFromUDP(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			d.log.Warn("read view", "err", err)
+			continue
+		}
+		d.met.recvBytes.Add(float64(n))
+		d.mu.Lock()
+		sender, err := d.eng.Receive(time.Now(), buf[:n])
+		d.mu.Unlock()
+		if err != nil {
+			reason := protocol.ReasonOf(err)
+			if reason == "" {
+				reason = protocol.ReasonMalformed
+			}
+			d.met.rejected.WithLabelValues(string(reason)).Inc()
+			d.log.Debug("view rejected", "from", from.String(), "claimed_sender", sender, "reason", reason, "err", err)
+			continue
+		}
+		d.met.accepted.Inc()
+	}
+}
+
+func (d *Daemon) tick(now time.Time) {
+	d.mu.Lock()
+	msg, changed, err := d.eng.Tick(now)
+	var snap peer.Snapshot
+	fresh := d.eng.FreshVoters()
+	if len(changed) > 0 || msg != nil {
+		snap = d.eng.Snapshot()
+	}
+	d.mu.Unlock()
+	if err != nil {
+		d.log.Error("build view", "err", err)
+		return
+	}
+	d.met.fresh.Set(float64(fresh))
+	for _, i := range changed {
+		name := d.unit[i].Name
+		v := snap.Verdicts[name]
+		d.log.Info("verdict changed", "member", name, "verdict", v, "fresh_voters", fresh, "quorum", len(d.unit)/2+1)
+		for _, s := range []string{"alive", "dead", "unknown"} {
+			val := 0.0
+			if s == v {
+				val = 1
+			}
+			d.met.verdict.WithLabelValues(name, s).Set(val)
+		}
+	}
+	if len(changed) > 0 {
+		d.saveVerdicts()
+	}
+	if msg == nil {
+		return
+	}
+	for _, a := range d.addrs {
+		if a == nil {
+			continue
+		}
+		if _, err := d.conn.WriteToUDP(msg, a); err != nil {
+			d.log.Debug("send view", "to", a.String(), "err", err)
+			continue
+		}
+		d.met.sentMsgs.Inc()
+		d.met.sentBytes.Add(float64(len(msg)))
+	}
+	if d.cfg.ViewSink != nil {
+		d.mu.Lock()
+		full, err := d.eng.SignedFullView(now)
+		view := d.eng.View()
+		d.mu.Unlock()
+		if err != nil {
+			d.log.Error("sign full view", "err", err)
+			return
+		}
+		d.cfg.ViewSink(full, view)
+	}
+}
+
+func (d *Daemon) saveVerdicts() {
+	d.mu.Lock()
+	s := VerdictsState{Snapshot: d.eng.Snapshot(), Updated: time.Now().UTC(), FreshVoters: d.eng.FreshVoters()}
+	d.mu.Unlock()
+	if err := statefile.Save(d.cfg.StateDir+"/"+VerdictsFile, KindVerdicts, StateVersion, s); err != nil {
+		d.log.Error("persist verdicts", "err", err)
+	}
+}

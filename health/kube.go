@@ -1,0 +1,199 @@
+package health
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"sync"
+	"time"
+
+	coordv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/holdfast-edge/holdfast/health/members"
+)
+
+// Names shared with the webhook and the manifests.
+const (
+	Namespace           = "holdfast-system"
+	LeasePrefix         = "holdfast-view-"
+	PublicKeyAnnotation = "holdfast.dev/health-public-key"
+	ViewAnnotation      = "holdfast.dev/view" // base64 signed full view (protocol message)
+	UnitAnnotation      = "holdfast.dev/unit" // the writer's unit
+	LeaseRenew          = 10 * time.Second    // a Lease is rewritten at least this often
+	LeaseDuration       = 30                  // seconds a Lease view stays fresh
+)
+
+// Kube is the daemon's apiserver side: members from Node objects, its own
+// public key published on its Node, and its own view written to its Lease.
+type Kube struct {
+	cs        kubernetes.Interface
+	node      string
+	unitLabel string
+	log       *slog.Logger
+}
+
+// NewKube builds a client from a kubeconfig path ("-": in-cluster).
+func NewKube(ctx context.Context, kubeconfig, node, unitLabel string, log *slog.Logger) (*Kube, error) {
+	var cfg *rest.Config
+	var err error
+	if kubeconfig == "-" {
+		cfg, err = rest.InClusterConfig()
+	} else {
+		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig %s: %w", kubeconfig, err)
+	}
+	cfg.Timeout = 10 * time.Second
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return NewKubeFromClient(cs, node, unitLabel, log), nil
+}
+
+// NewKubeFromClient wraps an existing client.
+func NewKubeFromClient(cs kubernetes.Interface, node, unitLabel string, log *slog.Logger) *Kube {
+	return &Kube{cs: cs, node: node, unitLabel: unitLabel, log: log}
+}
+
+// MembersFromNodes builds the member list from Node objects: unit from the
+// label, address from the InternalIP, key from the annotation. Nodes without
+// a key or an InternalIP are skipped (and named in the returned list of skips).
+func MembersFromNodes(nodes []corev1.Node, unitLabel string) (list []members.Member, skipped []string) {
+	for _, n := range nodes {
+		var ip string
+		for _, a := range n.Status.Addresses {
+			if a.Type == corev1.NodeInternalIP {
+				ip = a.Address
+				break
+			}
+		}
+		m := members.Member{Name: n.Name, Address: ip, Unit: n.Labels[unitLabel], PublicKey: n.Annotations[PublicKeyAnnotation]}
+		if ip == "" || m.PublicKey == "" {
+			skipped = append(skipped, n.Name)
+			continue
+		}
+		if _, err := m.Key(); err != nil {
+			skipped = append(skipped, n.Name)
+			continue
+		}
+		list = append(list, m)
+	}
+	return list, skipped
+}
+
+// Members publishes key's public half on this node's Node and lists the
+// members; when the apiserver cannot be reached it falls back to the list
+// persisted in stateDir by the last run, so an offline reboot still knows
+// its unit.
+func (k *Kube) Members(ctx context.Context, stateDir string, key ed25519.PrivateKey) ([]members.Member, string, error) {
+	pub := base64.StdEncoding.EncodeToString(key.Public().(ed25519.PublicKey))
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, PublicKeyAnnotation, pub)
+	lctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	_, perr := k.cs.CoreV1().Nodes().Patch(lctx, k.node, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+	nodes, lerr := k.cs.CoreV1().Nodes().List(lctx, metav1.ListOptions{})
+	if perr == nil && lerr == nil {
+		list, skipped := MembersFromNodes(nodes.Items, k.unitLabel)
+		if len(skipped) > 0 {
+			k.log.Warn("nodes without health key or InternalIP are not members", "nodes", skipped)
+		}
+		return list, "apiserver", nil
+	}
+	err := errors.Join(perr, lerr)
+	st, lerr2 := LoadMembers(stateDir)
+	if lerr2 != nil {
+		return nil, "", fmt.Errorf("apiserver unreachable (%v) and no persisted member list: %w", err, lerr2)
+	}
+	k.log.Warn("apiserver unreachable: using the persisted member list", "err", err, "saved", st.Updated)
+	return st.Members, "persisted " + st.Updated.Format(time.RFC3339), nil
+}
+
+// LeaseWriter returns a ViewSink that writes this node's view to its Lease
+// holdfast-view-<node> in holdfast-system when the view changed or
+// LeaseRenew passed, in the background (latest view wins; a slow or
+// unreachable apiserver never delays probing).
+func (k *Kube) LeaseWriter(ctx context.Context) func([]byte, map[string]string) {
+	type item struct {
+		full []byte
+		view map[string]string
+	}
+	var mu sync.Mutex
+	var pending *item
+	wake := make(chan struct{}, 1)
+	var last map[string]string
+	var lastAt time.Time
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-wake:
+			}
+			mu.Lock()
+			it := pending
+			pending = nil
+			mu.Unlock()
+			if it == nil {
+				continue
+			}
+			if maps.Equal(it.view, last) && time.Since(lastAt) < LeaseRenew {
+				continue
+			}
+			if err := k.writeLease(ctx, it.full); err != nil {
+				k.log.Debug("write view lease", "err", err)
+				continue
+			}
+			last, lastAt = it.view, time.Now()
+		}
+	}()
+	return func(full []byte, view map[string]string) {
+		mu.Lock()
+		pending = &item{full, view}
+		mu.Unlock()
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (k *Kube) writeLease(ctx context.Context, full []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	leases := k.cs.CoordinationV1().Leases(Namespace)
+	name := LeasePrefix + k.node
+	now := metav1.NewMicroTime(time.Now())
+	dur := int32(LeaseDuration)
+	holder := k.node
+	l, err := leases.Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		l = &coordv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: Namespace}}
+		l.Annotations = map[string]string{ViewAnnotation: base64.StdEncoding.EncodeToString(full)}
+		l.Spec = coordv1.LeaseSpec{HolderIdentity: &holder, LeaseDurationSeconds: &dur, RenewTime: &now}
+		_, err = leases.Create(ctx, l, metav1.CreateOptions{})
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	if l.Annotations == nil {
+		l.Annotations = map[string]string{}
+	}
+	l.Annotations[ViewAnnotation] = base64.StdEncoding.EncodeToString(full)
+	l.Spec.HolderIdentity, l.Spec.LeaseDurationSeconds, l.Spec.RenewTime = &holder, &dur, &now
+	_, err = leases.Update(ctx, l, metav1.UpdateOptions{})
+	return err
+}
