@@ -44,7 +44,7 @@ func TestMain(m *testing.M) {
 
 type inv struct {
 	cmd, cid, ifName, ns, name, cniVersion string
-	conf                                 string // full stdin; if empty, netConf(...) is used
+	conf                                   string // full stdin; if empty, netConf(...) is used
 }
 
 // netConf is a network config with one IPv4 range set.

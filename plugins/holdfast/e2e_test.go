@@ -19,6 +19,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/holdfast-edge/holdfast/internal/stablemac"
+	"github.com/holdfast-edge/holdfast/plugins/holdfast/attachment"
 	"github.com/holdfast-edge/holdfast/test/harness"
 )
 
@@ -189,13 +190,13 @@ func linkMAC(t testing.TB, netns, ifName string) string {
 
 func attachments(t testing.TB, e *cniEnv) []string {
 	t.Helper()
-	paths, err := listAttachments(filepath.Join(e.dir, "cni"), "hf-pods")
+	paths, err := attachment.List(filepath.Join(e.dir, "cni"), "hf-pods")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out []string
 	for _, p := range paths {
-		a, err := loadAttachment(p)
+		a, err := attachment.Load(p)
 		if err != nil {
 			t.Fatalf("attachment record unreadable: %v", err)
 		}

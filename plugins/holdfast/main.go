@@ -17,6 +17,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/holdfast-edge/holdfast/internal/stablemac"
+	"github.com/holdfast-edge/holdfast/plugins/holdfast/attachment"
 )
 
 // LogFileName is the plugin's log under the data dir.
@@ -74,7 +75,7 @@ func (p *plugin) cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	path, err := attachmentPath(conf.DataDir, conf.Name, args.ContainerID, args.IfName)
+	path, err := attachment.Path(conf.DataDir, conf.Name, args.ContainerID, args.IfName)
 	if err != nil {
 		return types.NewError(types.ErrInvalidEnvironmentVariables, "holdfast: "+err.Error(), "")
 	}
@@ -126,14 +127,14 @@ func (p *plugin) cmdAdd(args *skel.CmdArgs) error {
 	}
 	res.Interfaces[idx].Mac = finalMAC.String()
 
-	att := &Attachment{Network: conf.Name, PodNamespace: pod.Namespace, PodName: pod.Name, PodUID: pod.UID,
+	att := &attachment.Attachment{Network: conf.Name, PodNamespace: pod.Namespace, PodName: pod.Name, PodUID: pod.UID,
 		ContainerID: args.ContainerID, IfName: args.IfName, MAC: finalMAC.String(), Netns: args.Netns, Created: time.Now().UTC()}
 	for _, ipc := range res.IPs {
 		if ipc.Interface == nil || *ipc.Interface == idx {
 			att.IPs = append(att.IPs, ipc.Address.String())
 		}
 	}
-	if err := saveAttachment(path, att); err != nil {
+	if err := attachment.Save(path, att); err != nil {
 		log.Error("record attachment failed", "err", err)
 		return types.NewError(types.ErrIOFailure, "holdfast: record attachment: "+err.Error(), "")
 	}
@@ -146,7 +147,7 @@ func (p *plugin) cmdDel(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	path, err := attachmentPath(conf.DataDir, conf.Name, args.ContainerID, args.IfName)
+	path, err := attachment.Path(conf.DataDir, conf.Name, args.ContainerID, args.IfName)
 	if err != nil {
 		return types.NewError(types.ErrInvalidEnvironmentVariables, "holdfast: "+err.Error(), "")
 	}
@@ -155,7 +156,7 @@ func (p *plugin) cmdDel(args *skel.CmdArgs) error {
 	}
 	log, closeLog := openLog(conf.DataDir, false)
 	defer closeLog()
-	if err := removeAttachment(path); err != nil {
+	if err := attachment.Remove(path); err != nil {
 		return types.NewError(types.ErrIOFailure, "holdfast: "+err.Error(), "")
 	}
 	log.Info("detached", "network", conf.Name, "container", args.ContainerID, "ifname", args.IfName)
@@ -167,11 +168,11 @@ func (p *plugin) cmdCheck(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	path, err := attachmentPath(conf.DataDir, conf.Name, args.ContainerID, args.IfName)
+	path, err := attachment.Path(conf.DataDir, conf.Name, args.ContainerID, args.IfName)
 	if err != nil {
 		return types.NewError(types.ErrInvalidEnvironmentVariables, "holdfast: "+err.Error(), "")
 	}
-	att, err := loadAttachment(path)
+	att, err := attachment.Load(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return types.NewError(types.ErrUnknownContainer, fmt.Sprintf("holdfast: no attachment recorded for container %s interface %s (%s)", args.ContainerID, args.IfName, path), "")
 	}
@@ -214,13 +215,13 @@ func (p *plugin) cmdGC(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	paths, err := listAttachments(conf.DataDir, conf.Name)
+	paths, err := attachment.List(conf.DataDir, conf.Name)
 	if err != nil {
 		return types.NewError(types.ErrIOFailure, "holdfast: GC: "+err.Error(), "")
 	}
 	valid := map[string]bool{}
 	for _, v := range conf.ValidAttachments {
-		if pth, err := attachmentPath(conf.DataDir, conf.Name, v.ContainerID, v.IfName); err == nil {
+		if pth, err := attachment.Path(conf.DataDir, conf.Name, v.ContainerID, v.IfName); err == nil {
 			valid[pth] = true
 		}
 	}
@@ -230,7 +231,7 @@ func (p *plugin) cmdGC(args *skel.CmdArgs) error {
 		if valid[pth] {
 			continue
 		}
-		if err := removeAttachment(pth); err != nil {
+		if err := attachment.Remove(pth); err != nil {
 			return types.NewError(types.ErrIOFailure, "holdfast: GC: "+err.Error(), "")
 		}
 		log.Info("pruned attachment", "network", conf.Name, "record", filepath.Base(pth))

@@ -1,4 +1,8 @@
-package main
+// Package attachment is the holdfast chained plugin's record of one pod
+// interface (pod, container ID, ifname, IPs, MAC, netns): one versioned
+// statefile per attachment under <dataDir>/<network>/, written atomically.
+// It owns those files only and never touches the network.
+package attachment
 
 import (
 	"errors"
@@ -12,10 +16,10 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/statefile"
 )
 
-// AttachmentKind and AttachmentVersion identify an attachment record.
+// Kind and Version identify an attachment record.
 const (
-	AttachmentKind    = "holdfast/attachment"
-	AttachmentVersion = 1
+	Kind    = "holdfast/attachment"
+	Version = 1
 )
 
 // Attachment is what holdfast records for one pod interface.
@@ -36,8 +40,8 @@ func validID(s string) bool {
 	return s != "" && !strings.ContainsAny(s, "/\\\x00") && s != "." && s != ".."
 }
 
-// attachmentPath is <dataDir>/<network>/<containerID>_<ifname>.json.
-func attachmentPath(dataDir, network, cid, ifName string) (string, error) {
+// Path is <dataDir>/<network>/<containerID>_<ifname>.json.
+func Path(dataDir, network, cid, ifName string) (string, error) {
 	if !validID(cid) {
 		return "", fmt.Errorf("container ID %q is not usable as a file name", cid)
 	}
@@ -47,20 +51,22 @@ func attachmentPath(dataDir, network, cid, ifName string) (string, error) {
 	return filepath.Join(dataDir, network, cid+"_"+ifName+".json"), nil
 }
 
-func saveAttachment(path string, a *Attachment) error {
-	return statefile.Save(path, AttachmentKind, AttachmentVersion, a)
+// Save atomically writes a record.
+func Save(path string, a *Attachment) error {
+	return statefile.Save(path, Kind, Version, a)
 }
 
-func loadAttachment(path string) (*Attachment, error) {
+// Load reads a record; errors name the file.
+func Load(path string) (*Attachment, error) {
 	var a Attachment
-	if _, err := statefile.Load(path, AttachmentKind, AttachmentVersion, &a); err != nil {
+	if _, err := statefile.Load(path, Kind, Version, &a); err != nil {
 		return nil, err
 	}
 	return &a, nil
 }
 
-// listAttachments returns the record paths of network.
-func listAttachments(dataDir, network string) ([]string, error) {
+// List returns the record paths of network.
+func List(dataDir, network string) ([]string, error) {
 	ents, err := os.ReadDir(filepath.Join(dataDir, network))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -77,4 +83,5 @@ func listAttachments(dataDir, network string) ([]string, error) {
 	return out, nil
 }
 
-func removeAttachment(path string) error { return atomicfile.Remove(path) }
+// Remove deletes a record durably; a missing one is not an error.
+func Remove(path string) error { return atomicfile.Remove(path) }
