@@ -48,6 +48,10 @@ type Options struct {
 	RuntimeEndpoint string
 	NodeDNS         string
 	HealthKeyFile   string
+	// Kubeconfig is what the health and DNS units use to reach the
+	// apiserver (not kubelet's node credential: it may not write Leases in
+	// holdfast-system).
+	Kubeconfig string
 	// DaemonSets: health and DNS run as DaemonSets (no units for them).
 	DaemonSets bool
 }
@@ -66,7 +70,8 @@ func DefaultOptions() Options {
 		CRISocket:       "/run/holdfast/cri.sock",
 		RuntimeEndpoint: "unix:///run/containerd/containerd.sock",
 		NodeDNS:         "169.254.20.10",
-		HealthKeyFile:   "/var/lib/holdfast/health/key",
+		HealthKeyFile:   "/var/lib/holdfast/health/node.key",
+		Kubeconfig:      "/etc/holdfast/kubeconfig",
 	}
 }
 
@@ -537,7 +542,7 @@ func (o *Options) desired(prev *Record) ([]want, []string, error) {
 
 	// Units.
 	us, err := units.Render(units.Config{Holdfastd: o.Holdfastd, NodeName: o.NodeName, CRISocket: o.CRISocket,
-		RuntimeEndpoint: o.RuntimeEndpoint, NodeDNS: o.NodeDNS, HealthKeyFile: o.HealthKeyFile, DaemonSets: o.DaemonSets})
+		RuntimeEndpoint: o.RuntimeEndpoint, NodeDNS: o.NodeDNS, HealthKeyFile: o.HealthKeyFile, Kubeconfig: o.Kubeconfig, DaemonSets: o.DaemonSets})
 	if err != nil {
 		return nil, nil, err
 	}

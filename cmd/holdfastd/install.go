@@ -46,6 +46,7 @@ func runInstall(ctx context.Context, args []string) error {
 	fs.StringVar(&o.RuntimeEndpoint, "runtime-endpoint", o.RuntimeEndpoint, "containerd's CRI endpoint, which the shim relays to")
 	fs.StringVar(&o.NodeDNS, "node-dns", o.NodeDNS, "node DNS address kubelet hands to pods as clusterDNS")
 	fs.StringVar(&o.HealthKeyFile, "health-key-file", o.HealthKeyFile, "signing key of the health daemon (health unit)")
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "kubeconfig the health and DNS units use to reach the apiserver (not kubelet's node credential: it may not write Leases in holdfast-system)")
 	fs.BoolVar(&o.DaemonSets, "daemonsets", false, "health and DNS run as DaemonSets (see 'holdfastd manifests'): write no units for them")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -34,6 +34,9 @@ type Config struct {
 	NodeDNS string
 	// HealthKeyFile is the health daemon's signing key.
 	HealthKeyFile string
+	// Kubeconfig is the credential the health and DNS units use to reach
+	// the apiserver (Node informer, Leases, Services).
+	Kubeconfig string
 	// DaemonSets: health and DNS run as DaemonSets, so no units for them.
 	DaemonSets bool
 }
@@ -67,7 +70,7 @@ func (c Config) Validate() error {
 	if !path.IsAbs(c.CRISocket) {
 		return fmt.Errorf("CRI socket %q is not an absolute path", c.CRISocket)
 	}
-	for _, s := range []string{c.NodeName, c.CRISocket, c.RuntimeEndpoint, c.NodeDNS, c.HealthKeyFile, c.Holdfastd} {
+	for _, s := range []string{c.NodeName, c.CRISocket, c.RuntimeEndpoint, c.NodeDNS, c.HealthKeyFile, c.Holdfastd, c.Kubeconfig} {
 		if strings.ContainsAny(s, " \t\n\"'\\%$;") {
 			return fmt.Errorf("%q contains characters not allowed in a unit's command line", s)
 		}
@@ -97,11 +100,11 @@ Type=oneshot
 RemainAfterExit=yes
 # Exit status 2: no snapshot yet (first boot) - not a failure.
 SuccessExitStatus=2
-ExecStart=%s snapshot restore
+ExecStart=%s snapshot restore --node-name %s
 
 [Install]
 WantedBy=multi-user.target containerd.service
-`, bin)},
+`, bin, c.NodeName)},
 		{Name: Snapshot, WantedBy: []string{"multi-user.target"}, Content: fmt.Sprintf(`# Written by holdfastd install; removed by holdfastd uninstall.
 [Unit]
 Description=holdfast: snapshot the overlay network on every change
@@ -128,7 +131,7 @@ Before=kubelet.service
 
 [Service]
 Type=simple
-ExecStart=%s cri --listen %s --runtime-endpoint %s
+ExecStart=%s cri run --node-name %s --listen %s --runtime-endpoint %s
 # kubelet is ordered after this unit: hold it back until the socket exists.
 ExecStartPost=/bin/sh -c 'for i in $(seq 100); do test -S %s && exit 0; sleep 0.1; done; exit 1'
 Restart=always
@@ -136,7 +139,7 @@ RestartSec=2
 
 [Install]
 WantedBy=multi-user.target kubelet.service
-`, bin, c.CRISocket, c.RuntimeEndpoint, c.CRISocket)},
+`, bin, c.NodeName, c.CRISocket, c.RuntimeEndpoint, c.CRISocket)},
 	}
 	if !c.DaemonSets {
 		us = append(us,
@@ -149,13 +152,15 @@ Wants=network-online.target
 
 [Service]
 Type=simple
-ExecStart=%s health run --node-name %s --key-file %s
+# First start: make this node's signing key (keygen refuses to overwrite one).
+ExecStartPre=/bin/sh -c 'test -e %[3]s || exec %[1]s health keygen --out %[3]s --node-name %[2]s'
+ExecStart=%[1]s health run --node-name %[2]s --key-file %[3]s --kubeconfig %[4]s
 Restart=always
 RestartSec=2
 
 [Install]
 WantedBy=multi-user.target
-`, bin, c.NodeName, c.HealthKeyFile)},
+`, bin, c.NodeName, c.HealthKeyFile, c.Kubeconfig)},
 			Unit{Name: DNS, WantedBy: []string{"multi-user.target", "kubelet.service"}, Content: fmt.Sprintf(`# Written by holdfastd install; removed by holdfastd uninstall.
 [Unit]
 Description=holdfast: node DNS answering cluster names offline
@@ -166,13 +171,13 @@ Before=kubelet.service
 
 [Service]
 Type=simple
-ExecStart=%s dns --node-name %s --address %s
+ExecStart=%s dns --node-name %s --address %s --kubeconfig %s
 Restart=always
 RestartSec=2
 
 [Install]
 WantedBy=multi-user.target kubelet.service
-`, bin, c.NodeName, c.NodeDNS)})
+`, bin, c.NodeName, c.NodeDNS, c.Kubeconfig)})
 	}
 	sort.Slice(us, func(i, j int) bool { return us[i].Name < us[j].Name })
 	return us, nil

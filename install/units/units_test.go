@@ -16,7 +16,7 @@ func testConfig(t *testing.T) Config {
 	}
 	return Config{Holdfastd: exe, NodeName: "edge-a1", CRISocket: "/run/holdfast/cri.sock",
 		RuntimeEndpoint: "unix:///run/containerd/containerd.sock", NodeDNS: "169.254.20.10",
-		HealthKeyFile: "/var/lib/holdfast/health/key"}
+		HealthKeyFile: "/var/lib/holdfast/health/node.key", Kubeconfig: "/etc/holdfast/kubeconfig"}
 }
 
 // TestSystemdAnalyzeVerify runs systemd's own checker on every unit, with
@@ -105,7 +105,7 @@ func TestBootOrder(t *testing.T) {
 			t.Errorf("%s: %s does not include %s (has %v)", c.unit, c.key, c.val, d[c.unit][c.key])
 		}
 	}
-	if !strings.Contains(strings.Join(d[CRI]["ExecStart"], " "), "cri --listen /run/holdfast/cri.sock --runtime-endpoint unix:///run/containerd/containerd.sock") {
+	if !strings.Contains(strings.Join(d[CRI]["ExecStart"], " "), "cri run --node-name edge-a1 --listen /run/holdfast/cri.sock --runtime-endpoint unix:///run/containerd/containerd.sock") {
 		t.Errorf("cri ExecStart: %v", d[CRI]["ExecStart"])
 	}
 }
