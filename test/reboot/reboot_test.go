@@ -34,6 +34,9 @@ func TestOfflineRebootRecovery(t *testing.T) {
 			t.Error(err)
 		}
 	}
+	if *flagNarrate {
+		PrintSummary(os.Stdout, rep)
+	}
 	t.Logf("timeline:\n%s", log.String())
 	t.Logf("pods=%d same_ips=%v same_macs=%v vtep_mac_kept=%v cross_node_ok=%v neighbours_untouched=%v peers_kept_talking=%v leak_free=%v recovery_ms=%d total_ms=%d",
 		rep.Pods, rep.SameIPs, rep.SameMACs, rep.VTEPMACKept, rep.CrossNodeOK, rep.NeighboursUntouched, rep.PeersKeptTalking, rep.LeakFree, rep.RecoveryMs, rep.TotalMs)
