@@ -8,8 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/holdfast-edge/holdfast/install"
+	"github.com/holdfast-edge/holdfast/install/manifests"
+	"github.com/holdfast-edge/holdfast/internal/atomicfile"
 )
 
 // installFlags registers the flags install and uninstall share.
@@ -92,9 +95,26 @@ func runUninstall(ctx context.Context, args []string) error {
 	return install.Uninstall(o, *force, *dry, os.Stdout)
 }
 
-// runManifests is a placeholder until its component lands.
 func runManifests(ctx context.Context, args []string) error {
-	return fmt.Errorf("not implemented yet")
+	fs := newFlagSet("manifests", "Render the Kubernetes side of holdfast as one YAML stream: namespace holdfast-system, least-privilege RBAC\n(a node's health daemon may write only its own Lease holdfast-view-<node>), health and DNS DaemonSets, and the\nadmission webhook (Deployment, Service, TLS Secret, MutatingWebhookConfiguration with failurePolicy Ignore)\nwith a freshly generated CA bundle and serving certificate. The output holds a private key: treat it as a secret.")
+	image := fs.String("image", "ghcr.io/holdfast-edge/holdfastd:dev", "holdfastd image the DaemonSets and the webhook run (built by 'make image', imported with 'ctr images import')")
+	nodeDNS := fs.String("node-dns", "169.254.20.10", "address the DNS DaemonSet serves on (kubelet's clusterDNS)")
+	unitLabel := fs.String("unit-label", "holdfast.dev/unit", "Node label naming a node's health unit")
+	noQuorum := fs.String("no-quorum", "retain", "webhook policy when a whole unit is cut off: retain or evict")
+	validity := fs.Duration("cert-validity", 365*24*time.Hour, "lifetime of the generated CA and serving certificate")
+	out := fs.String("o", "-", "file to write (mode 0600), or - for stdout")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	r, err := manifests.Render(manifests.Config{Image: *image, NodeDNS: *nodeDNS, UnitLabel: *unitLabel, NoQuorumPolicy: *noQuorum, CertValidity: *validity})
+	if err != nil {
+		return exitError{2, err}
+	}
+	if *out == "-" {
+		_, err = os.Stdout.Write(r.YAML)
+		return err
+	}
+	return atomicfile.WriteFile(*out, r.YAML, 0o600)
 }
 
 // runStatus is a placeholder until its component lands.

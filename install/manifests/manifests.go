@@ -1,0 +1,342 @@
+// Package manifests renders the Kubernetes side of holdfast: the
+// holdfast-system namespace, least-privilege RBAC, the health and DNS
+// DaemonSets, and the admission webhook (Deployment, Service, TLS Secret and
+// a MutatingWebhookConfiguration with failurePolicy Ignore, so a webhook
+// outage never blocks the cluster) with a freshly generated CA and serving
+// certificate. Objects are built from the typed k8s.io/api structs. It only
+// renders YAML; it never talks to an apiserver.
+package manifests
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"time"
+
+	admv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/yaml"
+)
+
+// Names shared with the components.
+const (
+	Namespace   = "holdfast-system"
+	LeasePrefix = "holdfast-view-"
+	Webhook     = "holdfast-webhook"
+	Health      = "holdfast-health"
+	DNS         = "holdfast-dns"
+	HealthPort  = 51005
+	WebhookPort = 8443
+)
+
+// Config tunes the rendered manifests.
+type Config struct {
+	// Image is the holdfastd image (built by `make image`).
+	Image string
+	// NodeDNS is the address the DNS DaemonSet serves on.
+	NodeDNS string
+	// UnitLabel is the Node label naming a node's unit.
+	UnitLabel string
+	// NoQuorumPolicy is the webhook's policy when a unit has no quorum.
+	NoQuorumPolicy string
+	// CertValidity is how long the generated certificates last.
+	CertValidity time.Duration
+	// Now stamps the certificates (tests pin it).
+	Now time.Time
+}
+
+// Rendered holds the YAML and the generated CA (for tests and rotation).
+type Rendered struct {
+	YAML    []byte
+	CACert  []byte // PEM
+	TLSCert []byte // PEM
+	TLSKey  []byte // PEM
+	Objects []runtime.Object
+}
+
+// Render builds every object and returns them as one multi-document YAML.
+func Render(c Config) (*Rendered, error) {
+	if c.Image == "" {
+		return nil, fmt.Errorf("image is empty")
+	}
+	if c.NodeDNS == "" {
+		return nil, fmt.Errorf("node DNS address is empty")
+	}
+	if c.NoQuorumPolicy != "retain" && c.NoQuorumPolicy != "evict" {
+		return nil, fmt.Errorf("no-quorum policy %q: want retain or evict", c.NoQuorumPolicy)
+	}
+	if c.CertValidity <= 0 {
+		c.CertValidity = 365 * 24 * time.Hour
+	}
+	if c.Now.IsZero() {
+		c.Now = time.Now()
+	}
+	caPEM, certPEM, keyPEM, err := certs(c)
+	if err != nil {
+		return nil, err
+	}
+	objs := []runtime.Object{
+		&corev1.Namespace{TypeMeta: tm("v1", "Namespace"), ObjectMeta: meta(Namespace, "")},
+	}
+	for _, sa := range []string{Health, DNS, Webhook} {
+		objs = append(objs, &corev1.ServiceAccount{TypeMeta: tm("v1", "ServiceAccount"), ObjectMeta: meta(sa, Namespace)})
+	}
+	objs = append(objs, rbac()...)
+	objs = append(objs, leasePolicy()...)
+	objs = append(objs, healthDS(c), dnsDS(c))
+	objs = append(objs, webhookObjs(c, caPEM, certPEM, keyPEM)...)
+
+	var buf bytes.Buffer
+	buf.WriteString("# Rendered by holdfastd manifests. Contains a generated TLS key: treat as a secret.\n")
+	for _, o := range objs {
+		b, err := yaml.Marshal(o)
+		if err != nil {
+			return nil, fmt.Errorf("render %T: %w", o, err)
+		}
+		buf.WriteString("---\n")
+		buf.Write(b)
+	}
+	return &Rendered{YAML: buf.Bytes(), CACert: caPEM, TLSCert: certPEM, TLSKey: keyPEM, Objects: objs}, nil
+}
+
+func tm(apiVersion, kind string) metav1.TypeMeta {
+	return metav1.TypeMeta{APIVersion: apiVersion, Kind: kind}
+}
+
+func meta(name, ns string) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"app.kubernetes.io/part-of": "holdfast", "app.kubernetes.io/name": name}}
+}
+
+func rbac() []runtime.Object {
+	read := []string{"get", "list", "watch"}
+	type grant struct {
+		name    string
+		cluster []rbacv1.PolicyRule
+		ns      []rbacv1.PolicyRule
+	}
+	grants := []grant{
+		{Health,
+			// Members and public keys come from Node objects; each node
+			// publishes its own key annotation (patch), restricted to its own
+			// Node by the admission policy below.
+			[]rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: append(read, "patch")}},
+			// Views: read every Lease, write its own (create cannot be
+			// restricted by name in RBAC; the admission policy does it).
+			[]rbacv1.PolicyRule{{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: append(read, "create", "update", "patch")}}},
+		{DNS,
+			[]rbacv1.PolicyRule{
+				{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"list", "watch"}},
+				{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"list", "watch"}},
+			},
+			[]rbacv1.PolicyRule{{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: read}}},
+		{Webhook,
+			[]rbacv1.PolicyRule{
+				{APIGroups: []string{""}, Resources: []string{"nodes", "pods"}, Verbs: read},
+			},
+			[]rbacv1.PolicyRule{{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: read}}},
+	}
+	var out []runtime.Object
+	for _, g := range grants {
+		subj := []rbacv1.Subject{{Kind: "ServiceAccount", Name: g.name, Namespace: Namespace}}
+		out = append(out,
+			&rbacv1.ClusterRole{TypeMeta: tm("rbac.authorization.k8s.io/v1", "ClusterRole"), ObjectMeta: meta(g.name, ""), Rules: g.cluster},
+			&rbacv1.ClusterRoleBinding{TypeMeta: tm("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"), ObjectMeta: meta(g.name, ""),
+				RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: g.name}, Subjects: subj},
+			&rbacv1.Role{TypeMeta: tm("rbac.authorization.k8s.io/v1", "Role"), ObjectMeta: meta(g.name, Namespace), Rules: g.ns},
+			&rbacv1.RoleBinding{TypeMeta: tm("rbac.authorization.k8s.io/v1", "RoleBinding"), ObjectMeta: meta(g.name, Namespace),
+				RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: g.name}, Subjects: subj},
+		)
+	}
+	return out
+}
+
+// leasePolicy restricts the health ServiceAccount: a pod may write only
+// the Lease holdfast-view-<its node> and only its own Node. The node name
+// comes from the bound service account token
+// (authentication.kubernetes.io/node-name, Kubernetes 1.32+).
+func leasePolicy() []runtime.Object {
+	fail := admv1.Fail
+	deny := []admv1.ValidationAction{admv1.Deny}
+	sa := "system:serviceaccount:" + Namespace + ":" + Health
+	nodeOf := "request.userInfo.extra[?'authentication.kubernetes.io/node-name'].orValue([''])[0]"
+	return []runtime.Object{
+		&admv1.ValidatingAdmissionPolicy{TypeMeta: tm("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy"), ObjectMeta: meta("holdfast-health-own-objects", ""),
+			Spec: admv1.ValidatingAdmissionPolicySpec{
+				FailurePolicy: &fail,
+				MatchConstraints: &admv1.MatchResources{ResourceRules: []admv1.NamedRuleWithOperations{
+					{RuleWithOperations: admv1.RuleWithOperations{Operations: []admv1.OperationType{admv1.Create, admv1.Update, admv1.Delete},
+						Rule: admv1.Rule{APIGroups: []string{"coordination.k8s.io"}, APIVersions: []string{"v1"}, Resources: []string{"leases"}}}},
+					{RuleWithOperations: admv1.RuleWithOperations{Operations: []admv1.OperationType{admv1.Update},
+						Rule: admv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"nodes"}}}},
+				}},
+				MatchConditions: []admv1.MatchCondition{{Name: "health-service-account", Expression: fmt.Sprintf("request.userInfo.username == %q", sa)}},
+				Validations: []admv1.Validation{
+					{Expression: fmt.Sprintf("request.resource.resource != 'leases' || (request.namespace == %q && request.name == %q + %s)", Namespace, LeasePrefix, nodeOf),
+						Message: "the health daemon may write only the Lease " + LeasePrefix + "<its own node>"},
+					{Expression: fmt.Sprintf("request.resource.resource != 'nodes' || request.name == %s", nodeOf),
+						Message: "the health daemon may annotate only its own Node"},
+				},
+			}},
+		&admv1.ValidatingAdmissionPolicyBinding{TypeMeta: tm("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding"), ObjectMeta: meta("holdfast-health-own-objects", ""),
+			Spec: admv1.ValidatingAdmissionPolicyBindingSpec{PolicyName: "holdfast-health-own-objects", ValidationActions: deny}},
+	}
+}
+
+func nodeNameEnv() corev1.EnvVar {
+	return corev1.EnvVar{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}}
+}
+
+func hostDir(name, p string) (corev1.Volume, corev1.VolumeMount) {
+	t := corev1.HostPathDirectoryOrCreate
+	return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: p, Type: &t}}},
+		corev1.VolumeMount{Name: name, MountPath: p}
+}
+
+func daemonSet(name string, c Config, args []string, caps []corev1.Capability, stateDir string, ports []corev1.ContainerPort) *appsv1.DaemonSet {
+	vol, mount := hostDir("state", stateDir)
+	f := false
+	labels := map[string]string{"app.kubernetes.io/name": name}
+	return &appsv1.DaemonSet{TypeMeta: tm("apps/v1", "DaemonSet"), ObjectMeta: meta(name, Namespace),
+		Spec: appsv1.DaemonSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			UpdateStrategy: appsv1.DaemonSetUpdateStrategy{Type: appsv1.RollingUpdateDaemonSetStrategyType},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{
+					ServiceAccountName: name,
+					HostNetwork:        true,
+					DNSPolicy:          corev1.DNSClusterFirstWithHostNet,
+					PriorityClassName:  "system-node-critical",
+					Tolerations:        []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+					Containers: []corev1.Container{{
+						Name: "holdfastd", Image: c.Image, ImagePullPolicy: corev1.PullIfNotPresent,
+						Args: args, Env: []corev1.EnvVar{nodeNameEnv()}, Ports: ports,
+						VolumeMounts: []corev1.VolumeMount{mount},
+						SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: &f, ReadOnlyRootFilesystem: ptr(true),
+							Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: caps}},
+					}},
+					Volumes: []corev1.Volume{vol},
+				},
+			},
+		}}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func healthDS(c Config) *appsv1.DaemonSet {
+	return daemonSet(Health, c,
+		[]string{"health", "run", "--node-name", "$(NODE_NAME)", "--kubeconfig", "-", "--key-file", "/var/lib/holdfast/health/node.key", "--unit-label", c.UnitLabel},
+		nil, "/var/lib/holdfast/health",
+		[]corev1.ContainerPort{{Name: "views", ContainerPort: HealthPort, Protocol: corev1.ProtocolUDP}, {Name: "http", ContainerPort: HealthPort, Protocol: corev1.ProtocolTCP}})
+}
+
+func dnsDS(c Config) *appsv1.DaemonSet {
+	// NET_ADMIN puts the link-local address on a node device; binding :53
+	// needs NET_BIND_SERVICE.
+	return daemonSet(DNS, c,
+		[]string{"dns", "--node-name", "$(NODE_NAME)", "--address", c.NodeDNS, "--kubeconfig", "-"},
+		[]corev1.Capability{"NET_ADMIN", "NET_BIND_SERVICE"}, "/var/lib/holdfast/dns",
+		[]corev1.ContainerPort{{Name: "dns", ContainerPort: 53, Protocol: corev1.ProtocolUDP}, {Name: "dns-tcp", ContainerPort: 53, Protocol: corev1.ProtocolTCP}})
+}
+
+func webhookObjs(c Config, ca, cert, key []byte) []runtime.Object {
+	labels := map[string]string{"app.kubernetes.io/name": Webhook}
+	f := false
+	secret := Webhook + "-tls"
+	ignore := admv1.Ignore
+	none := admv1.SideEffectClassNone
+	timeout := int32(5)
+	path := "/mutate"
+	rule := func(group, res string, ops ...admv1.OperationType) admv1.RuleWithOperations {
+		return admv1.RuleWithOperations{Operations: ops, Rule: admv1.Rule{APIGroups: []string{group}, APIVersions: []string{"v1"}, Resources: []string{res}}}
+	}
+	hook := func(name string, rules ...admv1.RuleWithOperations) admv1.MutatingWebhook {
+		return admv1.MutatingWebhook{
+			Name: name,
+			ClientConfig: admv1.WebhookClientConfig{Service: &admv1.ServiceReference{Namespace: Namespace, Name: Webhook, Path: &path, Port: ptr(int32(443))},
+				CABundle: ca},
+			Rules: rules, FailurePolicy: &ignore, SideEffects: &none, TimeoutSeconds: &timeout,
+			AdmissionReviewVersions: []string{"v1"},
+			ReinvocationPolicy:      ptr(admv1.NeverReinvocationPolicy),
+		}
+	}
+	return []runtime.Object{
+		&corev1.Secret{TypeMeta: tm("v1", "Secret"), ObjectMeta: meta(secret, Namespace), Type: corev1.SecretTypeTLS,
+			Data: map[string][]byte{corev1.TLSCertKey: cert, corev1.TLSPrivateKeyKey: key, "ca.crt": ca}},
+		&appsv1.Deployment{TypeMeta: tm("apps/v1", "Deployment"), ObjectMeta: meta(Webhook, Namespace),
+			Spec: appsv1.DeploymentSpec{Replicas: ptr(int32(2)), Selector: &metav1.LabelSelector{MatchLabels: labels},
+				Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
+					ServiceAccountName: Webhook,
+					Containers: []corev1.Container{{Name: "holdfastd", Image: c.Image, ImagePullPolicy: corev1.PullIfNotPresent,
+						Args: []string{"webhook", "--listen", fmt.Sprintf(":%d", WebhookPort), "--tls-cert-file", "/etc/holdfast/tls/tls.crt",
+							"--tls-key-file", "/etc/holdfast/tls/tls.key", "--kubeconfig", "-", "--unit-label", c.UnitLabel, "--no-quorum", c.NoQuorumPolicy},
+						Ports:        []corev1.ContainerPort{{Name: "https", ContainerPort: WebhookPort}},
+						VolumeMounts: []corev1.VolumeMount{{Name: "tls", MountPath: "/etc/holdfast/tls", ReadOnly: true}},
+						ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz",
+							Port: intstr.FromInt32(WebhookPort), Scheme: corev1.URISchemeHTTPS}}},
+						SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: &f, ReadOnlyRootFilesystem: ptr(true), RunAsNonRoot: ptr(true), RunAsUser: ptr(int64(65532)),
+							Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}},
+					}},
+					Volumes: []corev1.Volume{{Name: "tls", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: secret}}}},
+				}}}},
+		&corev1.Service{TypeMeta: tm("v1", "Service"), ObjectMeta: meta(Webhook, Namespace),
+			Spec: corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Name: "https", Port: 443, TargetPort: intstr.FromInt32(WebhookPort)}}}},
+		&admv1.MutatingWebhookConfiguration{TypeMeta: tm("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration"), ObjectMeta: meta(Webhook, ""),
+			Webhooks: []admv1.MutatingWebhook{
+				hook("nodes.holdfast.dev", rule("", "nodes", admv1.Update)),
+				hook("endpoints.holdfast.dev", rule("discovery.k8s.io", "endpointslices", admv1.Create, admv1.Update), rule("", "endpoints", admv1.Create, admv1.Update)),
+			}},
+	}
+}
+
+// certs makes a CA and a serving certificate for the webhook Service.
+func certs(c Config) (caPEM, certPEM, keyPEM []byte, err error) {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	serial := func() *big.Int {
+		n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
+		return n
+	}
+	notBefore := c.Now.Add(-5 * time.Minute)
+	caTmpl := &x509.Certificate{SerialNumber: serial(), Subject: pkix.Name{CommonName: "holdfast-webhook-ca"},
+		NotBefore: notBefore, NotAfter: c.Now.Add(c.CertValidity), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("create CA: %w", err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	svc := Webhook + "." + Namespace + ".svc"
+	tmpl := &x509.Certificate{SerialNumber: serial(), Subject: pkix.Name{CommonName: svc},
+		DNSNames:  []string{Webhook, Webhook + "." + Namespace, svc, svc + ".cluster.local"},
+		NotBefore: notBefore, NotAfter: c.Now.Add(c.CertValidity),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("create serving cert: %w", err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), nil
+}
