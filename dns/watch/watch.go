@@ -1,0 +1,166 @@
+// Package watch feeds dns/store from the apiserver with client-go informers
+// for Services and EndpointSlices, and reports whether the apiserver is
+// reachable. Until the informers have synced it only adds and updates (the
+// snapshot keeps answering); once synced it replaces the store's content
+// with the informers' view, so objects deleted while the node was offline
+// disappear too. It owns no state of its own and never writes files.
+package watch
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/holdfast-edge/holdfast/dns/store"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// Options configure a Watcher.
+type Options struct {
+	Kubeconfig string // path; empty means in-cluster config
+	Store      *store.Store
+	Resync     time.Duration // informer resync (default 0: none)
+	Probe      time.Duration // reachability probe interval (default 10s)
+	OnOnline   func(bool)
+	Log        *slog.Logger
+}
+
+// Run watches until ctx ends. An error is returned only when no client can
+// be built; an unreachable apiserver is not an error (informers retry).
+func Run(ctx context.Context, opts Options) error {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Probe <= 0 {
+		opts.Probe = 10 * time.Second
+	}
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = opts.Kubeconfig
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return fmt.Errorf("kubeconfig %q: %w", opts.Kubeconfig, err)
+	}
+	cfg.Timeout = 30 * time.Second
+	cfg.UserAgent = "holdfastd-dns"
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	return RunWithClient(ctx, cs, opts)
+}
+
+// RunWithClient is Run with a ready client.
+func RunWithClient(ctx context.Context, cs kubernetes.Interface, opts Options) error {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Probe <= 0 {
+		opts.Probe = 10 * time.Second
+	}
+	st := opts.Store
+	f := informers.NewSharedInformerFactory(cs, opts.Resync)
+	svcInf := f.Core().V1().Services()
+	epsInf := f.Discovery().V1().EndpointSlices()
+	onErr := func(r *cache.Reflector, err error) {
+		opts.Log.Warn("apiserver watch failed; answering from snapshot", "err", err)
+		if opts.OnOnline != nil {
+			opts.OnOnline(false)
+		}
+	}
+	svcInf.Informer().SetWatchErrorHandler(onErr)
+	epsInf.Informer().SetWatchErrorHandler(onErr)
+	svcInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { setService(st, o) },
+		UpdateFunc: func(_, o any) { setService(st, o) },
+		DeleteFunc: func(o any) {
+			if k, err := cache.DeletionHandlingMetaNamespaceKeyFunc(o); err == nil {
+				ns, name, _ := cache.SplitMetaNamespaceKey(k)
+				st.DeleteService(ns, name)
+			}
+		},
+	})
+	epsInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { setSlice(st, o) },
+		UpdateFunc: func(_, o any) { setSlice(st, o) },
+		DeleteFunc: func(o any) {
+			if k, err := cache.DeletionHandlingMetaNamespaceKeyFunc(o); err == nil {
+				ns, name, _ := cache.SplitMetaNamespaceKey(k)
+				st.DeleteSlice(ns, name)
+			}
+		},
+	})
+	f.Start(ctx.Done())
+	go probe(ctx, cs, opts)
+	if !cache.WaitForCacheSync(ctx.Done(), svcInf.Informer().HasSynced, epsInf.Informer().HasSynced) {
+		return nil // ctx ended before the apiserver answered
+	}
+	svcs, err := svcInf.Lister().List(labels.Everything())
+	if err == nil {
+		var eps []*discoveryv1.EndpointSlice
+		eps, err = epsInf.Lister().List(labels.Everything())
+		if err == nil {
+			snap := &store.Snapshot{Source: "apiserver", UpdatedAt: time.Now().UTC()}
+			for _, s := range svcs {
+				snap.Services = append(snap.Services, store.FromService(s))
+			}
+			for _, e := range eps {
+				snap.Slices = append(snap.Slices, store.FromEndpointSlice(e))
+			}
+			st.Replace(snap)
+			opts.Log.Info("informers synced; snapshot replaced with the apiserver's view", "services", len(snap.Services), "endpointslices", len(snap.Slices))
+		}
+	}
+	if opts.OnOnline != nil {
+		opts.OnOnline(true)
+	}
+	<-ctx.Done()
+	f.Shutdown()
+	return nil
+}
+
+func setService(st *store.Store, o any) {
+	if s, ok := o.(*corev1.Service); ok {
+		st.SetService(store.FromService(s))
+	}
+}
+
+func setSlice(st *store.Store, o any) {
+	if s, ok := o.(*discoveryv1.EndpointSlice); ok {
+		st.SetSlice(store.FromEndpointSlice(s))
+	}
+}
+
+// probe asks /version periodically and reports reachability.
+func probe(ctx context.Context, cs kubernetes.Interface, opts Options) {
+	t := time.NewTicker(opts.Probe)
+	defer t.Stop()
+	last := -1
+	if cs.Discovery().RESTClient() == nil {
+		return // a client without REST access (tests): informer sync alone says online
+	}
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		err := cs.Discovery().RESTClient().Get().AbsPath("/version").Do(pctx).Error()
+		cancel()
+		now := 0
+		if err == nil {
+			now = 1
+		}
+		if now != last && opts.OnOnline != nil {
+			opts.OnOnline(now == 1)
+		}
+		last = now
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

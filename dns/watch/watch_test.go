@@ -1,0 +1,65 @@
+package watch
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/holdfast-edge/holdfast/dns/store"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+)
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestInformersFeedStore: a snapshot object deleted while offline goes away
+// at sync; adds, updates and deletes flow into the store afterwards.
+func TestInformersFeedStore(t *testing.T) {
+	st, err := store.Open(store.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.SetService(store.Service{Namespace: "default", Name: "gone-while-offline", ClusterIPs: []string{"10.96.9.9"}})
+	ready := true
+	cs := fake.NewSimpleClientset(
+		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web"}, Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.10", ClusterIPs: []string{"10.96.0.10"}}},
+		&discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web-1", Labels: map[string]string{discoveryv1.LabelServiceName: "web"}},
+			AddressType: discoveryv1.AddressTypeIPv4, Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.244.1.5"}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}}}},
+	)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	online := make(chan bool, 10)
+	go RunWithClient(ctx, cs, Options{Store: st, OnOnline: func(b bool) { online <- b }})
+	select {
+	case b := <-online:
+		if !b {
+			t.Fatal("reported offline")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("never synced")
+	}
+	v := st.View()
+	if len(v.Services) != 1 || v.Services[0].Name != "web" || len(v.Slices) != 1 || v.Source != "apiserver" {
+		t.Fatalf("after sync: %+v", v)
+	}
+	_, err = cs.CoreV1().Services("prod").Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "prod", Name: "api"}, Spec: corev1.ServiceSpec{ClusterIP: "10.96.5.5"}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "added service", func() bool { return len(st.View().Services) == 2 })
+	if err := cs.DiscoveryV1().EndpointSlices("default").Delete(ctx, "web-1", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "deleted slice", func() bool { return len(st.View().Slices) == 0 })
+}
