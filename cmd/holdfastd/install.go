@@ -5,14 +5,19 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"k8s.io/client-go/tools/clientcmd"
+
 	"github.com/holdfast-edge/holdfast/install"
 	"github.com/holdfast-edge/holdfast/install/image"
 	"github.com/holdfast-edge/holdfast/install/manifests"
+	"github.com/holdfast-edge/holdfast/install/status"
 	"github.com/holdfast-edge/holdfast/internal/atomicfile"
 )
 
@@ -118,8 +123,48 @@ func runManifests(ctx context.Context, args []string) error {
 	return atomicfile.WriteFile(*out, r.YAML, 0o600)
 }
 
-// runStatus is a placeholder until its component lands.
-func runStatus(ctx context.Context, args []string) error { return fmt.Errorf("not implemented yet") }
+func runStatus(ctx context.Context, args []string) error {
+	host, _ := os.Hostname()
+	d := status.DefaultDirs()
+	fs := newFlagSet("status", "One screen of this node's autonomy state: snapshot age and entries, VTEP MAC vs its pin, pods recorded by the\nCRI shim and their relaunch outcome, IP pins in use, peers' verdicts, DNS snapshot age, cloud reachability.\nRead-only; a component that wrote nothing shows 'absent', an unreadable file 'unknown' with the reason.")
+	node := fs.String("node-name", strings.ToLower(host), "this node's name (shown in the header)")
+	fs.StringVar(&d.Snapshot, "snapshot-dir", d.Snapshot, "holdfastd snapshot's state dir")
+	fs.StringVar(&d.CRI, "cri-dir", d.CRI, "holdfastd cri's state dir")
+	fs.StringVar(&d.IPAM, "ipam-dir", d.IPAM, "holdfast-ipam's data dir")
+	fs.StringVar(&d.Health, "health-dir", d.Health, "holdfastd health's state dir")
+	fs.StringVar(&d.DNS, "dns-dir", d.DNS, "holdfastd dns's state dir")
+	apiserver := fs.String("apiserver", "", "apiserver host:port to probe (default: the server of --kubeconfig)")
+	kubeconfig := fs.String("kubeconfig", "/etc/kubernetes/kubelet.conf", "kubeconfig whose server is probed when --apiserver is empty")
+	output := fs.String("o", "text", "output: text or json")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *output != "text" && *output != "json" {
+		return exitError{2, fmt.Errorf("-o %q: want text or json", *output)}
+	}
+	src := status.NodeSources(d)
+	src.Cloud = *apiserver
+	if src.Cloud == "" {
+		if cfg, err := clientcmd.LoadFromFile(*kubeconfig); err == nil {
+			if c, ok := cfg.Contexts[cfg.CurrentContext]; ok {
+				if cl, ok := cfg.Clusters[c.Cluster]; ok {
+					if u, err := url.Parse(cl.Server); err == nil {
+						src.Cloud = u.Host
+						if u.Port() == "" {
+							src.Cloud = net.JoinHostPort(u.Hostname(), "443")
+						}
+					}
+				}
+			}
+		}
+	}
+	r := status.Gather(ctx, *node, src, time.Now())
+	if *output == "json" {
+		return status.WriteJSON(os.Stdout, r)
+	}
+	status.WriteText(os.Stdout, r)
+	return nil
+}
 
 // runImage builds the holdfastd OCI image tarball (Makefile's `make image`
 // calls `holdfastd image`; it needs a line in main.go's commands():

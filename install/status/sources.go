@@ -1,0 +1,152 @@
+package status
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/holdfast-edge/holdfast/cri-shim/record"
+	dnsstore "github.com/holdfast-edge/holdfast/dns/store"
+	"github.com/holdfast-edge/holdfast/health"
+	"github.com/holdfast-edge/holdfast/internal/statefile"
+	ipamstore "github.com/holdfast-edge/holdfast/plugins/holdfast-ipam/store"
+	"github.com/holdfast-edge/holdfast/snapshot"
+)
+
+// Dirs are the components' state directories on this node.
+type Dirs struct {
+	Snapshot, CRI, IPAM, Health, DNS string
+}
+
+// DefaultDirs are the components' defaults under /var/lib/holdfast.
+func DefaultDirs() Dirs {
+	return Dirs{Snapshot: snapshot.DefaultDir, CRI: "/var/lib/holdfast/cri", IPAM: "/var/lib/holdfast/ipam",
+		Health: "/var/lib/holdfast/health", DNS: "/var/lib/holdfast/dns"}
+}
+
+// NodeSources reads the real state files (read-only: nothing is created,
+// locked or cleaned) and the live VTEP MACs through netlink.
+func NodeSources(d Dirs) Sources {
+	return Sources{
+		Snapshot: func() (SnapshotSection, error) { return readSnapshot(d.Snapshot, liveMAC) },
+		Pods:     func() (PodsSection, error) { return readPods(d.CRI) },
+		Pins:     func() (PinsSection, error) { return readPins(d.IPAM) },
+		Peers:    func() (PeersSection, error) { return readPeers(d.Health) },
+		DNS:      func() (DNSSection, error) { return readDNS(d.DNS) },
+		Dial:     DialTCP,
+	}
+}
+
+func liveMAC(dev string) (string, error) {
+	l, err := netlink.LinkByName(dev)
+	if err != nil {
+		return "", err
+	}
+	return l.Attrs().HardwareAddr.String(), nil
+}
+
+func readSnapshot(dir string, live func(string) (string, error)) (SnapshotSection, error) {
+	var s SnapshotSection
+	ld, err := snapshot.Load(dir)
+	if errors.Is(err, snapshot.ErrNoSnapshot) {
+		return s, fmt.Errorf("no snapshot in %s: %w", dir, fs.ErrNotExist)
+	}
+	if err != nil {
+		return s, err
+	}
+	s.CapturedAt, s.Entries = ld.Snapshot.CapturedAt, ld.Snapshot.Entries()
+	for _, dev := range ld.Snapshot.Devices {
+		v := VTEP{Name: dev.Name, PinnedMAC: dev.PinnedMAC}
+		if m, err := live(dev.Name); err != nil {
+			v.LiveMAC = Absent
+		} else {
+			v.LiveMAC = m
+			v.Match = strings.EqualFold(m, dev.PinnedMAC)
+		}
+		s.Devices = append(s.Devices, v)
+	}
+	if ld.Refused != nil {
+		s.Reason = "current snapshot refused, showing previous generation: " + ld.Refused.Error()
+	}
+	return s, nil
+}
+
+func readPods(dir string) (PodsSection, error) {
+	var s PodsSection
+	files, err := filepath.Glob(filepath.Join(dir, "pods", "*.json"))
+	if err != nil {
+		return s, err
+	}
+	if _, err := os.Stat(filepath.Join(dir, "pods")); err != nil {
+		return s, err
+	}
+	var bad []string
+	for _, f := range files {
+		var p record.Pod
+		if _, err := statefile.Load(f, record.PodKind, record.PodVersion, &p); err != nil {
+			bad = append(bad, err.Error())
+			continue
+		}
+		pod := Pod{Name: p.Namespace + "/" + p.Name, Relaunch: "none"}
+		if p.Relaunch != nil {
+			pod.Relaunch, pod.Adopted, pod.Error = p.Relaunch.Outcome, p.Relaunch.Adopted, p.Relaunch.Error
+		}
+		s.Pods = append(s.Pods, pod)
+	}
+	sort.Slice(s.Pods, func(i, j int) bool { return s.Pods[i].Name < s.Pods[j].Name })
+	if len(bad) > 0 {
+		return s, fmt.Errorf("%d unreadable pod records: %s", len(bad), strings.Join(bad, "; "))
+	}
+	return s, nil
+}
+
+func readPins(dir string) (PinsSection, error) {
+	var s PinsSection
+	nets, err := ipamstore.ListNetworks(dir)
+	if err != nil {
+		return s, err
+	}
+	if len(nets) == 0 {
+		return s, fmt.Errorf("no holdfast-ipam network in %s: %w", dir, fs.ErrNotExist)
+	}
+	for _, n := range nets {
+		st, err := ipamstore.New(dir, n).Load()
+		if err != nil {
+			return s, err
+		}
+		for _, p := range st.Pins {
+			if p.ContainerID != "" {
+				s.InUse++
+			} else {
+				s.Released++
+			}
+		}
+	}
+	return s, nil
+}
+
+func readPeers(dir string) (PeersSection, error) {
+	var s PeersSection
+	v, err := health.LoadVerdicts(dir)
+	if err != nil {
+		return s, err
+	}
+	s.Unit, s.Members, s.Updated, s.Verdicts = v.Unit, v.Members, v.Updated, v.Verdicts
+	return s, nil
+}
+
+func readDNS(dir string) (DNSSection, error) {
+	var s DNSSection
+	snap, err := dnsstore.LoadFile(filepath.Join(dir, dnsstore.FileName))
+	if err != nil {
+		return s, err
+	}
+	s.UpdatedAt, s.Services, s.Slices = snap.UpdatedAt, len(snap.Services), len(snap.Slices)
+	return s, nil
+}
