@@ -3,7 +3,65 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/holdfast-edge/holdfast/health/webhook"
+	"github.com/holdfast-edge/holdfast/internal/daemon"
 )
 
-// runWebhook is a placeholder until its component lands.
-func runWebhook(ctx context.Context, args []string) error { return errors.New("not implemented yet") }
+// runWebhook: holdfastd webhook [flags].
+func runWebhook(ctx context.Context, args []string) error {
+	fs := newFlagSet("webhook", "Mutating admission webhook (TLS, POST /mutate) that applies the peers' verdicts, read from the Leases\nholdfast-view-<node> in holdfast-system, to Node taints, EndpointSlices and Endpoints of nodes the cloud sees NotReady.")
+	listen := fs.String("listen", ":8443", "TLS address of the admission endpoint (POST /mutate)")
+	metricsListen := fs.String("metrics-listen", ":8080", "plain HTTP address of /healthz and /metrics (empty: off)")
+	certFile := fs.String("tls-cert-file", "/etc/holdfast/webhook/tls.crt", "serving certificate (PEM), re-read every minute")
+	keyFile := fs.String("tls-key-file", "/etc/holdfast/webhook/tls.key", "serving key (PEM)")
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig (empty: in-cluster config)")
+	unitLabel := fs.String("unit-label", "holdfast.dev/unit", "Node label that names a node's unit (unlabelled nodes form the cluster-wide unit)")
+	policy := fs.String("no-quorum-policy", "retain", "when a node's unit has no fresh quorum of views: retain (keep its pods, drop eviction taints) or evict (normal Kubernetes)")
+	debug := fs.Bool("debug", false, "debug logging")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return exitError{2, fmt.Errorf("unexpected arguments %q", fs.Args())}
+	}
+	pol, err := webhook.ParsePolicy(*policy)
+	if err != nil {
+		return exitError{2, err}
+	}
+	if *certFile == "" || *keyFile == "" {
+		return exitError{2, errors.New("--tls-cert-file and --tls-key-file are required")}
+	}
+	log := daemon.NewLogger("webhook", *debug)
+	var cfg *rest.Config
+	if *kubeconfig == "" {
+		cfg, err = rest.InClusterConfig()
+	} else {
+		cfg, err = clientcmd.BuildConfigFromFlags("", *kubeconfig)
+	}
+	if err != nil {
+		return fmt.Errorf("kubeconfig: %w", err)
+	}
+	cfg.Timeout = 10 * time.Second
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	state, err := webhook.NewClusterState(ctx, cs, *unitLabel)
+	if err != nil {
+		return err
+	}
+	reg := daemon.NewRegistry()
+	if _, err := daemon.Serve(ctx, log, *metricsListen, daemon.Mux(reg, nil)); err != nil {
+		return err
+	}
+	m := &webhook.Mutator{State: state, NoQuorum: pol}
+	log.Info("webhook serving", "listen", *listen, "no_quorum_policy", pol, "unit_label", *unitLabel)
+	return webhook.ServeTLS(ctx, *listen, *certFile, *keyFile, webhook.Handler(m, log, reg))
+}

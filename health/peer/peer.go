@@ -73,8 +73,8 @@ type peerState struct {
 	base    []protocol.State
 	baseSeq uint64
 	delta   []protocol.Change
-	valid   bool // base and delta are consistent and usable
-	counted bool // currently counted in the tally
+	valid   bool      // base and delta are consistent and usable
+	counted bool      // currently counted in the tally
 	lastAt  time.Time // sender timestamp of the newest accepted message
 }
 
@@ -89,15 +89,15 @@ func (p *peerState) at(i int) protocol.State {
 
 // Engine is one member's protocol state. It is not safe for concurrent use.
 type Engine struct {
-	cfg    Config
-	n      int
-	self   int
-	index  map[string]int
-	names  []string
-	digest uint32
-	peers  []peerState
-	tally  *vote.Tally
-	view   []protocol.State // my view
+	cfg      Config
+	n        int
+	self     int
+	index    map[string]int
+	names    []string
+	digest   uint32
+	peers    []peerState
+	tally    *vote.Tally
+	view     []protocol.State // my view
 	interned map[string][]protocol.State
 
 	counter     uint32

@@ -132,7 +132,9 @@ type RejectError struct {
 	Detail string
 }
 
-func (e *RejectError) Error() string { return fmt.Sprintf("message rejected (%s): %s", e.Reason, e.Detail) }
+func (e *RejectError) Error() string {
+	return fmt.Sprintf("message rejected (%s): %s", e.Reason, e.Detail)
+}
 
 func reject(r Reason, format string, args ...any) error {
 	return &RejectError{Reason: r, Detail: fmt.Sprintf(format, args...)}
