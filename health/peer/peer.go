@@ -185,7 +185,7 @@ func (e *Engine) Unit() string { return e.cfg.Unit }
 // Tick advances the engine to now: it refreshes my view and the freshness of
 // every vote, recomputes verdicts, and returns the message to send to every
 // other member when one is due (once per period, or early — at most every
-// quarter period — when my view changed). changed lists members whose
+// quarter period — when a member became dead in my view). changed lists members whose
 // verdict changed.
 func (e *Engine) Tick(now time.Time) (msg []byte, changed []int, err error) {
 	if !e.started {
@@ -209,7 +209,12 @@ func (e *Engine) Tick(now time.Time) (msg []byte, changed []int, err error) {
 		if old := e.view[i]; old != s {
 			e.view[i] = s
 			e.tally.Move(i, old, s)
-			e.dirty = true
+			// Only a death is sent early: it is what the unit waits for.
+			// Other changes ride on the next periodic message, so that
+			// loss-induced flips cost no extra datagrams on recovery.
+			if s == protocol.Dead {
+				e.dirty = true
+			}
 		}
 		fresh := p.valid && p.heard && now.Sub(p.lastHeard) <= e.cfg.VoteTTL
 		if fresh != p.counted {
