@@ -98,7 +98,7 @@ func dnsRun(ctx context.Context, args []string) error {
 	if *staleTTL < 0 {
 		return exitError{2, fmt.Errorf("--stale-ttl %s is negative", *staleTTL)}
 	}
-	ups, err := dnsUpstreams(*upstream, *resolvConf, lip)
+	ups, err := dnsUpstreams(*upstream, *resolvConf, *listen)
 	if err != nil {
 		return exitError{2, err}
 	}
@@ -171,7 +171,7 @@ func dnsRun(ctx context.Context, args []string) error {
 
 // dnsUpstreams parses --upstream or reads resolv.conf, dropping our own
 // listen address (kubelet may have pointed the host at us: a loop).
-func dnsUpstreams(flagVal, resolvConf string, self net.IP) ([]string, error) {
+func dnsUpstreams(flagVal, resolvConf string, self string) ([]string, error) {
 	var ups []string
 	if flagVal != "" {
 		for _, u := range strings.Split(flagVal, ",") {
@@ -197,8 +197,7 @@ func dnsUpstreams(flagVal, resolvConf string, self net.IP) ([]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("--upstream: %w", err)
 		}
-		h, _, _ := net.SplitHostPort(addr)
-		if net.ParseIP(h).Equal(self) {
+		if addr == self {
 			continue
 		}
 		out = append(out, addr)
