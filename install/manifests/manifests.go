@@ -245,7 +245,7 @@ func dnsDS(c Config) *appsv1.DaemonSet {
 	// NET_ADMIN puts the link-local address on a node device; binding :53
 	// needs NET_BIND_SERVICE.
 	return daemonSet(DNS, c,
-		[]string{"dns", "--node-name", "$(NODE_NAME)", "--address", c.NodeDNS, "--kubeconfig", "-"},
+		[]string{"dns", "run", "--node-name", "$(NODE_NAME)", "--listen", c.NodeDNS + ":53"},
 		[]corev1.Capability{"NET_ADMIN", "NET_BIND_SERVICE"}, "/var/lib/holdfast/dns",
 		[]corev1.ContainerPort{{Name: "dns", ContainerPort: 53, Protocol: corev1.ProtocolUDP}, {Name: "dns-tcp", ContainerPort: 53, Protocol: corev1.ProtocolTCP}})
 }

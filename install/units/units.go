@@ -171,7 +171,7 @@ Before=kubelet.service
 
 [Service]
 Type=simple
-ExecStart=%s dns --node-name %s --address %s --kubeconfig %s
+ExecStart=%s dns run --node-name %s --listen %s:53 --kubeconfig %s
 Restart=always
 RestartSec=2
 
