@@ -39,7 +39,7 @@ func runHealthDaemon(ctx context.Context, args []string) error {
 	deadAfter := fs.Duration("dead-after", 0, "a member not heard from for this long is dead in this node's view (default 2.5 × probe-period)")
 	maxSkew := fs.Duration("max-clock-skew", 90*time.Second, "refuse views whose timestamp is further than this from the local clock")
 	keyFile := fs.String("key-file", "/var/lib/holdfast/health/node.key", "this node's Ed25519 private key (make one with 'holdfastd health keygen --out FILE')")
-	kubeconfig := fs.String("kubeconfig", "", "kubeconfig for the Node informer (members and public keys from Node objects) and the Lease writer; '-' for in-cluster config")
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig: members and public keys from Node objects (listed at start; persisted list used when the apiserver is unreachable), own key published on its Node, own view written to Lease holdfast-view-<node>; '-' for in-cluster config")
 	membersFile := fs.String("members-file", "", "JSON list of {\"name\",\"address\",\"unit\",\"publicKey\"} (sites without an apiserver, tests); exclusive with --kubeconfig")
 	unitLabel := fs.String("unit-label", "holdfast.dev/unit", "Node label that names a node's unit (unlabelled nodes form the cluster-wide unit)")
 	stateDir := fs.String("state-dir", "/var/lib/holdfast/health", "where the member list, sequence epoch and last verdicts are kept across reboots")
