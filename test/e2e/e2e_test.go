@@ -1,0 +1,208 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/holdfast-edge/holdfast/test/harness"
+)
+
+// TestE2E runs stock Kubernetes (kube-apiserver, kube-controller-manager,
+// kube-scheduler, kubelet) on a three-node harness site with holdfast under
+// kubelet, and checks the scenario of issue 10. Run it with `make e2e`
+// (builds the binaries with test/tools/build.sh first).
+func TestE2E(t *testing.T) {
+	bins, err := FindBins()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := NewReport(os.Stdout)
+	t.Cleanup(func() {
+		path := ReportPath()
+		if err := rep.Write(path); err != nil {
+			t.Errorf("write report: %v", err)
+		} else {
+			t.Logf("report: %s", path)
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	defer cancel()
+
+	s := bringUp(t, ctx, rep, bins)
+	baseline(t, ctx, rep, s)
+	if !rep.OK() {
+		s.dumpLogs(t)
+		t.Fatalf("e2e assertions failed; report at %s", ReportPath())
+	}
+}
+
+// site is the running cluster.
+type site struct {
+	*harness.Site
+	cloud *Cloud
+	cs    *kubernetes.Clientset
+	nodes []*Node
+}
+
+func (s *site) nodeNames() []string {
+	var names []string
+	for _, n := range s.nodes {
+		names = append(names, n.Name)
+	}
+	return names
+}
+
+// bringUp starts the control plane in the cloud netns and, on every node,
+// the overlay (harness), containerd, the holdfast CRI shim, the snapshot
+// watcher and kubelet; it waits for every Node to be Ready.
+func bringUp(t *testing.T, ctx context.Context, rep *Report, bins Bins) *site {
+	fmt.Println("== bring-up: 3-node site, control plane in the cloud netns, kubelet through the holdfast CRI shim")
+	hs := harness.NewSite(t, 3, harness.WithCloud())
+	hs.Keep = os.Getenv("E2E_KEEP") != ""
+	plugins := harness.PluginDir(t)
+	hfBins := harness.Binaries(t)
+	rep.Mark("site created", hs.ID)
+
+	cloud, err := NewCloud(hs.Cloud, bins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cloud.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rep.Mark("apiserver ready", cloud.Server)
+	cs, err := cloud.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &site{Site: hs, cloud: cloud, cs: cs}
+
+	hs.Overlay()
+	for _, hn := range hs.Nodes {
+		hn.CNIBinDir = plugins
+		n, err := NewNode(hn, hfBins, cloud)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.BringUp(ctx); err != nil {
+			t.Fatalf("%s: %v", hn.Name, err)
+		}
+		if err := n.StartKubelet(); err != nil {
+			t.Fatalf("%s: start kubelet: %v", hn.Name, err)
+		}
+		s.nodes = append(s.nodes, n)
+	}
+	rep.Mark("kubelets started", "")
+	for _, n := range s.nodes {
+		if err := SetPodCIDR(ctx, cs, n.Name, n.PodCIDR().String(), 90*time.Second); err != nil {
+			s.dumpLogs(t)
+			t.Fatalf("%s: %v", n.Name, err)
+		}
+	}
+	rep.Mark("nodes registered", "podCIDRs set from the harness plan")
+	ok := rep.Check("bring-up: every node Ready", WaitNodesReady(ctx, cs, s.nodeNames(), 120*time.Second))
+	if !ok {
+		s.dumpLogs(t)
+		t.FailNow()
+	}
+	rep.Mark("nodes ready", strings.Join(s.nodeNames(), ","))
+	return s
+}
+
+// baseline runs a Deployment over every node and checks that kubelet runs
+// it through the shim: pods Running and Ready on each node, one sandbox per
+// pod, every pod reachable from every node.
+func baseline(t *testing.T, ctx context.Context, rep *Report, s *site) {
+	const app, replicas = "web", 6
+	if err := CreateDeployment(ctx, s.cs, Deployment(app, replicas)); err != nil {
+		t.Fatal(err)
+	}
+	pods, err := WaitPodsRunning(ctx, s.cs, "default", app, replicas, s.nodeNames(), 180*time.Second)
+	if !rep.Check("baseline: Deployment pods Running and Ready on every node", err) {
+		t.Logf("events:\n%s", Events(ctx, s.cs, "default"))
+		return
+	}
+	rep.Mark("deployment running", fmt.Sprintf("%d pods", len(pods)))
+
+	rep.Check("baseline: one ready sandbox per pod in the shim", s.oneSandboxEach(ctx, pods))
+	rep.Check("baseline: pod IPs inside their node's pod CIDR", s.podIPsInCIDR(pods))
+	rep.Check("baseline: every pod reachable (TCP) from every node", s.reachable(ctx, pods))
+}
+
+func (s *site) node(name string) *Node {
+	for _, n := range s.nodes {
+		if n.Name == name {
+			return n
+		}
+	}
+	return nil
+}
+
+func (s *site) oneSandboxEach(ctx context.Context, pods []corev1.Pod) error {
+	var errs []error
+	for _, p := range pods {
+		n := s.node(p.Spec.NodeName)
+		if n == nil {
+			errs = append(errs, fmt.Errorf("pod %s on unknown node %q", p.Name, p.Spec.NodeName))
+			continue
+		}
+		c, err := harness.DialCRI(n.ShimSock())
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		sbs, err := c.ReadySandboxes(ctx, string(p.UID))
+		c.Close()
+		if err != nil {
+			errs = append(errs, err)
+		} else if len(sbs) != 1 {
+			errs = append(errs, fmt.Errorf("pod %s (uid %s) on %s: %d ready sandboxes", p.Name, p.UID, n.Name, len(sbs)))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s *site) podIPsInCIDR(pods []corev1.Pod) error {
+	var errs []error
+	for _, p := range pods {
+		n := s.node(p.Spec.NodeName)
+		if n == nil || !n.PodCIDR().Contains(parseIP(p.Status.PodIP)) {
+			errs = append(errs, fmt.Errorf("pod %s on %s has IP %q", p.Name, p.Spec.NodeName, p.Status.PodIP))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s *site) reachable(ctx context.Context, pods []corev1.Pod) error {
+	var errs []error
+	for _, n := range s.nodes {
+		for _, p := range pods {
+			if err := harness.HTTP(ctx, n.NSPath, p.Status.PodIP); err != nil {
+				errs = append(errs, fmt.Errorf("from %s to %s (%s): %w", n.Name, p.Name, p.Status.PodIP, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// dumpLogs prints the tails of the control plane's and the nodes' logs.
+func (s *site) dumpLogs(t *testing.T) {
+	for _, name := range []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
+		t.Logf("--- cloud %s (tail)\n%s", name, tail(s.cloud.Node.Logs(name), 3000))
+	}
+	for _, n := range s.nodes {
+		for _, name := range []string{"kubelet", "cri-shim", "containerd"} {
+			t.Logf("--- %s %s (tail)\n%s", n.Name, name, tail(n.Logs(name), 4000))
+		}
+	}
+}

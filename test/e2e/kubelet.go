@@ -1,0 +1,177 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/holdfast-edge/holdfast/test/harness"
+	"github.com/holdfast-edge/holdfast/test/reboot"
+)
+
+// Node is a harness node with holdfast (containerd, the CRI shim, the
+// snapshot watcher; test/reboot's Node) and a stock kubelet on top.
+type Node struct {
+	reboot.Node
+	Cloud      *Cloud
+	Kubeconfig string // kubelet's, user system:node:<name>
+}
+
+// NewNode issues the node's kubelet identity.
+func NewNode(hn *harness.Node, bins string, cloud *Cloud) (*Node, error) {
+	n := &Node{Node: reboot.Node{Node: hn, Bins: bins}, Cloud: cloud}
+	var err error
+	n.Kubeconfig, err = cloud.Kubeconfig(hn.EtcDir, "kubelet", "system:node:"+hn.Name, "system:nodes")
+	return n, err
+}
+
+// KubeletRoot is kubelet's --root-dir (durable: under the node's var dir).
+func (n *Node) KubeletRoot() string { return filepath.Join(n.VarDir, "kubelet") }
+
+// CgroupRoot is where kubelet puts pod cgroups: named after the node netns,
+// so the harness's cgroup cleanup finds them.
+func (n *Node) CgroupRoot() string { return "/" + n.NetNS }
+
+// kubeletConfig is the KubeletConfiguration of the node: cgroupfs without
+// QoS cgroups or node-allocatable enforcement (the node shares the host's
+// cgroups), containers through the holdfast CRI shim, DNS at holdfast DNS,
+// no disk-pressure eviction or image GC (the images cannot be pulled again:
+// there is no registry), and quick node leases so that the short grace
+// period of the test's controller-manager is meaningful.
+func (n *Node) kubeletConfig() map[string]any {
+	return map[string]any{
+		"apiVersion":               "kubelet.config.k8s.io/v1beta1",
+		"kind":                     "KubeletConfiguration",
+		"address":                  n.UnderlayIP.String(),
+		"port":                     10250,
+		"readOnlyPort":             0,
+		"healthzBindAddress":       "127.0.0.1",
+		"healthzPort":              10248,
+		"cgroupDriver":             "cgroupfs",
+		"cgroupsPerQOS":            false,
+		"cgroupRoot":               n.CgroupRoot(),
+		"enforceNodeAllocatable":   []string{},
+		"failSwapOn":               false,
+		"protectKernelDefaults":    true,
+		"containerRuntimeEndpoint": "unix://" + n.ShimSock(),
+		"clusterDNS":               []string{ClusterDNS},
+		"clusterDomain":            "cluster.local",
+		"staticPodPath":            filepath.Join(n.EtcDir, "kubernetes", "manifests"),
+		"podLogsDir":               filepath.Join(n.VarDir, "log", "pods"),
+		"volumePluginDir":          filepath.Join(n.VarDir, "kubelet-plugins", "volume", "exec"),
+		"resolvConf":               filepath.Join(n.EtcDir, "resolv.conf"),
+		"authentication": map[string]any{
+			"anonymous": map[string]any{"enabled": false},
+			"webhook":   map[string]any{"enabled": false},
+			"x509":      map[string]any{"clientCAFile": n.Cloud.PKI.CACert},
+		},
+		"authorization":               map[string]any{"mode": "AlwaysAllow"},
+		"evictionHard":                map[string]string{"nodefs.available": "0%", "nodefs.inodesFree": "0%", "imagefs.available": "0%"},
+		"imageGCHighThresholdPercent": 100,
+		"imageGCLowThresholdPercent":  99,
+		"nodeLeaseDurationSeconds":    10,
+		"nodeStatusUpdateFrequency":   "4s",
+		"nodeStatusReportFrequency":   "10s",
+		"rotateCertificates":          false,
+		"serverTLSBootstrap":          false,
+		"serializeImagePulls":         false,
+		"shutdownGracePeriod":         "0s",
+		"containerLogMaxSize":         "1Mi",
+		"registerNode":                true,
+		"runtimeRequestTimeout":       "2m",
+		"fileCheckFrequency":          "5s",
+		"syncFrequency":               "10s",
+	}
+}
+
+// kernelDefaults are the sysctls kubelet insists on. They are host-wide
+// (not per netns), so the test never lets kubelet write them: kubelet runs
+// in its own mount namespace where these files are bind-mounted over
+// /proc/sys with the values it wants, and protectKernelDefaults makes it
+// fail instead of writing if they ever differ.
+var kernelDefaults = map[string]string{
+	"vm/overcommit_memory":      "1",
+	"vm/panic_on_oom":           "0",
+	"kernel/panic":              "10",
+	"kernel/panic_on_oops":      "1",
+	"kernel/keys/root_maxkeys":  "1000000",
+	"kernel/keys/root_maxbytes": "25000000",
+}
+
+// StartKubelet writes the kubelet's config and starts it in the node netns
+// (nsenter --net, like containerd) and in a mount namespace of its own that
+// only differs from the host's in the kernel-default files above. The
+// kubelet root dir is a shared mount, so the volume mounts kubelet makes
+// there (projected service-account tokens, secrets) propagate back to the
+// host namespace, where containerd and runc see them.
+func (n *Node) StartKubelet() error {
+	root := n.KubeletRoot()
+	etc := n.EtcDir
+	for _, d := range []string{root, filepath.Join(etc, "kubernetes", "manifests"), filepath.Join(n.VarDir, "log", "pods"),
+		filepath.Join(n.VarDir, "kubelet-plugins", "volume", "exec"), filepath.Join(etc, "sysctl")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(etc, "resolv.conf"), nil, 0o644); err != nil {
+		return err
+	}
+	cfg, err := json.MarshalIndent(n.kubeletConfig(), "", "  ")
+	if err != nil {
+		return err
+	}
+	cfgPath := filepath.Join(etc, "kubelet-config.yaml")
+	if err := os.WriteFile(cfgPath, cfg, 0o644); err != nil {
+		return err
+	}
+	if err := n.sharedMount(root); err != nil {
+		return err
+	}
+	var script strings.Builder
+	script.WriteString("set -e\n")
+	for key, val := range kernelDefaults {
+		f := filepath.Join(etc, "sysctl", strings.ReplaceAll(key, "/", "."))
+		if err := os.WriteFile(f, []byte(val+"\n"), 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintf(&script, "mount --bind %s /proc/sys/%s\n", f, key)
+	}
+	script.WriteString(`exec "$0" "$@"` + "\n")
+	args := []string{"--mount", "--propagation", "unchanged", "--", "/bin/sh", "-c", script.String(),
+		n.Cloud.Bins.Kubelet,
+		"--config", cfgPath,
+		"--kubeconfig", n.Kubeconfig,
+		"--hostname-override", n.Name,
+		"--node-ip", n.UnderlayIP.String(),
+		"--root-dir", root,
+		"--cert-dir", filepath.Join(root, "pki"),
+		"--v=2",
+	}
+	_, err = n.Start("kubelet", "unshare", args...)
+	return err
+}
+
+// sharedMount makes dir a shared bind mount of itself (once per boot: the
+// harness's reboot unmounts everything under the node dir).
+func (n *Node) sharedMount(dir string) error {
+	for _, m := range n.Mounts() {
+		if m == dir {
+			return nil
+		}
+	}
+	if out, err := execOut("mount", "--bind", dir, dir); err != nil {
+		return fmt.Errorf("bind-mount kubelet root: %v: %s", err, out)
+	}
+	if out, err := execOut("mount", "--make-shared", dir); err != nil {
+		return fmt.Errorf("make kubelet root shared: %v: %s", err, out)
+	}
+	return nil
+}
+
+// PodCIDR is the node's pod subnet as the harness planned it.
+func (n *Node) PodCIDR() *net.IPNet { return n.Node.PodCIDR }
