@@ -254,8 +254,12 @@ func (e *Engine) encode(now time.Time) ([]byte, error) {
 				delta = append(delta, protocol.Change{Index: i, State: s})
 			}
 		}
-		// A change costs about 3 bytes; a full view n/4.
-		full = 3*len(delta) >= (e.n+3)/4
+		// A change costs about 3 bytes and is repeated in every message
+		// until the next full view; a full view costs n/4 once. Re-base as
+		// soon as the delta costs an eighth of a full view, so a stale base
+		// (e.g. the first full view, sent before every peer was heard) is
+		// not paid for on every message.
+		full = 3*len(delta) >= (e.n+3)/4/8
 	}
 	if full {
 		m.Kind = protocol.ViewFull
@@ -451,3 +455,4 @@ func (e *Engine) SignedFullView(now time.Time) ([]byte, error) {
 	seq := uint64(e.cfg.Epoch)<<32 | uint64(e.counter)
 	return protocol.Encode(&protocol.Message{Seq: seq, Time: now, MemberDigest: e.digest, Sender: e.cfg.Self, Unit: e.cfg.Unit, Kind: protocol.ViewFull, Full: e.view}, e.cfg.Key)
 }
+
