@@ -41,7 +41,7 @@ var buildOnce struct {
 
 // benchBinaries builds holdfastd into a temp dir and CoreDNS into the
 // git-ignored tool cache (once; `go install` from the module proxy).
-func benchBinaries(b *testing.B) (holdfastd, coredns string) {
+func benchBinaries(b testing.TB) (holdfastd, coredns string) {
 	b.Helper()
 	buildOnce.Lock()
 	defer buildOnce.Unlock()
@@ -134,8 +134,11 @@ func genCluster(n int) *cluster {
 	return c
 }
 
-func (c *cluster) seedFile(b *testing.B) string {
+func (c *cluster) seedFile(b testing.TB) string {
 	var items []any
+	for i := range c.namespaces {
+		items = append(items, &c.namespaces[i])
+	}
 	for i := range c.services {
 		items = append(items, &c.services[i])
 	}
@@ -155,17 +158,17 @@ func (c *cluster) seedFile(b *testing.B) string {
 
 // fakeAPI serves list and (idle) watch for Services, EndpointSlices and
 // Namespaces: the baseline's data source (see the file comment).
-func fakeAPI(b *testing.B, c *cluster) string {
+func fakeAPI(b testing.TB, c *cluster) string {
 	b.Helper()
 	list := func(kind, apiVersion string, items any) []byte {
 		data, _ := json.Marshal(map[string]any{"kind": kind, "apiVersion": apiVersion, "metadata": map[string]string{"resourceVersion": "1"}, "items": items})
 		return data
 	}
 	routes := map[string][]byte{
-		"/api/v1/services":                        list("ServiceList", "v1", c.services),
+		"/api/v1/services":                         list("ServiceList", "v1", c.services),
 		"/apis/discovery.k8s.io/v1/endpointslices": list("EndpointSliceList", "discovery.k8s.io/v1", c.slices),
-		"/api/v1/namespaces":                      list("NamespaceList", "v1", c.namespaces),
-		"/version":                                []byte(`{"major":"1","minor":"34","gitVersion":"v1.34.4"}`),
+		"/api/v1/namespaces":                       list("NamespaceList", "v1", c.namespaces),
+		"/version":                                 []byte(`{"major":"1","minor":"34","gitVersion":"v1.34.4"}`),
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -199,7 +202,7 @@ type proc struct {
 	log *os.File
 }
 
-func start(b *testing.B, logName, bin string, args ...string) *proc {
+func start(b testing.TB, logName, bin string, args ...string) *proc {
 	b.Helper()
 	logf, err := os.Create(filepath.Join(b.TempDir(), logName+".log"))
 	if err != nil {
@@ -227,7 +230,7 @@ func (p *proc) stop() {
 
 func (p *proc) logs() string { data, _ := os.ReadFile(p.log.Name()); return string(data) }
 
-func freePort(b *testing.B) int {
+func freePort(b testing.TB) int {
 	b.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -265,7 +268,7 @@ func waitAnswer(addr string, q question, want string, t0 time.Time, limit time.D
 	return limit, false
 }
 
-func startHoldfast(b *testing.B, bin, stateDir, seed, apiURL string, port int) *proc {
+func startHoldfast(b testing.TB, bin, stateDir, seed, apiURL string, port int) *proc {
 	kc := filepath.Join(b.TempDir(), "kubeconfig")
 	os.WriteFile(kc, []byte("apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: \""+apiURL+"\"}}]\ncontexts: [{name: c, context: {cluster: c}}]\ncurrent-context: c\n"), 0o600)
 	args := []string{"dns", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--interface", "", "--state-dir", stateDir,
@@ -276,7 +279,7 @@ func startHoldfast(b *testing.B, bin, stateDir, seed, apiURL string, port int) *
 	return start(b, "holdfastd", bin, args...)
 }
 
-func startCoreDNS(b *testing.B, bin, apiURL string, port int) *proc {
+func startCoreDNS(b testing.TB, bin, apiURL string, port int) *proc {
 	conf := filepath.Join(b.TempDir(), "Corefile")
 	os.WriteFile(conf, []byte(fmt.Sprintf(`.:%d {
     bind 127.0.0.1

@@ -117,7 +117,9 @@ func Build(snap *store.Snapshot, cfg Config) *Index {
 	apex.rrs[dns.TypeNS] = []dns.RR{&dns.NS{Hdr: hdr(zone, dns.TypeNS, ttl), Ns: "ns.dns." + zone}}
 	ix.node("svc." + zone)
 	ix.node(ix.podZone)
-	ix.node("dns-version." + zone).rrs[dns.TypeTXT] = []dns.RR{&dns.TXT{Hdr: hdr("dns-version."+zone, dns.TypeTXT, ttl), Txt: []string{SpecVersion}}}
+	// CoreDNS gives this record TTL 28800, which its cache (30 s in the
+	// standard Corefile) caps: answer what clients see from CoreDNS.
+	ix.node("dns-version." + zone).rrs[dns.TypeTXT] = []dns.RR{&dns.TXT{Hdr: hdr("dns-version."+zone, dns.TypeTXT, 30), Txt: []string{SpecVersion}}}
 	if len(cfg.NSAddrs) > 0 {
 		ix.node("dns." + zone)
 		ix.addAddrs("ns.dns."+zone, cfg.NSAddrs)
@@ -135,6 +137,11 @@ func Build(snap *store.Snapshot, cfg Config) *Index {
 		}
 		k := sl.Namespace + "/" + sl.Service
 		slicesBySvc[k] = append(slicesBySvc[k], sl)
+	}
+	for _, ns := range snap.Namespaces {
+		if ns = strings.ToLower(ns); validLabel(ns) {
+			ix.node(ns + ".svc." + zone)
+		}
 	}
 	useEndpoints := cfg.EndpointMode == EndpointModeAlways || (cfg.EndpointMode == EndpointModeOffline && !cfg.Online)
 
@@ -300,7 +307,6 @@ func (ix *Index) addSRV(svcName string, p store.Port, targets []srvTarget) {
 	if len(targets) == 0 {
 		return
 	}
-	weight := uint16(100 / len(targets))
 	for _, t := range targets {
 		port := uint16(p.Port)
 		// Headless: the endpoint's port of the same name (targetPort).
@@ -310,7 +316,7 @@ func (ix *Index) addSRV(svcName string, p store.Port, targets []srvTarget) {
 			}
 		}
 		srvAt := func(owner string) dns.RR {
-			return &dns.SRV{Hdr: hdr(owner, dns.TypeSRV, ix.ttl), Priority: 0, Weight: weight, Port: port, Target: t.name}
+			return &dns.SRV{Hdr: hdr(owner, dns.TypeSRV, ix.ttl), Priority: 0, Weight: 100, Port: port, Target: t.name}
 		}
 		pe.rrs[dns.TypeSRV] = append(pe.rrs[dns.TypeSRV], srvAt(portName))
 		se.rrs[dns.TypeSRV] = append(se.rrs[dns.TypeSRV], srvAt(svcName))
@@ -377,7 +383,22 @@ func (ix *Index) node(name string) *entry {
 // clip makes every shared slice full (len == cap) so an append by a caller
 // can never write into the index.
 func (ix *Index) clip() {
-	for _, e := range ix.names {
+	for name, e := range ix.names {
+		// Like CoreDNS, "_proto.svc..." (and a port name with no target)
+		// is not a name: NXDOMAIN, not NODATA.
+		if strings.HasPrefix(name, "_") && len(e.rrs) == 0 {
+			delete(ix.names, name)
+			continue
+		}
+		// SRV weights split 100 over all records of the owner, as CoreDNS.
+		if srvs := e.rrs[dns.TypeSRV]; len(srvs) > 0 {
+			for _, rr := range srvs {
+				rr.(*dns.SRV).Weight = uint16(100 / len(srvs))
+			}
+		}
+		for t, rrs := range e.extra {
+			e.extra[t] = dedupe(rrs)
+		}
 		for t, rrs := range e.rrs {
 			e.rrs[t] = slices.Clip(rrs)
 			ix.Records += len(rrs)
@@ -391,6 +412,19 @@ func (ix *Index) clip() {
 		ix.Records += len(rrs)
 	}
 	ix.soa = slices.Clip(ix.soa)
+}
+
+func dedupe(rrs []dns.RR) []dns.RR {
+	seen := map[string]bool{}
+	out := rrs[:0]
+	for _, rr := range rrs {
+		k := rr.String()
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, rr)
+		}
+	}
+	return out
 }
 
 func hdr(name string, t uint16, ttl uint32) dns.RR_Header {
@@ -494,22 +528,10 @@ func (ix *Index) podAnswer(name string, qtype uint16) ([]dns.RR, bool) {
 	return rrs, true
 }
 
-// rename returns rrs with owner names in the asker's case (DNS 0x20),
-// copying only when the case differs.
-func rename(rrs []dns.RR, qname, lower string) []dns.RR {
-	if qname == lower {
-		return rrs
-	}
-	out := make([]dns.RR, len(rrs))
-	for i, rr := range rrs {
-		c := dns.Copy(rr)
-		if strings.EqualFold(c.Header().Name, qname) {
-			c.Header().Name = qname
-		}
-		out[i] = c
-	}
-	return out
-}
+// rename returns the records as they are: like CoreDNS, answers carry the
+// lower-case owner name whatever the question's case (the question section
+// itself echoes the asker's case, which is what DNS 0x20 checks).
+func rename(rrs []dns.RR, qname, lower string) []dns.RR { return rrs }
 
 // IsReverse reports whether a lower-case name is in a reverse zone.
 func IsReverse(name string) bool {

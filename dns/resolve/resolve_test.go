@@ -16,6 +16,7 @@ func bp(b bool) *bool { return &b }
 // ready), an ExternalName service and a dual-stack service.
 func fixture() *store.Snapshot {
 	return &store.Snapshot{
+		Namespaces: []string{"default", "empty", "prod"},
 		Services: []store.Service{
 			{Namespace: "default", Name: "web", Type: "ClusterIP", ClusterIPs: []string{"10.96.0.10"},
 				Ports: []store.Port{{Name: "http", Protocol: "TCP", Port: 80}, {Name: "dns", Protocol: "UDP", Port: 53}, {Protocol: "TCP", Port: 9000}}},
@@ -57,16 +58,16 @@ func TestAnswer(t *testing.T) {
 		ours  bool
 	}{
 		{"web.default.svc.cluster.local.", dns.TypeA, 0, []string{"web.default.svc.cluster.local. 5 IN A 10.96.0.10"}, true},
-		{"WEB.Default.svc.cluster.local.", dns.TypeA, 0, []string{"WEB.Default.svc.cluster.local. 5 IN A 10.96.0.10"}, true},
+		{"WEB.Default.svc.cluster.local.", dns.TypeA, 0, []string{"web.default.svc.cluster.local. 5 IN A 10.96.0.10"}, true},
 		{"web.default.svc.cluster.local.", dns.TypeAAAA, 0, nil, true}, // NODATA
 		{"web.default.svc.cluster.local.", dns.TypeTXT, 0, nil, true},  // NODATA
 		{"_http._tcp.web.default.svc.cluster.local.", dns.TypeSRV, 0, []string{"_http._tcp.web.default.svc.cluster.local. 5 IN SRV 0 100 80 web.default.svc.cluster.local."}, true},
 		{"_dns._udp.web.default.svc.cluster.local.", dns.TypeSRV, 0, []string{"_dns._udp.web.default.svc.cluster.local. 5 IN SRV 0 100 53 web.default.svc.cluster.local."}, true},
 		{"_dns._tcp.web.default.svc.cluster.local.", dns.TypeSRV, 3, nil, true},
-		{"_tcp.web.default.svc.cluster.local.", dns.TypeSRV, 0, nil, true}, // empty non-terminal
+		{"_tcp.web.default.svc.cluster.local.", dns.TypeSRV, 3, nil, true}, // not a name, as in CoreDNS
 		{"web.default.svc.cluster.local.", dns.TypeSRV, 0, []string{
-			"web.default.svc.cluster.local. 5 IN SRV 0 100 53 web.default.svc.cluster.local.",
-			"web.default.svc.cluster.local. 5 IN SRV 0 100 80 web.default.svc.cluster.local."}, true},
+			"web.default.svc.cluster.local. 5 IN SRV 0 50 53 web.default.svc.cluster.local.",
+			"web.default.svc.cluster.local. 5 IN SRV 0 50 80 web.default.svc.cluster.local."}, true},
 		{"10-244-1-5.web.default.svc.cluster.local.", dns.TypeA, 0, []string{"10-244-1-5.web.default.svc.cluster.local. 5 IN A 10.244.1.5"}, true},
 		{"db.default.svc.cluster.local.", dns.TypeA, 0, []string{"db.default.svc.cluster.local. 5 IN A 10.244.1.10"}, true},
 		{"db-0.db.default.svc.cluster.local.", dns.TypeA, 0, []string{"db-0.db.default.svc.cluster.local. 5 IN A 10.244.1.10"}, true},
@@ -79,9 +80,10 @@ func TestAnswer(t *testing.T) {
 		{"nope.default.svc.cluster.local.", dns.TypeA, 3, nil, true},
 		{"default.svc.cluster.local.", dns.TypeA, 0, nil, true}, // namespace exists
 		{"nons.svc.cluster.local.", dns.TypeA, 3, nil, true},
+		{"empty.svc.cluster.local.", dns.TypeA, 0, nil, true}, // namespace without services exists
 		{"svc.cluster.local.", dns.TypeA, 0, nil, true},
 		{"cluster.local.", dns.TypeNS, 0, []string{"cluster.local. 5 IN NS ns.dns.cluster.local."}, true},
-		{"dns-version.cluster.local.", dns.TypeTXT, 0, []string{"dns-version.cluster.local. 5 IN TXT \"1.1.0\""}, true},
+		{"dns-version.cluster.local.", dns.TypeTXT, 0, []string{"dns-version.cluster.local. 30 IN TXT \"1.1.0\""}, true},
 		{"10-244-7-9.default.pod.cluster.local.", dns.TypeA, 0, []string{"10-244-7-9.default.pod.cluster.local. 5 IN A 10.244.7.9"}, true},
 		{"10-244-7-999.default.pod.cluster.local.", dns.TypeA, 3, nil, true},
 		{"10.0.96.10.in-addr.arpa.", dns.TypePTR, 0, []string{"10.0.96.10.in-addr.arpa. 5 IN PTR web.default.svc.cluster.local."}, true},

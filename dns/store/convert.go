@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"sort"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -69,7 +70,8 @@ func FromEndpointSlice(in *discoveryv1.EndpointSlice) EndpointSlice {
 const MaxSeedSize = 64 << 20
 
 // LoadSeed reads a `kubectl get services,endpointslices -A -o json` List (or
-// a ServiceList/EndpointSliceList, or a single object). Items of another kind,
+// a ServiceList/EndpointSliceList, or a single object; Namespaces, as from
+// `kubectl get namespaces,services,endpointslices -A -o json`, are taken too). Items of another kind,
 // or a Service/EndpointSlice without namespace or name, are refused with an
 // error naming the item; nothing is returned then.
 func LoadSeed(path string) (*Snapshot, error) {
@@ -89,6 +91,7 @@ func LoadSeed(path string) (*Snapshot, error) {
 		return nil, fmt.Errorf("seed file %s: %w", path, err)
 	}
 	snap.Source = "seed:" + path
+	sort.Strings(snap.Namespaces)
 	return snap, nil
 }
 
@@ -106,7 +109,7 @@ func ParseSeed(data []byte) (*Snapshot, error) {
 	}
 	items := []json.RawMessage{data}
 	switch top.Kind {
-	case "List", "ServiceList", "EndpointSliceList":
+	case "List", "ServiceList", "EndpointSliceList", "NamespaceList":
 		items = top.Items
 	case "":
 		return nil, fmt.Errorf("no kind: want a List of Services and EndpointSlices")
@@ -124,6 +127,9 @@ func ParseSeed(data []byte) (*Snapshot, error) {
 		}
 		if kind == "" && top.Kind == "EndpointSliceList" {
 			kind = "EndpointSlice"
+		}
+		if kind == "" && top.Kind == "NamespaceList" {
+			kind = "Namespace"
 		}
 		dec := json.NewDecoder(bytes.NewReader(raw))
 		switch kind {
@@ -153,9 +159,20 @@ func ParseSeed(data []byte) (*Snapshot, error) {
 			}
 			seen["eps/"+sl.Namespace+"/"+sl.Name] = true
 			snap.Slices = append(snap.Slices, FromEndpointSlice(&sl))
+		case "Namespace":
+			var ns corev1.Namespace
+			if err := dec.Decode(&ns); err != nil {
+				return nil, fmt.Errorf("item %d (Namespace): %w", i, err)
+			}
+			if ns.Name == "" || seen["ns/"+ns.Name] {
+				return nil, fmt.Errorf("item %d (Namespace): metadata.name missing or repeated", i)
+			}
+			seen["ns/"+ns.Name] = true
+			snap.Namespaces = append(snap.Namespaces, ns.Name)
 		default:
-			return nil, fmt.Errorf("item %d: kind %q is neither Service nor EndpointSlice", i, kind)
+			return nil, fmt.Errorf("item %d: kind %q is not Service, EndpointSlice or Namespace", i, kind)
 		}
 	}
+	sort.Strings(snap.Namespaces)
 	return snap, nil
 }

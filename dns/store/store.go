@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -90,6 +91,10 @@ type Snapshot struct {
 	UpdatedAt time.Time       `json:"updatedAt"`
 	Services  []Service       `json:"services"`
 	Slices    []EndpointSlice `json:"endpointSlices"`
+	// Namespaces known to exist (so <ns>.svc.<zone> is NODATA, not
+	// NXDOMAIN, even with no Service in it). Optional: namespaces holding
+	// Services exist anyway.
+	Namespaces []string `json:"namespaces,omitempty"`
 }
 
 // Options configure a Store.
@@ -109,6 +114,7 @@ type Store struct {
 	mu       sync.Mutex
 	services map[string]Service
 	slices   map[string]EndpointSlice
+	nss      map[string]bool
 	source   string
 	updated  time.Time
 	gen      uint64
@@ -145,6 +151,7 @@ func Open(opts Options) (*Store, error) {
 		log:      opts.Log,
 		services: map[string]Service{},
 		slices:   map[string]EndpointSlice{},
+		nss:      map[string]bool{},
 	}
 	snap, err := LoadFile(s.path)
 	if err != nil {
@@ -156,7 +163,28 @@ func Open(opts Options) (*Store, error) {
 	}
 	s.replaceLocked(snap)
 	s.savedGen = s.gen
+	if sorted(snap) {
+		// Saved views are sorted: serve the loaded one as is, sparing the
+		// first index build a copy and sort on the start-up path.
+		s.view, s.viewGen = snap, s.gen
+	}
 	return s, nil
+}
+
+// sorted reports whether services and slices are in strictly increasing
+// key order (so also free of duplicates), as View returns them.
+func sorted(snap *Snapshot) bool {
+	for i := 1; i < len(snap.Services); i++ {
+		if snap.Services[i-1].Key() >= snap.Services[i].Key() {
+			return false
+		}
+	}
+	for i := 1; i < len(snap.Slices); i++ {
+		if snap.Slices[i-1].Key() >= snap.Slices[i].Key() {
+			return false
+		}
+	}
+	return sort.StringsAreSorted(snap.Namespaces) && len(slices.Compact(slices.Clone(snap.Namespaces))) == len(snap.Namespaces)
 }
 
 // LoadFile reads and checks a snapshot file.
@@ -185,7 +213,7 @@ func (s *Store) Path() string { return s.path }
 func (s *Store) Empty() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.services) == 0 && len(s.slices) == 0
+	return len(s.services) == 0 && len(s.slices) == 0 && len(s.nss) == 0
 }
 
 // Subscribe returns a channel that receives (coalesced) after every change.
@@ -224,6 +252,10 @@ func (s *Store) viewLocked() *Snapshot {
 	for _, sl := range s.slices {
 		v.Slices = append(v.Slices, sl)
 	}
+	for ns := range s.nss {
+		v.Namespaces = append(v.Namespaces, ns)
+	}
+	sort.Strings(v.Namespaces)
 	sort.Slice(v.Services, func(i, j int) bool { return v.Services[i].Key() < v.Services[j].Key() })
 	sort.Slice(v.Slices, func(i, j int) bool { return v.Slices[i].Key() < v.Slices[j].Key() })
 	s.view, s.viewGen = v, s.gen
@@ -231,7 +263,9 @@ func (s *Store) viewLocked() *Snapshot {
 }
 
 // SetService adds or replaces a Service.
-func (s *Store) SetService(svc Service) { s.mutate("apiserver", func() { s.services[svc.Key()] = svc }) }
+func (s *Store) SetService(svc Service) {
+	s.mutate("apiserver", func() { s.services[svc.Key()] = svc })
+}
 
 // DeleteService removes a Service.
 func (s *Store) DeleteService(namespace, name string) {
@@ -246,6 +280,12 @@ func (s *Store) DeleteSlice(namespace, name string) {
 	s.mutate("apiserver", func() { delete(s.slices, namespace+"/"+name) })
 }
 
+// SetNamespace records that a namespace exists.
+func (s *Store) SetNamespace(name string) { s.mutate("apiserver", func() { s.nss[name] = true }) }
+
+// DeleteNamespace forgets a namespace.
+func (s *Store) DeleteNamespace(name string) { s.mutate("apiserver", func() { delete(s.nss, name) }) }
+
 // Replace swaps the whole content (an informer relist or a seed file).
 func (s *Store) Replace(snap *Snapshot) {
 	s.mu.Lock()
@@ -257,6 +297,10 @@ func (s *Store) Replace(snap *Snapshot) {
 func (s *Store) replaceLocked(snap *Snapshot) {
 	s.services = make(map[string]Service, len(snap.Services))
 	s.slices = make(map[string]EndpointSlice, len(snap.Slices))
+	s.nss = make(map[string]bool, len(snap.Namespaces))
+	for _, ns := range snap.Namespaces {
+		s.nss[ns] = true
+	}
 	for _, svc := range snap.Services {
 		s.services[svc.Key()] = svc
 	}

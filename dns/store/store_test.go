@@ -35,11 +35,12 @@ func TestLoadSeed(t *testing.T) {
 
 func TestParseSeedErrors(t *testing.T) {
 	cases := map[string]string{
-		`not json`: "not a JSON",
+		`not json`:     "not a JSON",
 		`{"items":[]}`: "no kind",
-		`{"kind":"List","items":[{"kind":"Pod","metadata":{"name":"p","namespace":"n"}}]}`:                                      `item 0: kind "Pod"`,
-		`{"kind":"List","items":[{"kind":"Service","metadata":{"name":"s"}}]}`:                                                   "item 0 (Service): metadata.namespace",
-		`{"kind":"List","items":[{"kind":"Service","metadata":{"name":"s","namespace":"n"},"spec":{"ports":"eighty"}}]}`:         "item 0 (Service)",
+		`{"kind":"List","items":[{"kind":"Pod","metadata":{"name":"p","namespace":"n"}}]}`:                                                                `item 0: kind "Pod"`,
+		`{"kind":"List","items":[{"kind":"Namespace","metadata":{"name":"a"}},{"kind":"Namespace","metadata":{"name":"a"}}]}`:                             "item 1 (Namespace)",
+		`{"kind":"List","items":[{"kind":"Service","metadata":{"name":"s"}}]}`:                                                                            "item 0 (Service): metadata.namespace",
+		`{"kind":"List","items":[{"kind":"Service","metadata":{"name":"s","namespace":"n"},"spec":{"ports":"eighty"}}]}`:                                  "item 0 (Service)",
 		`{"kind":"List","items":[{"kind":"Service","metadata":{"name":"s","namespace":"n"}},{"kind":"Service","metadata":{"name":"s","namespace":"n"}}]}`: "appears twice",
 	}
 	for in, want := range cases {
@@ -103,8 +104,8 @@ func TestRefusedSnapshotStartsEmptyAndIsMovedAside(t *testing.T) {
 			data, _ := os.ReadFile(p)
 			return os.WriteFile(p, []byte(strings.Replace(string(data), `"b"`, `"c"`, 1)), 0o600)
 		},
-		"future": func(p string) error { return statefile.Save(p, Kind, Version+1, &Snapshot{}) },
-		"garbage": func(p string) error { return os.WriteFile(p, []byte("\x00\x01garbage"), 0o600) },
+		"future":     func(p string) error { return statefile.Save(p, Kind, Version+1, &Snapshot{}) },
+		"garbage":    func(p string) error { return os.WriteFile(p, []byte("\x00\x01garbage"), 0o600) },
 		"wrong kind": func(p string) error { return statefile.Save(p, "holdfast.other", 1, map[string]int{}) },
 		"invalid content": func(p string) error {
 			return statefile.Save(p, Kind, Version, &Snapshot{Services: []Service{{Name: "nons"}}})

@@ -1,5 +1,5 @@
 // Package watch feeds dns/store from the apiserver with client-go informers
-// for Services and EndpointSlices, and reports whether the apiserver is
+// for Services, EndpointSlices and Namespaces, and reports whether the apiserver is
 // reachable. Until the informers have synced it only adds and updates (the
 // snapshot keeps answering); once synced it replaces the store's content
 // with the informers' view, so objects deleted while the node was offline
@@ -68,6 +68,7 @@ func RunWithClient(ctx context.Context, cs kubernetes.Interface, opts Options) e
 	f := informers.NewSharedInformerFactory(cs, opts.Resync)
 	svcInf := f.Core().V1().Services()
 	epsInf := f.Discovery().V1().EndpointSlices()
+	nsInf := f.Core().V1().Namespaces()
 	onErr := func(r *cache.Reflector, err error) {
 		opts.Log.Warn("apiserver watch failed; answering from snapshot", "err", err)
 		if opts.OnOnline != nil {
@@ -76,6 +77,19 @@ func RunWithClient(ctx context.Context, cs kubernetes.Interface, opts Options) e
 	}
 	svcInf.Informer().SetWatchErrorHandler(onErr)
 	epsInf.Informer().SetWatchErrorHandler(onErr)
+	nsInf.Informer().SetWatchErrorHandler(onErr)
+	nsInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(o any) {
+			if ns, ok := o.(*corev1.Namespace); ok {
+				st.SetNamespace(ns.Name)
+			}
+		},
+		DeleteFunc: func(o any) {
+			if k, err := cache.DeletionHandlingMetaNamespaceKeyFunc(o); err == nil {
+				st.DeleteNamespace(k)
+			}
+		},
+	})
 	svcInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { setService(st, o) },
 		UpdateFunc: func(_, o any) { setService(st, o) },
@@ -98,13 +112,17 @@ func RunWithClient(ctx context.Context, cs kubernetes.Interface, opts Options) e
 	})
 	f.Start(ctx.Done())
 	go probe(ctx, cs, opts)
-	if !cache.WaitForCacheSync(ctx.Done(), svcInf.Informer().HasSynced, epsInf.Informer().HasSynced) {
+	if !cache.WaitForCacheSync(ctx.Done(), svcInf.Informer().HasSynced, epsInf.Informer().HasSynced, nsInf.Informer().HasSynced) {
 		return nil // ctx ended before the apiserver answered
 	}
 	svcs, err := svcInf.Lister().List(labels.Everything())
 	if err == nil {
 		var eps []*discoveryv1.EndpointSlice
 		eps, err = epsInf.Lister().List(labels.Everything())
+		var nss []*corev1.Namespace
+		if err == nil {
+			nss, err = nsInf.Lister().List(labels.Everything())
+		}
 		if err == nil {
 			snap := &store.Snapshot{Source: "apiserver", UpdatedAt: time.Now().UTC()}
 			for _, s := range svcs {
@@ -112,6 +130,9 @@ func RunWithClient(ctx context.Context, cs kubernetes.Interface, opts Options) e
 			}
 			for _, e := range eps {
 				snap.Slices = append(snap.Slices, store.FromEndpointSlice(e))
+			}
+			for _, ns := range nss {
+				snap.Namespaces = append(snap.Namespaces, ns.Name)
 			}
 			st.Replace(snap)
 			opts.Log.Info("informers synced; snapshot replaced with the apiserver's view", "services", len(snap.Services), "endpointslices", len(snap.Slices))
