@@ -39,7 +39,7 @@ deps: require-root go-check
 build: go-check
 	CGO_ENABLED=0 $(GO) build -o bin/holdfast ./plugins/holdfast
 	CGO_ENABLED=0 $(GO) build -o bin/holdfast-ipam ./plugins/holdfast-ipam
-	$(GO) build -o bin/holdfastd ./cmd/holdfastd
+	CGO_ENABLED=0 $(GO) build -o bin/holdfastd ./cmd/holdfastd
 
 # Reference CNI plugins at a pinned version, built from source into the
 # git-ignored cache (never whatever the machine happens to have).
@@ -82,7 +82,8 @@ demo: require-root deps build cni-plugins
 	else echo "make demo: not yet — the offline reboot demo lands with the reboot-recovery work (issue 6)."; fi
 
 image: go-check build
-	$(GO) run ./cmd/holdfastd image --out _output/holdfastd-image.tar
+	@mkdir -p _output
+	bin/holdfastd image --bin-dir bin --out _output/holdfastd-image.tar
 
 lint: go-check
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

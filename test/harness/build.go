@@ -53,6 +53,7 @@ func Binaries(t testing.TB) string {
 	} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, b.name), b.pkg)
 		cmd.Dir = RepoRoot()
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as `make build` and the image want
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("harness: build %s: %v\n%s", b.name, err, out)
 		}
