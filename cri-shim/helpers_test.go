@@ -1,0 +1,76 @@
+package crishim_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	crishim "github.com/holdfast-edge/holdfast/cri-shim"
+	"github.com/holdfast-edge/holdfast/test/harness"
+)
+
+// rawMsg is a message as bytes (test-side raw codec).
+type rawMsg struct{ b []byte }
+
+type rawTestCodec struct{}
+
+func (rawTestCodec) Name() string                    { return "proto" }
+func (rawTestCodec) Marshal(v any) ([]byte, error)   { return v.(*rawMsg).b, nil }
+func (rawTestCodec) Unmarshal(b []byte, v any) error { v.(*rawMsg).b = append([]byte(nil), b...); return nil }
+
+type runningShim struct {
+	*crishim.Shim
+	Sock   string
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error
+}
+
+// Stop stops the shim and waits for it.
+func (r *runningShim) Stop(t testing.TB) {
+	r.cancel()
+	select {
+	case <-r.done:
+		if r.err != nil {
+			t.Errorf("shim stopped with error: %v", r.err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Errorf("shim did not stop")
+	}
+}
+
+// startShim runs the shim in-process in front of the node's containerd.
+func startShim(t testing.TB, node *harness.Node, stateDir string, mod func(*crishim.Config)) *runningShim {
+	t.Helper()
+	sock := filepath.Join(node.RunDir, "holdfast", "cri.sock")
+	var w io.Writer = os.Stderr
+	if !testing.Verbose() {
+		w = io.Discard
+	}
+	cfg := crishim.Config{
+		Listen: sock, RuntimeEndpoint: "unix://" + node.ContainerdSock, StateDir: stateDir, Relaunch: true,
+		Parallelism: 4, BootIDFile: node.BootIDFile, NodeName: node.Name,
+		Log: slog.New(slog.NewTextHandler(w, nil)), Registry: prometheus.NewRegistry(),
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	s, err := crishim.New(cfg)
+	if err != nil {
+		t.Fatalf("start shim: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &runningShim{Shim: s, Sock: sock, cancel: cancel, done: make(chan struct{})}
+	go func() { r.err = s.Run(ctx); close(r.done) }()
+	t.Cleanup(func() {
+		cancel()
+		<-r.done
+	})
+	return r
+}
