@@ -1,6 +1,7 @@
 package dns_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -78,6 +79,30 @@ func startVerdicts(t *testing.T, nsPath string) *verdictServer {
 }
 
 func (v *verdictServer) set(doc map[string]string) { v.mu.Lock(); v.doc = doc; v.mu.Unlock() }
+
+// startUpstream runs a DNS server inside the node netns at 127.0.0.1:5399
+// answering www.example.org A 203.0.113.7 with TTL 1.
+func startUpstream(t *testing.T, nsPath string) func() {
+	t.Helper()
+	var pc net.PacketConn
+	if err := inNetns(nsPath, func() (err error) { pc, err = net.ListenPacket("udp", "127.0.0.1:5399"); return err }); err != nil {
+		t.Fatalf("upstream: %v", err)
+	}
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: "www.example.org.", Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 1}, A: net.ParseIP("203.0.113.7")}}
+		w.WriteMsg(m)
+	})}
+	started := make(chan struct{})
+	srv.NotifyStartedFunc = func() { close(started) }
+	go srv.ActivateAndServe()
+	<-started
+	var once sync.Once
+	stop := func() { once.Do(func() { srv.Shutdown(); pc.Close() }) }
+	t.Cleanup(stop)
+	return stop
+}
 
 type question struct {
 	name  string
@@ -254,6 +279,30 @@ current-context: c
 	waitHeadless(t, node.NSPath, a("10.244.1.10"))
 	verdicts.set(nil)
 
+	// Forwarding with serve-stale: the upstream answers once, then dies;
+	// after the TTL the cached answer is served stale with TTL 30.
+	stopUpstream := startUpstream(t, node.NSPath)
+	fwd := func() string {
+		m, err := exchange(node.NSPath, "udp", "www.example.org.", dns.TypeA, 3*time.Second)
+		if err != nil {
+			t.Fatalf("forwarded query: %v", err)
+		}
+		return render(m)
+	}
+	if got := fwd(); got != "NOERROR www.example.org. 1 IN A 203.0.113.7" {
+		t.Fatalf("forwarded: %q", got)
+	}
+	stopUpstream()
+	time.Sleep(1200 * time.Millisecond)
+	if got := fwd(); got != "NOERROR www.example.org. 30 IN A 203.0.113.7" {
+		t.Fatalf("stale: %q", got)
+	}
+
+	// holdfastd dns show reads the snapshot.
+	if out := node.MustExec(bin, "dns", "show", "--state-dir", stateDir); !strings.Contains(out, "default/web  ClusterIP     10.96.0.10") || !strings.Contains(out, "db-1      node2  false") {
+		t.Errorf("dns show:\n%s", out)
+	}
+
 	// Offline reboot: everything of the node but its var dir is gone.
 	var restart time.Duration
 	if err := node.Reboot(func() error {
@@ -300,5 +349,8 @@ current-context: c
 	}
 	if logs := node.Logs("dns"); !strings.Contains(logs, "dns snapshot refused: starting with an empty snapshot") || !strings.Contains(logs, "checksum mismatch") {
 		t.Errorf("refusal not logged:\n%s", logs)
+	}
+	if out, err := node.Exec(context.Background(), bin, "dns", "show", "--state-dir", stateDir); err == nil || !strings.Contains(out, "checksum mismatch") {
+		t.Errorf("dns show of a corrupt snapshot: %v\n%s", err, out)
 	}
 }

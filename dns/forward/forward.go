@@ -132,19 +132,19 @@ func (f *Forwarder) Forward(ctx context.Context, req *dns.Msg) (*dns.Msg, Source
 	c := f.cache[k]
 	f.mu.Unlock()
 	if c != nil && now.Before(c.expires) {
-		return reply(req, c.msg, uint32(max(c.expires.Sub(now)/time.Second, 1))), FromCache
+		return reply(req, c.msg, uint32(max(c.expires.Sub(now)/time.Second, 1)), false), FromCache
 	}
 	resp, err := f.exchange(ctx, req)
 	if err == nil && (resp.Rcode == dns.RcodeSuccess || resp.Rcode == dns.RcodeNameError) {
 		f.store(k, resp, now)
-		return reply(req, resp, 0), FromUpstream
+		return reply(req, resp, 0, false), FromUpstream
 	}
 	if c != nil && now.Before(c.expires.Add(f.opts.StaleTTL)) {
 		f.opts.Log.Debug("serving stale answer", "name", req.Question[0].Name, "age", now.Sub(c.stored).Round(time.Second), "err", err)
-		return reply(req, c.msg, StaleAnswerTTL), FromStale
+		return reply(req, c.msg, StaleAnswerTTL, true), FromStale
 	}
 	if err == nil {
-		return reply(req, resp, 0), FromUpstream // upstream's own SERVFAIL/REFUSED
+		return reply(req, resp, 0, false), FromUpstream // upstream's own SERVFAIL/REFUSED
 	}
 	f.opts.Log.Debug("no upstream answer", "name", req.Question[0].Name, "err", err)
 	m := new(dns.Msg)
@@ -236,8 +236,9 @@ func (f *Forwarder) Len() int {
 }
 
 // reply copies a cached or upstream message as the answer to req. ttl > 0
-// caps every record's TTL (remaining lifetime, or the stale TTL).
-func reply(req, src *dns.Msg, ttl uint32) *dns.Msg {
+// caps every record's TTL (the remaining lifetime); with stale, every
+// record gets exactly ttl (RFC 8767: stale answers carry a fixed TTL).
+func reply(req, src *dns.Msg, ttl uint32, stale bool) *dns.Msg {
 	m := src.Copy()
 	m.Id = req.Id
 	m.Response = true
@@ -247,7 +248,7 @@ func reply(req, src *dns.Msg, ttl uint32) *dns.Msg {
 	if ttl > 0 {
 		for _, sec := range [][]dns.RR{m.Answer, m.Ns, m.Extra} {
 			for _, rr := range sec {
-				if rr.Header().Rrtype != dns.TypeOPT && rr.Header().Ttl > ttl {
+				if rr.Header().Rrtype != dns.TypeOPT && (stale || rr.Header().Ttl > ttl) {
 					rr.Header().Ttl = ttl
 				}
 			}

@@ -94,6 +94,16 @@ func TestForwardCacheAndServeStale(t *testing.T) {
 	if src != FromStale || resp.Rcode != dns.RcodeSuccess || resp.Answer[0].Header().Ttl != StaleAnswerTTL || resp.Answer[0].(*dns.A).A.String() != "203.0.113.7" {
 		t.Fatalf("upstream down: %s %v, want stale answer with TTL 30", src, resp)
 	}
+	// A stale answer carries exactly the stale TTL, also when the record's
+	// own TTL was lower.
+	f.mu.Lock()
+	for _, c := range f.cache {
+		c.msg.Answer[0].Header().Ttl = 1
+	}
+	f.mu.Unlock()
+	if resp, src = q(); src != FromStale || resp.Answer[0].Header().Ttl != StaleAnswerTTL {
+		t.Fatalf("stale answer of a TTL-1 record: %s ttl %d, want %d", src, resp.Answer[0].Header().Ttl, StaleAnswerTTL)
+	}
 	now = now.Add(2 * time.Hour) // past the stale window
 	resp, src = q()
 	if src != Failed || resp.Rcode != dns.RcodeServerFailure {
