@@ -21,7 +21,7 @@ func runWebhook(ctx context.Context, args []string) error {
 	metricsListen := fs.String("metrics-listen", ":8080", "plain HTTP address of /healthz and /metrics (empty: off)")
 	certFile := fs.String("tls-cert-file", "/etc/holdfast/webhook/tls.crt", "serving certificate (PEM), re-read every minute")
 	keyFile := fs.String("tls-key-file", "/etc/holdfast/webhook/tls.key", "serving key (PEM)")
-	kubeconfig := fs.String("kubeconfig", "", "kubeconfig (empty: in-cluster config)")
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig (empty or \"-\": in-cluster config)")
 	unitLabel := fs.String("unit-label", "holdfast.dev/unit", "Node label that names a node's unit (unlabelled nodes form the cluster-wide unit)")
 	policy := fs.String("no-quorum-policy", "retain", "when a node's unit has no fresh quorum of views: retain (keep its pods, drop eviction taints) or evict (normal Kubernetes)")
 	debug := fs.Bool("debug", false, "debug logging")
@@ -40,7 +40,7 @@ func runWebhook(ctx context.Context, args []string) error {
 	}
 	log := daemon.NewLogger("webhook", *debug)
 	var cfg *rest.Config
-	if *kubeconfig == "" {
+	if *kubeconfig == "" || *kubeconfig == "-" {
 		cfg, err = rest.InClusterConfig()
 	} else {
 		cfg, err = clientcmd.BuildConfigFromFlags("", *kubeconfig)

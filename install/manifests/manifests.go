@@ -280,7 +280,7 @@ func webhookObjs(c Config, ca, cert, key []byte) []runtime.Object {
 					ServiceAccountName: Webhook,
 					Containers: []corev1.Container{{Name: "holdfastd", Image: c.Image, ImagePullPolicy: corev1.PullIfNotPresent,
 						Args: []string{"webhook", "--listen", fmt.Sprintf(":%d", WebhookPort), "--tls-cert-file", "/etc/holdfast/tls/tls.crt",
-							"--tls-key-file", "/etc/holdfast/tls/tls.key", "--kubeconfig", "-", "--unit-label", c.UnitLabel, "--no-quorum", c.NoQuorumPolicy},
+							"--tls-key-file", "/etc/holdfast/tls/tls.key", "--kubeconfig", "-", "--unit-label", c.UnitLabel, "--no-quorum-policy", c.NoQuorumPolicy},
 						Ports:        []corev1.ContainerPort{{Name: "https", ContainerPort: WebhookPort}},
 						VolumeMounts: []corev1.VolumeMount{{Name: "tls", MountPath: "/etc/holdfast/tls", ReadOnly: true}},
 						ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz",
