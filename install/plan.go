@@ -43,6 +43,9 @@ type Options struct {
 	OverlayDevice string
 	// PinTTL is passed to holdfast-ipam (empty: its default).
 	PinTTL string
+	// IPAMDataDir, CNIDataDir and SnapshotDir are the plugins' on-node
+	// state dirs written into the conflist (empty: the plugins' defaults).
+	IPAMDataDir, CNIDataDir, SnapshotDir string
 
 	CRISocket       string
 	RuntimeEndpoint string
@@ -514,7 +517,8 @@ func (o *Options) desired(prev *Record) ([]want, []string, error) {
 		return nil, nil, err
 	}
 	mainType, _ := cniconf.Main(src)
-	copts := cniconf.Options{OverlayDevice: o.OverlayDevice, PinTTL: o.PinTTL}
+	copts := cniconf.Options{OverlayDevice: o.OverlayDevice, PinTTL: o.PinTTL, NodeName: o.NodeName,
+		IPAMDataDir: o.IPAMDataDir, DataDir: o.CNIDataDir, SnapshotDir: o.SnapshotDir}
 	if copts.OverlayDevice == "" && mainType == "flannel" {
 		copts.OverlayDevice = "flannel.1"
 	}

@@ -32,6 +32,13 @@ type Options struct {
 	OverlayDevice string
 	// PinTTL, if set, is passed to holdfast-ipam as "pinTTL" (e.g. "168h").
 	PinTTL string
+	// NodeName is passed to the chained plugin's overlay check, so it finds
+	// this node's VTEP MAC pin (the plugin's default is the host name).
+	NodeName string
+	// IPAMDataDir, DataDir and SnapshotDir, if set, are holdfast-ipam's
+	// "dataDir", the chained plugin's "dataDir" and its overlay
+	// "snapshotDir" (empty: the plugins' /var/lib/holdfast defaults).
+	IPAMDataDir, DataDir, SnapshotDir string
 }
 
 // FindActive returns the file name (not path) of the conf the runtime uses
@@ -161,15 +168,30 @@ func Chain(file string, src []byte, opts Options) ([]byte, error) {
 		}
 		main["ipam"] = ipam
 	}
-	if opts.PinTTL != "" {
+	if opts.PinTTL != "" || opts.IPAMDataDir != "" {
 		var ipam map[string]json.RawMessage
 		_ = json.Unmarshal(main["ipam"], &ipam)
-		ipam["pinTTL"] = mustJSON(opts.PinTTL)
+		if opts.PinTTL != "" {
+			ipam["pinTTL"] = mustJSON(opts.PinTTL)
+		}
+		if opts.IPAMDataDir != "" {
+			ipam["dataDir"] = mustJSON(opts.IPAMDataDir)
+		}
 		main["ipam"] = mustJSON(ipam)
 	}
 	chained := map[string]json.RawMessage{"type": mustJSON(ChainedType)}
+	if opts.DataDir != "" {
+		chained["dataDir"] = mustJSON(opts.DataDir)
+	}
 	if opts.OverlayDevice != "" {
-		chained["overlay"] = mustJSON(map[string]string{"device": opts.OverlayDevice})
+		overlay := map[string]string{"device": opts.OverlayDevice}
+		if opts.NodeName != "" {
+			overlay["nodeName"] = opts.NodeName
+		}
+		if opts.SnapshotDir != "" {
+			overlay["snapshotDir"] = opts.SnapshotDir
+		}
+		chained["overlay"] = mustJSON(overlay)
 	}
 	out := append([]map[string]json.RawMessage{main, chained}, plugins[1:]...)
 	top["plugins"] = mustJSON(out)
