@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/holdfast-edge/holdfast/cri-shim/record"
-	ipamstore "github.com/holdfast-edge/holdfast/plugins/holdfast-ipam/store"
 	"github.com/holdfast-edge/holdfast/internal/statefile"
+	ipamstore "github.com/holdfast-edge/holdfast/plugins/holdfast-ipam/store"
 )
 
 func dirs(t *testing.T) Dirs {
