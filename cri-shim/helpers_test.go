@@ -20,9 +20,12 @@ type rawMsg struct{ b []byte }
 
 type rawTestCodec struct{}
 
-func (rawTestCodec) Name() string                    { return "proto" }
-func (rawTestCodec) Marshal(v any) ([]byte, error)   { return v.(*rawMsg).b, nil }
-func (rawTestCodec) Unmarshal(b []byte, v any) error { v.(*rawMsg).b = append([]byte(nil), b...); return nil }
+func (rawTestCodec) Name() string                  { return "proto" }
+func (rawTestCodec) Marshal(v any) ([]byte, error) { return v.(*rawMsg).b, nil }
+func (rawTestCodec) Unmarshal(b []byte, v any) error {
+	v.(*rawMsg).b = append([]byte(nil), b...)
+	return nil
+}
 
 type runningShim struct {
 	*crishim.Shim

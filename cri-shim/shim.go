@@ -151,7 +151,8 @@ func (ic *interceptor) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPod
 // boot if it is still ready.
 func (ic *interceptor) relaunchedSandbox(ctx context.Context, uid string) string {
 	p, ok := ic.store.Get(uid)
-	if !ok || p.Relaunch == nil || p.Relaunch.BootID != ic.bootID || p.Relaunch.SandboxID == "" || p.Relaunch.Outcome != record.OutcomeRelaunched {
+	if !ok || p.Relaunch == nil || p.Relaunch.BootID != ic.bootID || p.Relaunch.SandboxID == "" ||
+		(p.Relaunch.Outcome != record.OutcomeRelaunched && p.Relaunch.Outcome != record.OutcomeRelaunching) {
 		return ""
 	}
 	st, err := ic.rt.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: p.Relaunch.SandboxID})
@@ -201,7 +202,7 @@ func (ic *interceptor) CreateContainer(ctx context.Context, req *runtimeapi.Crea
 		key = p.Key()
 	}
 	name := cmd.GetName()
-	if known && p.Relaunch != nil && p.Relaunch.BootID == ic.bootID && p.Relaunch.SandboxID == req.GetPodSandboxId() {
+	if known && p.Relaunch != nil && p.Relaunch.BootID == ic.bootID && p.Relaunch.SandboxID == req.GetPodSandboxId() && p.Relaunch.Outcome != record.OutcomeFailed {
 		if id := p.Relaunch.Containers[name]; id != "" {
 			st, err := ic.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id})
 			if err == nil {

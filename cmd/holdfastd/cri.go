@@ -120,10 +120,7 @@ func runCRIPods(_ context.Context, args []string) error {
 	if *output != "table" && *output != "json" {
 		return exitError{2, fmt.Errorf("-o %q: want table or json", *output)}
 	}
-	if _, err := os.Stat(*stateDir); err != nil {
-		return exitError{1, fmt.Errorf("state dir: %w", err)}
-	}
-	store, bad, err := record.Open(*stateDir)
+	store, bad, err := record.Inspect(*stateDir)
 	if err != nil {
 		return err
 	}

@@ -53,7 +53,8 @@ const (
 
 // Relaunch outcomes.
 const (
-	OutcomeRelaunched = "relaunched"
+	OutcomeRelaunching = "relaunching" // sandbox created, containers starting
+	OutcomeRelaunched  = "relaunched"
 	OutcomeFailed     = "failed"
 	OutcomeSkipped    = "skipped"
 	OutcomeAdopted    = "adopted"
@@ -224,7 +225,8 @@ func (e LoadError) Error() string { return e.Err.Error() }
 
 // Store holds every pod record in memory and on disk.
 type Store struct {
-	dir string
+	dir      string
+	readOnly bool
 
 	mu      sync.Mutex
 	pods    map[string]*Pod
@@ -245,8 +247,25 @@ func Open(dir string) (*Store, []LoadError, error) {
 		return nil, nil, fmt.Errorf("create record dir %s: %w", pd, err)
 	}
 	atomicfile.CleanTemps(pd)
-	s := &Store{dir: dir, pods: map[string]*Pod{}, sandbox: map[string]string{}, ctr: map[string]string{}, podMu: map[string]*sync.Mutex{}, dirty: make(chan struct{}, 1)}
+	return load(dir, false)
+}
+
+// Inspect loads the records for reading only (e.g. `holdfastd cri pods`
+// while the shim runs): it creates and cleans nothing, and Update refuses.
+func Inspect(dir string) (*Store, []LoadError, error) {
+	if _, err := os.Stat(dir); err != nil {
+		return nil, nil, fmt.Errorf("state dir: %w", err)
+	}
+	return load(dir, true)
+}
+
+func load(dir string, readOnly bool) (*Store, []LoadError, error) {
+	pd := filepath.Join(dir, "pods")
+	s := &Store{dir: dir, readOnly: readOnly, pods: map[string]*Pod{}, sandbox: map[string]string{}, ctr: map[string]string{}, podMu: map[string]*sync.Mutex{}, dirty: make(chan struct{}, 1)}
 	ents, err := os.ReadDir(pd)
+	if err != nil && readOnly && os.IsNotExist(err) {
+		return s, nil, nil
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("read record dir %s: %w", pd, err)
 	}
@@ -369,6 +388,9 @@ func (s *Store) lock(uid string) *sync.Mutex {
 func (s *Store) Update(uid string, create bool, fn func(p *Pod) (bool, error)) error {
 	if err := ValidUID(uid); err != nil {
 		return err
+	}
+	if s.readOnly {
+		return fmt.Errorf("record store %s opened read-only", s.dir)
 	}
 	l := s.lock(uid)
 	defer l.Unlock()

@@ -262,7 +262,7 @@ func (r *Runner) relaunchPod(ctx context.Context, p *record.Pod) (string, error)
 	err = r.Store.Update(p.UID, false, func(rec *record.Pod) (bool, error) {
 		rec.Sandbox = raw
 		rec.Sandboxes = append(rec.Sandboxes, record.Sandbox{ID: sid, Attempt: attempt, BootID: r.BootID, Created: r.now().UTC()})
-		rec.Relaunch = &record.Relaunch{BootID: r.BootID, Outcome: record.OutcomeRelaunched, SandboxID: sid, Containers: containers, At: r.now().UTC()}
+		rec.Relaunch = &record.Relaunch{BootID: r.BootID, Outcome: record.OutcomeRelaunching, SandboxID: sid, Containers: map[string]string{}, At: r.now().UTC()}
 		return true, nil
 	})
 	unlock()
@@ -283,7 +283,14 @@ func (r *Runner) relaunchPod(ctx context.Context, p *record.Pod) (string, error)
 			return "", err
 		}
 	}
-	return sid, nil
+	err = r.Store.Update(p.UID, false, func(rec *record.Pod) (bool, error) {
+		if rec.Relaunch == nil || rec.Relaunch.SandboxID != sid {
+			return false, nil
+		}
+		rec.Relaunch.Outcome, rec.Relaunch.At = record.OutcomeRelaunched, r.now().UTC()
+		return true, nil
+	})
+	return sid, err
 }
 
 // undo removes the sandbox (and with it its containers) after a failed
@@ -336,6 +343,10 @@ func (r *Runner) startContainer(ctx context.Context, p *record.Pod, sbReq *runti
 		req.Config.Annotations = map[string]string{}
 	}
 	req.Config.Annotations[annotationRestarts] = strconv.FormatUint(uint64(attempt), 10)
+	// kubelet names container logs <name>/<restartCount>.log.
+	if lp := req.Config.GetLogPath(); lp == c.Name+"/"+strconv.FormatUint(uint64(c.Attempt), 10)+".log" || lp == "" {
+		req.Config.LogPath = c.Name + "/" + strconv.FormatUint(uint64(attempt), 10) + ".log"
+	}
 	unlock := r.lock(p.UID)
 	defer unlock()
 	cr, err := r.Runtime.CreateContainer(ctx, req)

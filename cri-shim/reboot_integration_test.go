@@ -1,0 +1,332 @@
+package crishim_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/holdfast-edge/holdfast/cri-shim/record"
+	"github.com/holdfast-edge/holdfast/test/harness"
+)
+
+type criPodRow struct {
+	Namespace, Name, UID string
+	Relaunch             *record.Relaunch
+	Error                string
+}
+
+// TestRebootRelaunchAndAdoption is the issue's acceptance test: pods
+// recorded through the shim (holdfastd cri, the real binary) come back after
+// an offline reboot of their node, with init containers first, the same
+// pinned IPs (holdfast-ipam), reachable from the other node over the
+// overlay; kubelet's later calls get the relaunched IDs back; exited
+// containers restart with backoff except in a Never pod; a corrupt record
+// skips only its pod.
+func TestRebootRelaunchAndAdoption(t *testing.T) {
+	site := harness.NewSite(t, 2)
+	bins := harness.Binaries(t)
+	plugins := harness.PluginDir(t)
+	site.Overlay()
+	for _, n := range site.Nodes {
+		n.CNIBinDir = plugins
+		ipam := map[string]any{"type": "holdfast-ipam", "dataDir": filepath.Join(n.VarDir, "holdfast", "ipam")}
+		if err := n.WriteCNIConfig("10-holdfast", n.BridgeConflist(ipam)); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.StartContainerd(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	node, peer := site.Node(1), site.Node(2)
+	stateDir := filepath.Join(node.VarDir, "holdfast", "cri")
+	sock := filepath.Join(node.RunDir, "holdfast", "cri.sock")
+	holdfastd := filepath.Join(bins, "holdfastd")
+	startShim := func() {
+		t.Helper()
+		if _, err := node.Start("holdfastd-cri", holdfastd, "cri", "run", "--listen", sock,
+			"--runtime-endpoint", "unix://"+node.ContainerdSock, "--state-dir", stateDir, "--boot-id-file", node.BootIDFile,
+			"--node-name", node.Name, "--restart-backoff", "2s", "--restart-backoff-max", "8s", "--metrics-addr", "127.0.0.1:9643"); err != nil {
+			t.Fatal(err)
+		}
+		if err := harness.Eventually(20*time.Second, func() error { _, err := os.Stat(sock); return err }); err != nil {
+			t.Fatalf("shim socket: %v\n%s", err, node.Logs("holdfastd-cri"))
+		}
+	}
+	startShim()
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	kubelet := node.CRI(sock)
+
+	// The pods, created the way kubelet creates them, through the shim.
+	emptyDir := filepath.Join(node.VarDir, "kubelet", "pods", "initpod", "volumes", "kubernetes.io~empty-dir", "data")
+	if err := os.MkdirAll(emptyDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mount := []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: emptyDir}}
+	httpd := "exec httpd -f -p 8080 -h /var/www"
+	specs := []harness.PodSpec{
+		{Name: "initpod", InitContainers: []harness.ContainerSpec{{Name: "init", Command: []string{"sh", "-c", "echo init >> /data/order"}, Mounts: mount}},
+			Containers: []harness.ContainerSpec{{Name: "app", Command: []string{"sh", "-c", "echo app >> /data/order; " + httpd}, Mounts: mount}}},
+		{Name: "twoapps", Containers: []harness.ContainerSpec{{Name: "web"}, {Name: "sidecar", Command: []string{"sleep", "100000"}}}},
+		{Name: "hostnet", HostNetwork: true, Containers: []harness.ContainerSpec{{Name: "agent", Command: []string{"sleep", "100000"}}}},
+		{Name: "crasher", Containers: []harness.ContainerSpec{{Name: "c", Command: []string{"sh", "-c", "sleep 1; exit 3"}}}},
+		{Name: "once", Containers: []harness.ContainerSpec{{Name: "c", Command: []string{"sh", "-c", "sleep 1; exit 3"}}}},
+		{Name: "corrupt"},
+	}
+	pods := map[string]*harness.Pod{}
+	for _, spec := range specs {
+		run := kubelet.RunPod
+		if spec.HostNetwork {
+			run = runHostNetworkPod(kubelet)
+		}
+		p, err := run(ctx, spec)
+		if err != nil {
+			t.Fatalf("run %s through the shim: %v\n%s", spec.Name, err, node.Logs("holdfastd-cri"))
+		}
+		pods[spec.Name] = p
+	}
+	remote, err := peer.CRI().RunPod(ctx, harness.PodSpec{Name: "remote"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"initpod", "twoapps"} {
+		if err := harness.Eventually(10*time.Second, func() error { return harness.HTTP(ctx, remote.NetNSPath, pods[name].IP) }); err != nil {
+			t.Fatalf("before reboot: remote -> %s: %v", name, err)
+		}
+	}
+	if got := readFile(t, filepath.Join(emptyDir, "order")); got != "init\napp\n" {
+		t.Fatalf("before reboot: order %q", got)
+	}
+
+	// Reboot node1 offline. Its pod facts as persisted from an earlier
+	// apiserver read: "once" is a Never pod. One record gets corrupted.
+	if err := node.Reboot(func() error {
+		st, _, err := record.Open(stateDir)
+		if err != nil {
+			return err
+		}
+		if err := st.Update(pods["once"].Spec.UID, false, func(p *record.Pod) (bool, error) {
+			p.Facts = &record.Facts{Source: "apiserver", RestartPolicy: record.RestartNever}
+			return true, nil
+		}); err != nil {
+			return err
+		}
+		bad := filepath.Join(stateDir, "pods", pods["corrupt"].Spec.UID+".json")
+		data, err := os.ReadFile(bad)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(bad, []byte(strings.Replace(string(data), "corrupt", "CORRUPT", 1)), 0o600); err != nil {
+			return err
+		}
+		if err := node.ProgramOverlay(); err != nil {
+			return err
+		}
+		if err := node.CutCloud(); err != nil {
+			return err
+		}
+		if err := node.StartContainerd(); err != nil {
+			return err
+		}
+		startShim()
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	bootStart := time.Now()
+
+	// Wait for the relaunch outcome, read with `holdfastd cri pods -o json`.
+	outcome := map[string]criPodRow{}
+	err = harness.Eventually(90*time.Second, func() error {
+		out, _ := node.Exec(ctx, holdfastd, "cri", "pods", "-o", "json", "--state-dir", stateDir)
+		var rows []criPodRow
+		if err := json.Unmarshal([]byte(out), &rows); err != nil {
+			return fmt.Errorf("cri pods: %v: %s", err, out)
+		}
+		for _, r := range rows {
+			if r.Error == "" && (r.Relaunch == nil || r.Relaunch.BootID != strings.TrimSpace(node.BootID()) || r.Relaunch.Outcome == record.OutcomeRelaunching) {
+				return fmt.Errorf("pod %s not relaunched yet", r.Name)
+			}
+			outcome[r.Name] = r
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, node.Logs("holdfastd-cri"))
+	}
+	t.Logf("relaunch settled %v after boot", time.Since(bootStart).Round(time.Millisecond))
+	for _, name := range []string{"initpod", "twoapps", "hostnet", "crasher", "once"} {
+		if r := outcome[name]; r.Relaunch.Outcome != record.OutcomeRelaunched {
+			t.Fatalf("%s: outcome %+v\n%s", name, r.Relaunch, node.Logs("holdfastd-cri"))
+		}
+	}
+	if _, ok := outcome["corrupt"]; ok {
+		t.Fatal("the corrupt record was relaunched")
+	}
+	if logs := node.Logs("holdfastd-cri"); !strings.Contains(logs, "pod record unreadable") || !strings.Contains(logs, pods["corrupt"].Spec.UID+".json") {
+		t.Fatalf("no clear log line for the corrupt record:\n%s", logs)
+	}
+
+	// All running, init before app, same IPs, reachable from node2.
+	for _, name := range []string{"initpod", "twoapps", "hostnet"} {
+		p := pods[name]
+		ready, err := kubelet.ReadySandboxes(ctx, p.Spec.UID)
+		if err != nil || len(ready) != 1 {
+			t.Fatalf("%s: %d ready sandboxes (%v), want 1", name, len(ready), err)
+		}
+		if ready[0].Id != outcome[name].Relaunch.SandboxID || ready[0].Metadata.Attempt != 1 {
+			t.Fatalf("%s: ready sandbox %s attempt %d, relaunched %s", name, ready[0].Id, ready[0].Metadata.Attempt, outcome[name].Relaunch.SandboxID)
+		}
+		ip, _, err := kubelet.SandboxNet(ctx, ready[0].Id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !p.Spec.HostNetwork && ip != p.IP {
+			t.Fatalf("%s: IP %s after reboot, %s before", name, ip, p.IP)
+		}
+		for _, cs := range p.Spec.Containers {
+			id := outcome[name].Relaunch.Containers[cs.Name]
+			st, err := kubelet.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id})
+			if err != nil || st.Status.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+				t.Fatalf("%s/%s: %v %v", name, cs.Name, st.GetStatus().GetState(), err)
+			}
+			if st.Status.Labels[harness.LabelPodUID] != p.Spec.UID || st.Status.Annotations[harness.AnnContainerHash] == "" || st.Status.Annotations[harness.AnnRestartCount] != "1" {
+				t.Fatalf("%s/%s: labels/annotations kubelet needs are wrong: %v %v", name, cs.Name, st.Status.Labels, st.Status.Annotations)
+			}
+		}
+	}
+	if err := harness.Eventually(10*time.Second, func() error {
+		if got := readFile(t, filepath.Join(emptyDir, "order")); got != "init\napp\ninit\napp\n" {
+			return fmt.Errorf("order file %q", got)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("init did not run before app after reboot: %v", err)
+	}
+	for _, name := range []string{"initpod", "twoapps"} {
+		if err := harness.Eventually(15*time.Second, func() error { return harness.HTTP(ctx, remote.NetNSPath, pods[name].IP) }); err != nil {
+			t.Fatalf("after reboot: node2 -> %s over the overlay: %v", name, err)
+		}
+	}
+	if out, err := node.Exec(ctx, "busybox", "wget", "-qO-", "http://127.0.0.1:9643/metrics"); err != nil || !strings.Contains(out, `holdfast_cri_relaunch_total{outcome="relaunched"} 5`) {
+		t.Fatalf("metrics: %v\n%s", err, out)
+	}
+
+	// kubelet reconnects and asks again, as after a lost pod list: it gets
+	// the relaunched sandbox and containers back, no duplicate.
+	for _, name := range []string{"twoapps", "initpod"} {
+		p := pods[name]
+		spec := p.Spec
+		spec.Attempt = 2
+		sbCfg := kubelet.SandboxConfig(spec)
+		sb, err := kubelet.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: sbCfg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sb.PodSandboxId != outcome[name].Relaunch.SandboxID {
+			t.Fatalf("%s: kubelet's RunPodSandbox got %s, relaunched %s", name, sb.PodSandboxId, outcome[name].Relaunch.SandboxID)
+		}
+		for _, cs := range spec.Containers {
+			cr, err := kubelet.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: sb.PodSandboxId, Config: kubelet.ContainerConfig(spec, cs, 1), SandboxConfig: sbCfg})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cr.ContainerId != outcome[name].Relaunch.Containers[cs.Name] {
+				t.Fatalf("%s/%s: CreateContainer got %s, relaunched %s", name, cs.Name, cr.ContainerId, outcome[name].Relaunch.Containers[cs.Name])
+			}
+			if _, err := kubelet.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
+				t.Fatalf("%s/%s: StartContainer of the relaunched container: %v", name, cs.Name, err)
+			}
+		}
+		ready, _ := kubelet.ReadySandboxes(ctx, p.Spec.UID)
+		if len(ready) != 1 {
+			t.Fatalf("%s: %d ready sandboxes after kubelet's calls", name, len(ready))
+		}
+	}
+
+	// Exited relaunched containers: "crasher" (Always) restarts with
+	// doubling backoff, "once" (Never) does not.
+	crasherRestarts := map[string]time.Time{}
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		st, _, err := record.Inspect(stateDir)
+		if err == nil {
+			if p, ok := st.Get(pods["crasher"].Spec.UID); ok {
+				if id := p.Relaunch.Containers["c"]; crasherRestarts[id].IsZero() {
+					crasherRestarts[id] = time.Now()
+				}
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if len(crasherRestarts) < 3 {
+		t.Fatalf("crasher: %d container instances in 20s, want ≥3 (relaunch + 2 restarts)\n%s", len(crasherRestarts), node.Logs("holdfastd-cri"))
+	}
+	var times []time.Time
+	for _, at := range crasherRestarts {
+		times = append(times, at)
+	}
+	sortTimes(times)
+	for i := 1; i < len(times); i++ {
+		gap := times[i].Sub(times[i-1])
+		want := min(time.Duration(1<<(i-1))*2*time.Second, 8*time.Second) // 2s, 4s, 8s cap (+1s run time each)
+		if gap < want {
+			t.Fatalf("crasher restart %d came %v after the previous, backoff wants ≥ %v", i, gap, want)
+		}
+	}
+	p, _ := kubelet.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{LabelSelector: map[string]string{harness.LabelPodUID: pods["once"].Spec.UID}}})
+	if len(p.Containers) != 2 { // the pre-reboot one and the relaunched one
+		t.Fatalf("Never pod: %d containers, want 2 (no restart)", len(p.Containers))
+	}
+}
+
+// runHostNetworkPod runs a hostNetwork pod the way kubelet does with
+// containerd 1.6: without a sandbox hostname (there is no private UTS
+// namespace to put it in). harness.RunPod sets one, which runc refuses.
+func runHostNetworkPod(c *harness.CRI) func(context.Context, harness.PodSpec) (*harness.Pod, error) {
+	return func(ctx context.Context, spec harness.PodSpec) (*harness.Pod, error) {
+		cfg := c.SandboxConfig(spec)
+		cfg.Hostname = ""
+		spec.UID = cfg.Metadata.Uid
+		sb, err := c.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg})
+		if err != nil {
+			return nil, err
+		}
+		pod := &harness.Pod{Spec: spec, SandboxID: sb.PodSandboxId, ContainerIDs: map[string]string{}}
+		for _, cs := range spec.Containers {
+			cr, err := c.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: sb.PodSandboxId, Config: c.ContainerConfig(spec, cs, 0), SandboxConfig: cfg})
+			if err != nil {
+				return nil, err
+			}
+			if _, err := c.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
+				return nil, err
+			}
+			pod.ContainerIDs[cs.Name] = cr.ContainerId
+		}
+		return pod, nil
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
+func sortTimes(ts []time.Time) {
+	for i := 1; i < len(ts); i++ {
+		for j := i; j > 0 && ts[j].Before(ts[j-1]); j-- {
+			ts[j], ts[j-1] = ts[j-1], ts[j]
+		}
+	}
+}
