@@ -133,6 +133,7 @@ func New(conn *grpc.ClientConn, observe Observer) *Server {
 	s.grpc = grpc.NewServer(
 		grpc.ForceServerCodec(rawCodec{}),
 		grpc.UnknownServiceHandler(s.serve),
+		grpc.NumStreamWorkers(4),
 		grpc.MaxRecvMsgSize(MaxMsgSize),
 		grpc.MaxSendMsgSize(MaxMsgSize),
 	)
@@ -233,7 +234,7 @@ func (s *Server) serveUnary(ss grpc.ServerStream, r route) error {
 	}
 	ctx := ss.Context()
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		ctx = metadata.NewOutgoingContext(ctx, md.Copy())
+		ctx = metadata.NewOutgoingContext(ctx, md)
 	}
 	resp, err := r.h(ctx, req)
 	if err != nil {
@@ -245,37 +246,59 @@ func (s *Server) serveUnary(ss grpc.ServerStream, r route) error {
 	return ss.SendMsg(resp)
 }
 
+// methodInfo is what the relay knows of a method: its request type when this
+// binary knows it (nil otherwise) and whether it is plain unary.
+type methodInfo struct {
+	req   protoreflect.MessageType
+	unary bool
+}
+
+var methodCache sync.Map // method name → methodInfo; derived from the immutable proto registry
+
+func lookupMethod(method string) methodInfo {
+	if v, ok := methodCache.Load(method); ok {
+		return v.(methodInfo)
+	}
+	mi := methodInfo{}
+	if mt, md := requestType(method); mt != nil {
+		mi = methodInfo{req: mt, unary: !md.IsStreamingClient() && !md.IsStreamingServer()}
+	}
+	methodCache.Store(method, mi)
+	return mi
+}
+
 // requestType returns the input type of a method known to this binary.
-func requestType(method string) protoreflect.MessageType {
+func requestType(method string) (protoreflect.MessageType, protoreflect.MethodDescriptor) {
 	parts := strings.Split(strings.TrimPrefix(method, "/"), "/")
 	if len(parts) != 2 {
-		return nil
+		return nil, nil
 	}
 	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(parts[0]))
 	if err != nil {
-		return nil
+		return nil, nil
 	}
 	sd, ok := d.(protoreflect.ServiceDescriptor)
 	if !ok {
-		return nil
+		return nil, nil
 	}
 	md := sd.Methods().ByName(protoreflect.Name(parts[1]))
 	if md == nil || md.IsStreamingClient() {
-		return nil
+		return nil, nil
 	}
 	mt, err := protoregistry.GlobalTypes.FindMessageByName(md.Input().FullName())
 	if err != nil {
-		return nil
+		return nil, nil
 	}
-	return mt
+	return mt, md
 }
 
 // relay passes one call of any shape through to the runtime.
 func (s *Server) relay(ss grpc.ServerStream, method string) error {
 	ctx, cancel := context.WithCancel(ss.Context())
 	defer cancel()
-	md, _ := metadata.FromIncomingContext(ctx)
-	ctx = metadata.NewOutgoingContext(ctx, md.Copy())
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		ctx = metadata.NewOutgoingContext(ctx, md)
+	}
 
 	// Read the first request before opening the upstream stream so that a
 	// malformed request of a known method is refused here.
@@ -284,12 +307,25 @@ func (s *Server) relay(ss grpc.ServerStream, method string) error {
 	if firstErr != nil && firstErr != io.EOF {
 		return firstErr
 	}
-	if firstErr == nil {
-		if mt := requestType(method); mt != nil {
-			if err := proto.Unmarshal(first.data, mt.New().Interface()); err != nil {
-				return status.Errorf(codes.InvalidArgument, "malformed %s: %v", mt.Descriptor().FullName(), err)
-			}
+	mi := lookupMethod(method)
+	if firstErr == nil && mi.req != nil {
+		if err := proto.Unmarshal(first.data, mi.req.New().Interface()); err != nil {
+			return status.Errorf(codes.InvalidArgument, "malformed %s: %v", mi.req.Descriptor().FullName(), err)
 		}
+	}
+	if mi.unary && firstErr == nil {
+		// Known unary method: one Invoke, no stream plumbing.
+		var out frame
+		var header, trailer metadata.MD
+		err := s.conn.Invoke(ctx, method, &first, &out, grpc.ForceCodec(rawCodec{}), grpc.Header(&header), grpc.Trailer(&trailer))
+		if len(header) > 0 {
+			ss.SetHeader(header)
+		}
+		ss.SetTrailer(trailer)
+		if err != nil {
+			return err
+		}
+		return ss.SendMsg(&out)
 	}
 
 	cs, err := s.conn.NewStream(ctx, streamDesc, method, grpc.ForceCodec(rawCodec{}))

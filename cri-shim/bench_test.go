@@ -1,0 +1,227 @@
+package crishim_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/holdfast-edge/holdfast/cri-shim/record"
+	"github.com/holdfast-edge/holdfast/cri-shim/relaunch"
+	"github.com/holdfast-edge/holdfast/test/harness"
+)
+
+// latencies runs call b.N times and reports p50/p99 in microseconds.
+func latencies(b *testing.B, call func() error) {
+	b.Helper()
+	ds := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		if err := call(); err != nil {
+			b.Fatal(err)
+		}
+		ds = append(ds, time.Since(start))
+	}
+	b.StopTimer()
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	b.ReportMetric(float64(ds[len(ds)/2].Nanoseconds())/1e3, "p50-µs")
+	b.ReportMetric(float64(ds[len(ds)*99/100].Nanoseconds())/1e3, "p99-µs")
+}
+
+// BenchmarkProxy: CRI calls through the shim (holdfast) vs straight to
+// containerd, same node, same run. 25 pods × 2 containers = 50 containers.
+func BenchmarkProxy(b *testing.B) {
+	site := harness.NewSite(b, 1, harness.WithContainerd())
+	node := site.Node(1)
+	if err := node.WriteCNIConfig("10-bridge", node.BridgeConflist(nil)); err != nil {
+		b.Fatal(err)
+	}
+	shim := startShim(b, node, b.TempDir(), nil)
+	ctx := context.Background()
+	clients := map[string]*harness.CRI{"holdfast": node.CRI(shim.Sock), "containerd": node.CRI()}
+	var sandbox string
+	for i := 0; i < 25; i++ {
+		p, err := clients["holdfast"].RunPod(ctx, harness.PodSpec{Name: fmt.Sprintf("bench-%d", i),
+			Containers: []harness.ContainerSpec{{Name: "a", Command: []string{"sleep", "100000"}}, {Name: "b", Command: []string{"sleep", "100000"}}}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		sandbox = p.SandboxID
+	}
+	calls := map[string]func(c *harness.CRI) error{
+		"Version": func(c *harness.CRI) error { _, err := c.Version(ctx); return err },
+		"ListContainers": func(c *harness.CRI) error {
+			r, err := c.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
+			if err == nil && len(r.Containers) != 50 {
+				err = fmt.Errorf("%d containers, want 50", len(r.Containers))
+			}
+			return err
+		},
+		"PodSandboxStatus": func(c *harness.CRI) error {
+			_, err := c.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: sandbox})
+			return err
+		},
+	}
+	for _, m := range []string{"Version", "ListContainers", "PodSandboxStatus"} {
+		for _, via := range []string{"holdfast", "containerd"} {
+			b.Run(m+"/"+via, func(b *testing.B) { latencies(b, func() error { return calls[m](clients[via]) }) })
+		}
+	}
+}
+
+// BenchmarkRelaunch: relaunching N recorded pods (holdfast: plan + records
+// + RunPodSandbox/Create/Start, parallelism 4) vs the floor (the same
+// RunPodSandbox/Create/Start straight to containerd, parallelism 4), same run.
+func BenchmarkRelaunch(b *testing.B) {
+	site := harness.NewSite(b, 1, harness.WithContainerd())
+	node := site.Node(1)
+	if err := node.WriteCNIConfig("10-bridge", node.BridgeConflist(nil)); err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	direct := node.CRI()
+	for _, n := range []int{10, 50} {
+		state := b.TempDir()
+		shim := startShim(b, node, state, nil)
+		via := node.CRI(shim.Sock)
+		for i := 0; i < n; i++ {
+			if _, err := via.RunPod(ctx, harness.PodSpec{Name: fmt.Sprintf("r%d-%d", n, i),
+				Containers: []harness.ContainerSpec{{Name: "app", Command: []string{"sleep", "100000"}}}}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		shim.Stop(b)
+		store, bad, err := record.Open(state)
+		if err != nil || len(bad) > 0 {
+			b.Fatal(err, bad)
+		}
+		clearSandboxes(b, direct)
+		boot := 0
+		b.Run(fmt.Sprintf("holdfast/pods=%d", n), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				boot++
+				r := &relaunch.Runner{Runtime: direct.RuntimeServiceClient, Images: direct.ImageServiceClient, Store: store,
+					BootID: fmt.Sprintf("bench-boot-%d", boot), Parallelism: 4, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+				b.StartTimer()
+				todo, _ := relaunch.Plan(store.List(), r.BootID)
+				res := r.Run(ctx, todo)
+				b.StopTimer()
+				if len(todo) != n {
+					b.Fatalf("planned %d pods, want %d", len(todo), n)
+				}
+				for _, x := range res {
+					if x.Err != nil {
+						b.Fatal(x.Err)
+					}
+				}
+				clearSandboxes(b, direct)
+			}
+		})
+		attempt := uint32(1000)
+		b.Run(fmt.Sprintf("containerd/pods=%d", n), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				attempt++
+				reqs := floorRequests(b, store.List(), attempt)
+				b.StartTimer()
+				runFloor(b, direct, reqs, 4)
+				b.StopTimer()
+				clearSandboxes(b, direct)
+			}
+		})
+	}
+}
+
+type floorPod struct {
+	sb  *runtimeapi.RunPodSandboxRequest
+	ctr []*runtimeapi.CreateContainerRequest
+}
+
+func floorRequests(b *testing.B, pods []*record.Pod, attempt uint32) []floorPod {
+	var out []floorPod
+	for _, p := range pods {
+		sb, err := p.SandboxRequest()
+		if err != nil {
+			b.Fatal(err)
+		}
+		sb.Config.Metadata.Attempt = attempt
+		fp := floorPod{sb: sb}
+		for _, c := range p.Ordered() {
+			req, err := c.ContainerRequest()
+			if err != nil {
+				b.Fatal(err)
+			}
+			req.Config.Metadata.Attempt = attempt
+			req.SandboxConfig = sb.Config
+			fp.ctr = append(fp.ctr, req)
+		}
+		out = append(out, fp)
+	}
+	return out
+}
+
+func runFloor(b *testing.B, c *harness.CRI, pods []floorPod, par int) {
+	ctx := context.Background()
+	sem := make(chan struct{}, par)
+	var wg sync.WaitGroup
+	errs := make(chan error, len(pods))
+	for _, p := range pods {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			sb, err := c.RunPodSandbox(ctx, p.sb)
+			if err != nil {
+				errs <- err
+				return
+			}
+			for _, req := range p.ctr {
+				req.PodSandboxId = sb.PodSandboxId
+				cr, err := c.CreateContainer(ctx, req)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if _, err := c.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+}
+
+// clearSandboxes removes every sandbox straight in containerd (records untouched).
+func clearSandboxes(b *testing.B, c *harness.CRI) {
+	ctx := context.Background()
+	resp, err := c.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	sem := make(chan struct{}, 4)
+	var wg sync.WaitGroup
+	for _, s := range resp.Items {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := c.RemovePod(ctx, s.Id); err != nil {
+				b.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+}
