@@ -26,7 +26,7 @@ type Node struct {
 func NewNode(hn *harness.Node, bins string, cloud *Cloud) (*Node, error) {
 	n := &Node{Node: reboot.Node{Node: hn, Bins: bins}, Cloud: cloud}
 	var err error
-	n.Kubeconfig, err = cloud.Kubeconfig(hn.EtcDir, "kubelet", "system:node:"+hn.Name, "system:nodes")
+	n.Kubeconfig, err = cloud.Kubeconfig(hn.EtcDir, "kubelet-"+hn.Name, "system:node:"+hn.Name, "system:nodes")
 	return n, err
 }
 
@@ -132,6 +132,9 @@ func (n *Node) StartKubelet() error {
 	if err := n.sharedMount(root); err != nil {
 		return err
 	}
+	if err := n.makeCgroupRoot(); err != nil {
+		return err
+	}
 	var script strings.Builder
 	script.WriteString("set -e\n")
 	for key, val := range kernelDefaults {
@@ -169,6 +172,26 @@ func (n *Node) sharedMount(dir string) error {
 	}
 	if out, err := execOut("mount", "--make-shared", dir); err != nil {
 		return fmt.Errorf("make kubelet root shared: %v: %s", err, out)
+	}
+	return nil
+}
+
+// makeCgroupRoot creates the pods' cgroup parent in every hierarchy before
+// kubelet starts, so its stats (and the eviction manager) see it from the
+// start. The harness removes cgroups named after the node netns at reboot
+// and teardown.
+func (n *Node) makeCgroupRoot() error {
+	hier, err := filepath.Glob("/sys/fs/cgroup/*")
+	if err != nil {
+		return err
+	}
+	for _, h := range hier {
+		if _, err := os.Stat(filepath.Join(h, "cgroup.procs")); err != nil {
+			continue // not a hierarchy (e.g. a v2 controller file)
+		}
+		if err := os.MkdirAll(filepath.Join(h, n.CgroupRoot()), 0o755); err != nil {
+			return fmt.Errorf("create cgroup %s in %s: %w", n.CgroupRoot(), h, err)
+		}
 	}
 	return nil
 }
