@@ -393,30 +393,35 @@ func BenchmarkClusterQueries(b *testing.B) {
 // from). For reference, CoreDNS with its apiserver (fakeAPI) reachable.
 func BenchmarkStartToFirstAnswer(b *testing.B) {
 	hf, cd := benchBinaries(b)
-	c := genCluster(1000)
-	api := fakeAPI(b, c)
-	q := c.queries[0]
-	want := c.want[q]
 	const offlineAPI = "http://127.0.0.1:1" // nothing listens there
 	const limit = 3 * time.Second
 
-	stateDir := b.TempDir()
-	{ // seed the snapshot once, as a node that was online before
+	type bcase struct {
+		name  string
+		start func(port int) *proc
+		q     question
+		want  string
+	}
+	var cases []bcase
+	for _, n := range []int{1000, 5000} {
+		c := genCluster(n)
+		q := c.queries[0]
+		stateDir := b.TempDir()
+		// Seed the snapshot once, as a node that was online before.
 		port := freePort(b)
 		p := startHoldfast(b, hf, stateDir, c.seedFile(b), offlineAPI, port)
-		if _, ok := waitAnswer(fmt.Sprintf("127.0.0.1:%d", port), q, want, time.Now(), 10*time.Second); !ok {
+		if _, ok := waitAnswer(fmt.Sprintf("127.0.0.1:%d", port), q, c.want[q], time.Now(), 10*time.Second); !ok {
 			b.Fatalf("seeding holdfastd failed:\n%s", p.logs())
 		}
 		p.stop()
+		cases = append(cases, bcase{fmt.Sprintf("holdfast/offline/services=%d", n), func(port int) *proc { return startHoldfast(b, hf, stateDir, "", offlineAPI, port) }, q, c.want[q]})
 	}
-	cases := []struct {
-		name  string
-		start func(port int) *proc
-	}{
-		{"holdfast/offline", func(port int) *proc { return startHoldfast(b, hf, stateDir, "", offlineAPI, port) }},
-		{"coredns/offline", func(port int) *proc { return startCoreDNS(b, cd, offlineAPI, port) }},
-		{"coredns/online-fakeapi", func(port int) *proc { return startCoreDNS(b, cd, api, port) }},
-	}
+	c := genCluster(1000)
+	api := fakeAPI(b, c)
+	q := c.queries[0]
+	cases = append(cases,
+		bcase{"coredns/offline/services=1000", func(port int) *proc { return startCoreDNS(b, cd, offlineAPI, port) }, q, c.want[q]},
+		bcase{"coredns/online-fakeapi/services=1000", func(port int) *proc { return startCoreDNS(b, cd, api, port) }, q, c.want[q]})
 	for _, cs := range cases {
 		b.Run(cs.name, func(b *testing.B) {
 			var sum time.Duration
@@ -425,14 +430,14 @@ func BenchmarkStartToFirstAnswer(b *testing.B) {
 				port := freePort(b)
 				t0 := time.Now()
 				p := cs.start(port)
-				d, ok := waitAnswer(fmt.Sprintf("127.0.0.1:%d", port), q, want, t0, limit)
+				d, ok := waitAnswer(fmt.Sprintf("127.0.0.1:%d", port), cs.q, cs.want, t0, limit)
 				p.stop()
 				sum += d
 				if ok {
 					answered++
 				}
 			}
-			b.ReportMetric(float64(sum.Milliseconds())/float64(b.N), "ms-to-answer")
+			b.ReportMetric(float64(sum.Microseconds())/1000/float64(b.N), "ms-to-answer")
 			b.ReportMetric(float64(answered)/float64(b.N), "answered")
 			if answered < b.N {
 				b.Logf("%s: %d of %d starts gave no correct answer within %s", cs.name, b.N-answered, b.N, limit)

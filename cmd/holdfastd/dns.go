@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -73,7 +74,7 @@ func dnsRun(ctx context.Context, args []string) error {
 	ttl := fs.Uint("ttl", resolve.DefaultTTL, "TTL of cluster answers (CoreDNS kubernetes plugin default 5)")
 	node := fs.String("node-name", host, "this node's name, for logs")
 	metrics := fs.String("metrics-addr", "127.0.0.1:9645", "host:port serving /healthz and /metrics (empty: off)")
-	debug := fs.Bool("debug", false, "debug logging")
+	debugLog := fs.Bool("debug", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -102,7 +103,19 @@ func dnsRun(ctx context.Context, args []string) error {
 	if err != nil {
 		return exitError{2, err}
 	}
-	log := daemon.NewLogger("dns", *debug).With("node", *node)
+	log := daemon.NewLogger("dns", *debugLog).With("node", *node)
+
+	// Start-up is one burst of allocation (decode the snapshot, build the
+	// index) on the path to the first answer: no GC cycles inside it.
+	gcPercent := debug.SetGCPercent(-1)
+	gcRestored := false
+	restoreGC := func() {
+		if !gcRestored {
+			debug.SetGCPercent(gcPercent)
+			gcRestored = true
+		}
+	}
+	defer restoreGC()
 
 	st, err := store.Open(store.Options{Dir: *stateDir, Log: log})
 	if err != nil {
@@ -141,6 +154,7 @@ func dnsRun(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	restoreGC()
 	view := st.View()
 	log.Info("answering cluster DNS", "listen", udp.String(), "zone", *zone, "services", len(view.Services), "endpointslices", len(view.Slices),
 		"snapshot_source", view.Source, "upstreams", fwd.Upstreams(), "since_start", time.Since(start).Round(time.Microsecond))

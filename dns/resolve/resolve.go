@@ -77,10 +77,36 @@ type Result struct {
 	Extra  []dns.RR
 }
 
+// entry is one name. Maps stay nil until a record is added: most names
+// hold one type, and the index is built on the start-up path.
 type entry struct {
 	rrs   map[uint16][]dns.RR
 	extra map[uint16][]dns.RR
 	cname dns.RR
+}
+
+func (e *entry) set(t uint16, rrs []dns.RR) {
+	if e.rrs == nil {
+		e.rrs = make(map[uint16][]dns.RR, 1)
+	}
+	e.rrs[t] = rrs
+}
+
+func (e *entry) add(t uint16, rr dns.RR) {
+	if e.rrs == nil {
+		e.rrs = make(map[uint16][]dns.RR, 1)
+	}
+	e.rrs[t] = append(e.rrs[t], rr)
+}
+
+func (e *entry) addExtra(t uint16, rrs ...dns.RR) {
+	if len(rrs) == 0 {
+		return
+	}
+	if e.extra == nil {
+		e.extra = make(map[uint16][]dns.RR, 1)
+	}
+	e.extra[t] = append(e.extra[t], rrs...)
 }
 
 // Index is an immutable answer index for one snapshot and config.
@@ -105,7 +131,11 @@ func Build(snap *store.Snapshot, cfg Config) *Index {
 	if ttl == 0 {
 		ttl = DefaultTTL
 	}
-	ix := &Index{zone: zone, podZone: "pod." + zone, ttl: ttl, names: map[string]*entry{}, ptr: map[string][]dns.RR{}}
+	hint := 16
+	if snap != nil {
+		hint += 6*len(snap.Services) + 2*len(snap.Slices)
+	}
+	ix := &Index{zone: zone, podZone: "pod." + zone, ttl: ttl, names: make(map[string]*entry, hint), ptr: make(map[string][]dns.RR, hint/2)}
 	var serial uint32
 	if snap != nil && !snap.UpdatedAt.IsZero() {
 		serial = uint32(snap.UpdatedAt.Unix())
@@ -113,17 +143,17 @@ func Build(snap *store.Snapshot, cfg Config) *Index {
 	ix.soa = []dns.RR{&dns.SOA{Hdr: hdr(zone, dns.TypeSOA, ttl), Ns: "ns.dns." + zone, Mbox: "hostmaster." + zone,
 		Serial: serial, Refresh: 7200, Retry: 1800, Expire: 86400, Minttl: ttl}}
 	apex := ix.node(zone)
-	apex.rrs[dns.TypeSOA] = ix.soa
-	apex.rrs[dns.TypeNS] = []dns.RR{&dns.NS{Hdr: hdr(zone, dns.TypeNS, ttl), Ns: "ns.dns." + zone}}
+	apex.set(dns.TypeSOA, ix.soa)
+	apex.set(dns.TypeNS, []dns.RR{&dns.NS{Hdr: hdr(zone, dns.TypeNS, ttl), Ns: "ns.dns." + zone}})
 	ix.node("svc." + zone)
 	ix.node(ix.podZone)
 	// CoreDNS gives this record TTL 28800, which its cache (30 s in the
 	// standard Corefile) caps: answer what clients see from CoreDNS.
-	ix.node("dns-version." + zone).rrs[dns.TypeTXT] = []dns.RR{&dns.TXT{Hdr: hdr("dns-version."+zone, dns.TypeTXT, 30), Txt: []string{SpecVersion}}}
+	ix.node("dns-version."+zone).set(dns.TypeTXT, []dns.RR{&dns.TXT{Hdr: hdr("dns-version."+zone, dns.TypeTXT, 30), Txt: []string{SpecVersion}}})
 	if len(cfg.NSAddrs) > 0 {
 		ix.node("dns." + zone)
 		ix.addAddrs("ns.dns."+zone, cfg.NSAddrs)
-		apex.extra[dns.TypeNS] = ix.addrRRs("ns.dns."+zone, cfg.NSAddrs)
+		apex.addExtra(dns.TypeNS, ix.addrRRs("ns.dns."+zone, cfg.NSAddrs)...)
 	}
 	if snap == nil {
 		ix.clip()
@@ -162,7 +192,7 @@ func Build(snap *store.Snapshot, cfg Config) *Index {
 			}
 			e := ix.node(svcName)
 			e.cname = &dns.CNAME{Hdr: hdr(svcName, dns.TypeCNAME, ttl), Target: target}
-			e.rrs[dns.TypeCNAME] = []dns.RR{e.cname}
+			e.set(dns.TypeCNAME, []dns.RR{e.cname})
 			for _, p := range svc.Ports {
 				ix.addSRV(svcName, p, []srvTarget{{name: target}})
 			}
@@ -318,16 +348,16 @@ func (ix *Index) addSRV(svcName string, p store.Port, targets []srvTarget) {
 		srvAt := func(owner string) dns.RR {
 			return &dns.SRV{Hdr: hdr(owner, dns.TypeSRV, ix.ttl), Priority: 0, Weight: 100, Port: port, Target: t.name}
 		}
-		pe.rrs[dns.TypeSRV] = append(pe.rrs[dns.TypeSRV], srvAt(portName))
-		se.rrs[dns.TypeSRV] = append(se.rrs[dns.TypeSRV], srvAt(svcName))
+		pe.add(dns.TypeSRV, srvAt(portName))
+		se.add(dns.TypeSRV, srvAt(svcName))
 		var extra []dns.RR
 		if t.ip != nil {
 			extra = ix.addrRRs(t.name, []net.IP{t.ip})
 		} else if len(t.ips) > 0 {
 			extra = ix.addrRRs(t.name, t.ips)
 		}
-		pe.extra[dns.TypeSRV] = append(pe.extra[dns.TypeSRV], extra...)
-		se.extra[dns.TypeSRV] = append(se.extra[dns.TypeSRV], extra...)
+		pe.addExtra(dns.TypeSRV, extra...)
+		se.addExtra(dns.TypeSRV, extra...)
 	}
 }
 
@@ -335,7 +365,7 @@ func (ix *Index) addAddrs(name string, ips []net.IP) {
 	e := ix.node(name)
 	for _, rr := range ix.addrRRs(name, ips) {
 		t := rr.Header().Rrtype
-		e.rrs[t] = append(e.rrs[t], rr)
+		e.add(t, rr)
 	}
 }
 
@@ -370,7 +400,7 @@ func (ix *Index) node(name string) *entry {
 	if e, ok := ix.names[name]; ok {
 		return e
 	}
-	e := &entry{rrs: map[uint16][]dns.RR{}, extra: map[uint16][]dns.RR{}}
+	e := &entry{}
 	ix.names[name] = e
 	if name != ix.zone && strings.HasSuffix(name, "."+ix.zone) {
 		if i := strings.IndexByte(name, '.'); i >= 0 {
@@ -415,10 +445,21 @@ func (ix *Index) clip() {
 }
 
 func dedupe(rrs []dns.RR) []dns.RR {
-	seen := map[string]bool{}
+	if len(rrs) < 2 {
+		return rrs
+	}
+	seen := make(map[string]bool, len(rrs))
 	out := rrs[:0]
 	for _, rr := range rrs {
-		k := rr.String()
+		var k string
+		switch r := rr.(type) {
+		case *dns.A:
+			k = r.Hdr.Name + "/A/" + string(r.A)
+		case *dns.AAAA:
+			k = r.Hdr.Name + "/AAAA/" + string(r.AAAA)
+		default:
+			k = rr.String()
+		}
 		if !seen[k] {
 			seen[k] = true
 			out = append(out, rr)
