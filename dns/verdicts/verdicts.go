@@ -18,9 +18,11 @@ import (
 
 // Document is the verdict endpoint's JSON.
 type Document struct {
-	Self     string            `json:"self"`
-	Unit     string            `json:"unit"`
-	Members  []string          `json:"members"`
+	Self string `json:"self"`
+	Unit string `json:"unit"`
+	// Members is informational only (holdfastd health sends a count);
+	// its shape is not checked.
+	Members  json.RawMessage   `json:"members,omitempty"`
 	Verdicts map[string]string `json:"verdicts"`
 }
 

@@ -15,6 +15,10 @@ func TestParse(t *testing.T) {
 	if err != nil || d.Verdicts["node2"] != "dead" || d.Self != "node1" {
 		t.Fatalf("%v %v", d, err)
 	}
+	// holdfastd health's own document: members is a count.
+	if d, err := Parse([]byte(`{"self":"node1","unit":"","members":3,"verdicts":{"node1":"alive","node2":"unknown","node3":"dead"}}`)); err != nil || d.Verdicts["node3"] != "dead" {
+		t.Fatalf("health document refused: %v", err)
+	}
 	for _, bad := range []string{`{`, `{"self":"x"}`, `{"verdicts":{"n":"zombie"}}`, `[]`} {
 		if _, err := Parse([]byte(bad)); err == nil {
 			t.Errorf("accepted %s", bad)
