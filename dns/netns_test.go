@@ -329,6 +329,25 @@ current-context: c
 		}
 	}
 
+	// --endpoint-mode offline: with the apiserver unreachable, the ClusterIP
+	// name answers the ready endpoint IPs (kube-proxy's rules may be gone).
+	node.Kill("dns")
+	if _, err := node.Start("dns", bin, args("--endpoint-mode", "offline")...); err != nil {
+		t.Fatal(err)
+	}
+	if err := harness.Eventually(5*time.Second, func() error {
+		m, err := exchange(node.NSPath, "udp", "web.default.svc.cluster.local.", dns.TypeA, 200*time.Millisecond)
+		if err != nil {
+			return err
+		}
+		if got := render(m); got != "NOERROR web.default.svc.cluster.local. 5 IN A 10.244.1.5" {
+			return fmt.Errorf("endpoint mode offline: %q", got)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
 	// A corrupt snapshot is refused: the server starts empty and says so.
 	node.Kill("dns")
 	snap := filepath.Join(stateDir, "snapshot.json")
