@@ -386,6 +386,19 @@ func (s *Store) lock(uid string) *sync.Mutex {
 // whether anything changed; returning an error aborts with no change.
 // A record left with no sandbox is deleted.
 func (s *Store) Update(uid string, create bool, fn func(p *Pod) (bool, error)) error {
+	return s.update(uid, create, true, fn)
+}
+
+// UpdateVolatile is Update for intermediate states: the change is visible
+// at once to this process but reaches the disk only with the pod's next
+// Update. Only for steps whose loss in a crash is harmless (a relaunch
+// records its sandbox with Update first, then its containers volatilely,
+// then the outcome with Update).
+func (s *Store) UpdateVolatile(uid string, fn func(p *Pod) (bool, error)) error {
+	return s.update(uid, false, false, fn)
+}
+
+func (s *Store) update(uid string, create, durable bool, fn func(p *Pod) (bool, error)) error {
 	if err := ValidUID(uid); err != nil {
 		return err
 	}
@@ -425,8 +438,10 @@ func (s *Store) Update(uid string, create bool, fn func(p *Pod) (bool, error)) e
 		return nil
 	}
 	work.Updated = time.Now().UTC()
-	if err := s.write(work); err != nil {
-		return err
+	if durable {
+		if err := s.write(work); err != nil {
+			return err
+		}
 	}
 	s.mu.Lock()
 	if ok {

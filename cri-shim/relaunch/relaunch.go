@@ -360,7 +360,7 @@ func (r *Runner) startContainer(ctx context.Context, p *record.Pod, sbReq *runti
 	for k, v := range containers {
 		snapshot[k] = v
 	}
-	err = r.Store.Update(p.UID, false, func(rec *record.Pod) (bool, error) {
+	err = r.Store.UpdateVolatile(p.UID, func(rec *record.Pod) (bool, error) {
 		rc := rec.Containers[c.Name]
 		if rc == nil {
 			rc = &record.Container{Name: c.Name, CreateSeq: c.CreateSeq, Init: c.Init}
@@ -378,7 +378,7 @@ func (r *Runner) startContainer(ctx context.Context, p *record.Pod, sbReq *runti
 	if _, err := r.Runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id}); err != nil {
 		return id, fmt.Errorf("start container %s: %w", c.Name, err)
 	}
-	err = r.Store.Update(p.UID, false, func(rec *record.Pod) (bool, error) {
+	err = r.Store.UpdateVolatile(p.UID, func(rec *record.Pod) (bool, error) {
 		if rc := rec.Containers[c.Name]; rc != nil && rc.ID == id {
 			rc.State = record.StateRunning
 			if rc.StartSeq == 0 {
@@ -408,7 +408,7 @@ func (r *Runner) runInit(ctx context.Context, p *record.Pod, sbReq *runtimeapi.R
 		}
 		if st.GetStatus().GetState() == runtimeapi.ContainerState_CONTAINER_EXITED {
 			code := st.GetStatus().GetExitCode()
-			r.Store.Update(p.UID, false, func(rec *record.Pod) (bool, error) {
+			r.Store.UpdateVolatile(p.UID, func(rec *record.Pod) (bool, error) {
 				if rc := rec.Containers[c.Name]; rc != nil && rc.ID == id {
 					rc.State, rc.ExitCode, rc.Init = record.StateExited, code, true
 				}
@@ -494,6 +494,10 @@ func (r *Runner) SuperviseOnce(ctx context.Context) {
 			if err != nil {
 				r.Log.Error("restart of relaunched container failed", "pod", p.Key(), "container", name, "err", err)
 				continue
+			}
+			// Persist the restart (startContainer records volatilely).
+			if err := r.Store.Update(p.UID, false, func(*record.Pod) (bool, error) { return true, nil }); err != nil {
+				r.Log.Error("record restart", "pod", p.Key(), "container", name, "err", err)
 			}
 			r.Log.Info("restarted exited relaunched container", "pod", p.Key(), "container", name, "exitCode", code, "id", newID, "restartPolicy", policy)
 		}
