@@ -93,9 +93,11 @@ func NewCloud(node *harness.Node, bins Bins) (*Cloud, error) {
 		return nil, err
 	}
 	c := &Cloud{Node: node, Bins: bins, PKI: p,
-		Server:            fmt.Sprintf("https://%s:%d", harness.CloudIP, APIPort),
-		GracePeriod:       20 * time.Second,
-		TolerationSeconds: 30,
+		Server:      fmt.Sprintf("https://%s:%d", harness.CloudIP, APIPort),
+		GracePeriod: 20 * time.Second,
+		// Kubernetes' default: no eviction during the node3 phases; the
+		// health verdicts (not wired in yet) are what must prevent it.
+		TolerationSeconds: 300,
 	}
 	if c.SAKey, err = p.ServiceAccountKey(); err != nil {
 		return nil, err

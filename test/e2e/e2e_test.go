@@ -40,6 +40,9 @@ func TestE2E(t *testing.T) {
 
 	s := bringUp(t, ctx, rep, bins)
 	baseline(t, ctx, rep, s)
+	if rep.OK() {
+		scenario(t, ctx, rep, s, "web")
+	}
 	if !rep.OK() {
 		s.dumpLogs(t)
 		t.Fatalf("e2e assertions failed; report at %s", ReportPath())

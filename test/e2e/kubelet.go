@@ -153,7 +153,7 @@ func (n *Node) StartKubelet() error {
 		"--node-ip", n.UnderlayIP.String(),
 		"--root-dir", root,
 		"--cert-dir", filepath.Join(root, "pki"),
-		"--v=2",
+		"--v=3", // computePodActions: what kubelet decides per pod
 	}
 	_, err = n.Start("kubelet", "unshare", args...)
 	return err
