@@ -292,6 +292,18 @@ func requestType(method string) (protoreflect.MessageType, protoreflect.MethodDe
 	return mt, md
 }
 
+// checkRequest refuses a request of a known method that is not valid
+// protobuf of its type (garbage, truncated) with InvalidArgument.
+func checkRequest(mi methodInfo, data []byte) error {
+	if mi.req == nil {
+		return nil
+	}
+	if err := proto.Unmarshal(data, mi.req.New().Interface()); err != nil {
+		return status.Errorf(codes.InvalidArgument, "malformed %s: %v", mi.req.Descriptor().FullName(), err)
+	}
+	return nil
+}
+
 // relay passes one call of any shape through to the runtime.
 func (s *Server) relay(ss grpc.ServerStream, method string) error {
 	ctx, cancel := context.WithCancel(ss.Context())
@@ -308,9 +320,9 @@ func (s *Server) relay(ss grpc.ServerStream, method string) error {
 		return firstErr
 	}
 	mi := lookupMethod(method)
-	if firstErr == nil && mi.req != nil {
-		if err := proto.Unmarshal(first.data, mi.req.New().Interface()); err != nil {
-			return status.Errorf(codes.InvalidArgument, "malformed %s: %v", mi.req.Descriptor().FullName(), err)
+	if firstErr == nil {
+		if err := checkRequest(mi, first.data); err != nil {
+			return err
 		}
 	}
 	if mi.unary && firstErr == nil {
