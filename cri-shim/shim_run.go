@@ -49,6 +49,7 @@ type Shim struct {
 	bootID string
 	runner *relaunch.Runner
 	locks  *podLocks
+	facts  *factsFetcher
 
 	mu       sync.Mutex
 	results  []relaunch.Result
@@ -121,6 +122,12 @@ func New(cfg Config) (*Shim, error) {
 		Parallelism: cfg.Parallelism, Log: log, Lock: s.locks.Lock,
 		BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax,
 	}
+	if cfg.Kubeconfig != "" {
+		if s.facts, err = newFactsFetcher(cfg.Kubeconfig, store, log); err != nil {
+			conn.Close()
+			return nil, err
+		}
+	}
 	ln, err := proxy.Listen(cfg.Listen)
 	if err != nil {
 		conn.Close()
@@ -174,6 +181,10 @@ func (s *Shim) Run(ctx context.Context) error {
 	rebooted := prev.BootID != s.bootID
 	if rebooted {
 		s.log.Info("boot id changed", "previous", prev.BootID, "current", s.bootID)
+	}
+	if s.facts != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.facts.run(ctx, 30*time.Second) }()
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.proxy.Serve(s.ln) }()
