@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/holdfast-edge/holdfast/internal/statefile"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -299,7 +300,7 @@ func badInput(t *testing.T, n *harness.Node, dir string) {
 	}{
 		{"truncated", "node2", "not a holdfast state file", good[:len(good)/3]},
 		{"flipped byte", "node2", "checksum mismatch", flipped},
-		{"future version", "node2", "newer than this binary supports", []byte(strings.Replace(string(good), `"version": 1`, `"version": 2`, 1))},
+		{"future version", "node2", "newer than this binary supports", mustReversion(t, good, 2)},
 		{"other node", "node1", "snapshot is of node \"node2\"", good},
 	}
 	for _, c := range cases {
@@ -319,4 +320,13 @@ func badInput(t *testing.T, n *harness.Node, dir string) {
 	if out, code := holdfastdIn(t, n, "snapshot", "restore", "--dir", t.TempDir(), "--node-name", "node2"); code != 2 {
 		t.Errorf("empty dir: exit %d, want 2:\n%s", code, out)
 	}
+}
+
+func mustReversion(t testing.TB, data []byte, version int) []byte {
+	t.Helper()
+	out, err := statefile.Reversion(data, version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

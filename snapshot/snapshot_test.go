@@ -3,6 +3,7 @@ package snapshot
 import (
 	"context"
 	"errors"
+	"github.com/holdfast-edge/holdfast/internal/statefile"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -237,7 +238,7 @@ func TestRestoreRefusesBadInputAndChangesNothing(t *testing.T) {
 	flipped := append([]byte(nil), good...)
 	i := strings.Index(string(flipped), "flannel.1")
 	flipped[i] ^= 0x01
-	future := []byte(strings.Replace(string(good), `"version": 1`, `"version": 9`, 1))
+	future := mustReversion(t, good, 9)
 	cases := map[string][]byte{
 		"truncated": good[:len(good)/2],
 		"flipped":   flipped,
@@ -271,4 +272,13 @@ func TestRestoreRefusesBadInputAndChangesNothing(t *testing.T) {
 	if _, err := Restore(context.Background(), RestoreOptions{Dir: dir, NodeName: "node2", NetNS: n.path}); !errors.Is(err, ErrNoSnapshot) {
 		t.Fatalf("empty dir: %v", err)
 	}
+}
+
+func mustReversion(t testing.TB, data []byte, version int) []byte {
+	t.Helper()
+	out, err := statefile.Reversion(data, version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

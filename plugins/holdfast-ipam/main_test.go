@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -395,7 +396,11 @@ func TestBadInput(t *testing.T) {
 		}, types.ErrIOFailure, stateFile},
 		{"torn store", good, "", func() { os.WriteFile(stateFile, orig[:len(orig)/2], 0o600) }, types.ErrIOFailure, stateFile},
 		{"future-version store", good, "", func() {
-			os.WriteFile(stateFile, bytes.Replace(orig, []byte(`"version": 1`), []byte(`"version": 99`), 1), 0o600)
+			future := regexp.MustCompile(`"version":\s*1\b`).ReplaceAll(orig, []byte(`"version":99`))
+			if bytes.Equal(future, orig) {
+				t.Fatal("test setup: no schema version found in the store file")
+			}
+			os.WriteFile(stateFile, future, 0o600)
 		}, types.ErrIOFailure, "schema version 99"},
 	}
 	for _, c := range cases {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"github.com/holdfast-edge/holdfast/internal/statefile"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -131,12 +132,12 @@ func TestBadInput(t *testing.T) {
 		{"missing prevResult", "ADD", base(""), nil, types.ErrInvalidNetworkConfig, "no prevResult"},
 		{"missing prevResult on CHECK", "CHECK", base(""), nil, types.ErrInvalidNetworkConfig, "no prevResult"},
 		{"unknown version", "ADD", strings.Replace(base(`,"prevResult":`+prev), `"1.0.0"`, `"7.0.0"`, 1), nil, types.ErrIncompatibleCNIVersion, "7.0.0"},
-		{"bad overlay MAC", "ADD", base(`,"overlay":{"device":"flannel.1","mac":"zz"},"prevResult":`+prev), nil, types.ErrInvalidNetworkConfig, "overlay.mac"},
-		{"empty overlay device", "ADD", base(`,"overlay":{},"prevResult":`+prev), nil, types.ErrInvalidNetworkConfig, "overlay.device"},
+		{"bad overlay MAC", "ADD", base(`,"overlay":{"device":"flannel.1","mac":"zz"},"prevResult":` + prev), nil, types.ErrInvalidNetworkConfig, "overlay.mac"},
+		{"empty overlay device", "ADD", base(`,"overlay":{},"prevResult":` + prev), nil, types.ErrInvalidNetworkConfig, "overlay.device"},
 		{"interface not in prevResult", "ADD", base(`,"prevResult":{"cniVersion":"1.0.0","interfaces":[{"name":"net9","sandbox":"/x"}]}`), nil, types.ErrInvalidNetworkConfig, "\"eth0\""},
 		{"corrupt record on CHECK", "CHECK", base(`,"prevResult":` + prev), func() { os.WriteFile(rec, orig[:len(orig)-20], 0o600) }, types.ErrIOFailure, rec},
 		{"future-version record on CHECK", "CHECK", base(`,"prevResult":` + prev), func() {
-			os.WriteFile(rec, []byte(strings.Replace(string(orig), `"version": 1`, `"version": 42`, 1)), 0o600)
+			os.WriteFile(rec, mustReversion(t, orig, 42), 0o600)
 		}, types.ErrIOFailure, "schema version 42"},
 	}
 	for _, c := range cases {
@@ -160,4 +161,13 @@ func TestBadInput(t *testing.T) {
 			t.Logf("%s %s → code %d: %s", c.name, c.verb, te.Code, te.Msg)
 		})
 	}
+}
+
+func mustReversion(t testing.TB, data []byte, version int) []byte {
+	t.Helper()
+	out, err := statefile.Reversion(data, version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
