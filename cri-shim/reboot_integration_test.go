@@ -79,7 +79,9 @@ func TestRebootRelaunchAndAdoption(t *testing.T) {
 		{Name: "crasher", Containers: []harness.ContainerSpec{{Name: "c", Command: []string{"sh", "-c", "sleep 1; exit 3"}}}},
 		{Name: "once", Containers: []harness.ContainerSpec{{Name: "c", Command: []string{"sh", "-c", "sleep 1; exit 3"}}}},
 		{Name: "corrupt"},
+		{Name: "noimage", Containers: []harness.ContainerSpec{{Name: "c", Image: "holdfast.test/gone:1", Command: []string{"sleep", "100000"}}}},
 	}
+	node.MustExec("ctr", "-a", node.ContainerdSock, "-n", "k8s.io", "images", "tag", harness.BusyboxImage, "holdfast.test/gone:1")
 	pods := map[string]*harness.Pod{}
 	for _, spec := range specs {
 		run := kubelet.RunPod
@@ -135,6 +137,8 @@ func TestRebootRelaunchAndAdoption(t *testing.T) {
 		if err := node.StartContainerd(); err != nil {
 			return err
 		}
+		// An image lost with the reboot: that pod fails, the rest go on.
+		node.MustExec("ctr", "-a", node.ContainerdSock, "-n", "k8s.io", "images", "rm", "holdfast.test/gone:1")
 		startShim()
 		return nil
 	}); err != nil {
@@ -166,6 +170,12 @@ func TestRebootRelaunchAndAdoption(t *testing.T) {
 		if r := outcome[name]; r.Relaunch.Outcome != record.OutcomeRelaunched {
 			t.Fatalf("%s: outcome %+v\n%s", name, r.Relaunch, node.Logs("holdfastd-cri"))
 		}
+	}
+	if r := outcome["noimage"]; r.Relaunch.Outcome != record.OutcomeFailed || !strings.Contains(r.Relaunch.Error, "holdfast.test/gone:1") {
+		t.Fatalf("pod with a missing image: %+v", r.Relaunch)
+	}
+	if ready, _ := kubelet.ReadySandboxes(ctx, pods["noimage"].Spec.UID); len(ready) != 0 {
+		t.Fatalf("failed relaunch left %d ready sandboxes", len(ready))
 	}
 	if _, ok := outcome["corrupt"]; ok {
 		t.Fatal("the corrupt record was relaunched")
@@ -215,7 +225,8 @@ func TestRebootRelaunchAndAdoption(t *testing.T) {
 			t.Fatalf("after reboot: node2 -> %s over the overlay: %v", name, err)
 		}
 	}
-	if out, err := node.Exec(ctx, "busybox", "wget", "-qO-", "http://127.0.0.1:9643/metrics"); err != nil || !strings.Contains(out, `holdfast_cri_relaunch_total{outcome="relaunched"} 5`) {
+	if out, err := node.Exec(ctx, "busybox", "wget", "-qO-", "http://127.0.0.1:9643/metrics"); err != nil || !strings.Contains(out, `holdfast_cri_relaunch_total{outcome="relaunched"} 5`) ||
+		!strings.Contains(out, `holdfast_cri_relaunch_total{outcome="failed"} 1`) || !strings.Contains(out, `holdfast_cri_relaunch_total{outcome="unreadable"} 1`) {
 		t.Fatalf("metrics: %v\n%s", err, out)
 	}
 
@@ -249,6 +260,13 @@ func TestRebootRelaunchAndAdoption(t *testing.T) {
 		if len(ready) != 1 {
 			t.Fatalf("%s: %d ready sandboxes after kubelet's calls", name, len(ready))
 		}
+		st, _, _ := record.Inspect(stateDir)
+		if rec, ok := st.Get(p.Spec.UID); !ok || !rec.Relaunch.Adopted {
+			t.Fatalf("%s: not marked adopted after kubelet's calls", name)
+		}
+	}
+	if out, err := node.Exec(ctx, "busybox", "wget", "-qO-", "http://127.0.0.1:9643/healthz"); err != nil || strings.TrimSpace(out) != "ok" {
+		t.Fatalf("healthz: %v %q", err, out)
 	}
 
 	// Exited relaunched containers: "crasher" (Always) restarts with
