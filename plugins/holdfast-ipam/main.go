@@ -4,16 +4,15 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"github.com/holdfast-edge/holdfast/internal/cniplugin"
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/holdfast-edge/holdfast/plugins/holdfast-ipam/allocator"
 	"github.com/holdfast-edge/holdfast/plugins/holdfast-ipam/config"
@@ -23,33 +22,14 @@ import (
 // LogFileName is the plugin's log under the data dir.
 const LogFileName = "holdfast-ipam.log"
 
-const maxLogSize = 4 << 20
-
 func main() {
 	skel.PluginMainFuncs(skel.CNIFuncs{Add: cmdAdd, Check: cmdCheck, Del: cmdDel, Status: cmdStatus, GC: cmdGC},
-		version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"), "holdfast-ipam: sticky pod IPs pinned to pod names")
+		cniplugin.Versions, "holdfast-ipam: sticky pod IPs pinned to pod names")
 }
 
-// openLog returns a logger writing to the data dir's log file, or a
-// discarding logger when the data dir does not exist and create is false.
+// openLog returns the plugin's logger (see cniplugin.OpenLog).
 func openLog(dataDir string, create bool) (*slog.Logger, func()) {
-	discard := slog.New(slog.DiscardHandler)
-	if !create {
-		if _, err := os.Stat(dataDir); err != nil {
-			return discard, func() {}
-		}
-	} else if err := os.MkdirAll(dataDir, 0o755); err != nil {
-		return discard, func() {}
-	}
-	path := filepath.Join(dataDir, LogFileName)
-	if st, err := os.Stat(path); err == nil && st.Size() > maxLogSize {
-		_ = os.Rename(path, path+".1")
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		return discard, func() {}
-	}
-	return slog.New(slog.NewTextHandler(f, nil)).With("plugin", "holdfast-ipam", "pid", os.Getpid()), func() { f.Close() }
+	return cniplugin.OpenLog(dataDir, LogFileName, "holdfast-ipam", create)
 }
 
 type env struct {

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/holdfast-edge/holdfast/internal/cniplugin"
 	"net"
 	"strings"
 	"time"
@@ -108,27 +109,7 @@ func parseConf(data []byte, needPrev bool) (*NetConf, error) {
 	return conf, nil
 }
 
-// podArgs reads the pod identity from CNI_ARGS; unknown keys are ignored.
-type podArgs struct{ Namespace, Name, UID string }
+// podArgs is the pod identity from CNI_ARGS.
+type podArgs = cniplugin.PodArgs
 
-func parseArgs(s string) (podArgs, error) {
-	var p podArgs
-	for _, kv := range strings.Split(s, ";") {
-		if kv == "" {
-			continue
-		}
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok {
-			return p, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("holdfast: CNI_ARGS pair %q has no \"=\"", kv), "")
-		}
-		switch k {
-		case "K8S_POD_NAMESPACE":
-			p.Namespace = v
-		case "K8S_POD_NAME":
-			p.Name = v
-		case "K8S_POD_UID":
-			p.UID = v
-		}
-	}
-	return p, nil
-}
+func parseArgs(s string) (podArgs, error) { return cniplugin.ParseArgs("holdfast", s) }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/holdfast-edge/holdfast/internal/cniplugin"
 	"log/slog"
 	"net"
 	"os"
@@ -12,7 +13,6 @@ import (
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
-	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
@@ -23,8 +23,6 @@ import (
 // LogFileName is the plugin's log under the data dir.
 const LogFileName = "holdfast.log"
 
-const maxLogSize = 4 << 20
-
 // plugin holds the verbs' dependencies.
 type plugin struct {
 	// restorer builds the overlay restorer for a configuration.
@@ -34,27 +32,11 @@ type plugin struct {
 func main() {
 	p := &plugin{restorer: newSnapshotRestorer}
 	skel.PluginMainFuncs(skel.CNIFuncs{Add: p.cmdAdd, Check: p.cmdCheck, Del: p.cmdDel, Status: p.cmdStatus, GC: p.cmdGC},
-		version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"), "holdfast: pins pod MACs to pod names, records attachments, guards the overlay")
+		cniplugin.Versions, "holdfast: pins pod MACs to pod names, records attachments, guards the overlay")
 }
 
 func openLog(dataDir string, create bool) (*slog.Logger, func()) {
-	discard := slog.New(slog.DiscardHandler)
-	if !create {
-		if _, err := os.Stat(dataDir); err != nil {
-			return discard, func() {}
-		}
-	} else if err := os.MkdirAll(dataDir, 0o755); err != nil {
-		return discard, func() {}
-	}
-	path := filepath.Join(dataDir, LogFileName)
-	if st, err := os.Stat(path); err == nil && st.Size() > maxLogSize {
-		_ = os.Rename(path, path+".1")
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		return discard, func() {}
-	}
-	return slog.New(slog.NewTextHandler(f, nil)).With("plugin", "holdfast", "pid", os.Getpid()), func() { f.Close() }
+	return cniplugin.OpenLog(dataDir, LogFileName, "holdfast", create)
 }
 
 func internal(format string, a ...any) *types.Error {

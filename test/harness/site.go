@@ -261,7 +261,9 @@ func Sweep(logf func(string, ...any)) {
 	}
 	owners, _ := os.ReadDir(ownerDir)
 	for _, e := range owners {
-		ids[strings.TrimSuffix(e.Name(), ".json")] = true
+		if id, ok := siteID(Prefix + strings.TrimSuffix(e.Name(), ".json") + "-x"); ok {
+			ids[id] = true
+		}
 	}
 	for id := range ids {
 		o, err := readOwner(id)
@@ -277,16 +279,20 @@ func Sweep(logf func(string, ...any)) {
 	}
 }
 
+// siteID extracts the site id from a harness netns name, hf-<id>-<name>
+// with id six lowercase hex digits. Other tests' hf- namespaces (hf-pod-…,
+// hf-snap-…) are not sites: the sweep never touches them.
 func siteID(nsName string) (string, bool) {
-	if !strings.HasPrefix(nsName, Prefix) {
+	rest, ok := strings.CutPrefix(nsName, Prefix)
+	if !ok || len(rest) < 8 || rest[6] != '-' {
 		return "", false
 	}
-	rest := strings.TrimPrefix(nsName, Prefix)
-	i := strings.Index(rest, "-")
-	if i <= 0 {
-		return "", false
+	for _, c := range rest[:6] {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return "", false
+		}
 	}
-	return rest[:i], true
+	return rest[:6], true
 }
 
 func writeOwner(id string, o owner) error {

@@ -12,6 +12,7 @@ package config
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/holdfast-edge/holdfast/internal/cniplugin"
 	"net/netip"
 	"strings"
 	"time"
@@ -278,28 +279,8 @@ func lastAddr(p netip.Prefix) netip.Addr {
 // ParseArgs reads the pod identity from CNI_ARGS ("K=V;K=V"). Unknown keys
 // are ignored; a pair without "=" is an error (code 4).
 func ParseArgs(s string) (PodArgs, error) {
-	var p PodArgs
-	if s == "" {
-		return p, nil
-	}
-	for _, kv := range strings.Split(s, ";") {
-		if kv == "" {
-			continue
-		}
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok {
-			return p, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("holdfast-ipam: CNI_ARGS pair %q has no \"=\"", kv), "")
-		}
-		switch k {
-		case "K8S_POD_NAMESPACE":
-			p.Namespace = v
-		case "K8S_POD_NAME":
-			p.Name = v
-		case "K8S_POD_UID":
-			p.UID = v
-		}
-	}
-	return p, nil
+	a, err := cniplugin.ParseArgs("holdfast-ipam", s)
+	return PodArgs(a), err
 }
 
 // PinKey is the key a pod's addresses are pinned under: network, pod
