@@ -12,6 +12,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/holdfast-edge/holdfast/test/harness"
@@ -90,7 +91,9 @@ func bringUp(t *testing.T, ctx context.Context, rep *Report, bins Bins) *site {
 	}
 	s := &site{Site: hs, cloud: cloud, cs: cs}
 
-	hs.Overlay()
+	if err := FlannelRBAC(ctx, cs); err != nil {
+		t.Fatal(err)
+	}
 	for _, hn := range hs.Nodes {
 		hn.CNIBinDir = plugins
 		n, err := NewNode(hn, hfBins, cloud)
@@ -113,6 +116,22 @@ func bringUp(t *testing.T, ctx context.Context, rep *Report, bins Bins) *site {
 		}
 	}
 	rep.Mark("nodes registered", "podCIDRs set from the harness plan")
+	for _, n := range s.nodes {
+		if err := n.StartFlanneld(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range s.nodes {
+		if err := n.WaitOverlay(ctx, s.nodes, 60*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep.Mark("flannel overlay up", "kube subnet manager, vxlan")
+	for _, n := range s.nodes {
+		if err := n.StartKubeProxy(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	ok := rep.Check("bring-up: every node Ready", WaitNodesReady(ctx, cs, s.nodeNames(), 120*time.Second))
 	if !ok {
 		s.dumpLogs(t)
@@ -140,6 +159,17 @@ func baseline(t *testing.T, ctx context.Context, rep *Report, s *site) {
 	rep.Check("baseline: one ready sandbox per pod in the shim", s.oneSandboxEach(ctx, pods))
 	rep.Check("baseline: pod IPs inside their node's pod CIDR", s.podIPsInCIDR(pods))
 	rep.Check("baseline: every pod reachable (TCP) from every node", s.reachable(ctx, pods))
+
+	svc, err := s.cs.CoreV1().Services("default").Create(ctx, Service(app), metav1.CreateOptions{})
+	if !rep.Check("baseline: ClusterIP Service created", err) {
+		return
+	}
+	netns, err := s.podNetns(ctx, pods)
+	if err == nil {
+		err = reachService(ctx, svc.Spec.ClusterIP, s.nodes, netns)
+	}
+	rep.Check("baseline: ClusterIP reachable from every node and every pod (kube-proxy)", err)
+	rep.Mark("service reachable", svc.Spec.ClusterIP)
 }
 
 func (s *site) node(name string) *Node {
@@ -204,7 +234,7 @@ func (s *site) dumpLogs(t *testing.T) {
 		t.Logf("--- cloud %s (tail)\n%s", name, tail(s.cloud.Node.Logs(name), 3000))
 	}
 	for _, n := range s.nodes {
-		for _, name := range []string{"kubelet", "cri-shim", "containerd"} {
+		for _, name := range []string{"kubelet", "cri-shim", "containerd", "flanneld", "kube-proxy", "snapshot-watch"} {
 			t.Logf("--- %s %s (tail)\n%s", n.Name, name, tail(n.Logs(name), 4000))
 		}
 	}

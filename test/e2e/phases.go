@@ -13,10 +13,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/holdfast-edge/holdfast/test/harness"
-	"github.com/holdfast-edge/holdfast/test/reboot"
 )
 
 // podView is one pod as the apiserver and the node's CRI see it.
@@ -163,20 +163,40 @@ func scenario(t interface {
 		return
 	}
 	vtepBefore := linkMAC(victim, harness.VXLANDevice)
-	tl := reboot.NewTimeline(nil)
 	rebootAt := time.Now()
 	rep.Mark("node3 reboot", "processes killed, netns and /run wiped, cloud still cut")
+	var restoreErr error
 	err = victim.Reboot(func() error {
 		if err := victim.CutCloud(); err != nil { // the netns (and its iptables) is new
 			return err
 		}
-		if err := victim.Boot(ctx, tl); err != nil {
+		// docs/boot.md, as the systemd units order it. A failed restore
+		// oneshot does not stop the units ordered after it (Before=, no
+		// Requires=), so the boot goes on and the later phases still show
+		// what the node does without the restored state.
+		out, err := victim.Restore(ctx)
+		restoreErr = err
+		rep.Mark("node3 snapshot restore", firstLines(strings.TrimSpace(out), 1))
+		if err := victim.StartContainerd(); err != nil {
 			return err
 		}
-		rep.Mark("node3 shim serving", "snapshot restored, containerd up")
+		if err := victim.StartShim(); err != nil {
+			return fmt.Errorf("start shim: %w\n%s", err, victim.Logs("cri-shim"))
+		}
+		if err := victim.StartWatch(); err != nil {
+			return err
+		}
+		rep.Mark("node3 shim serving", "containerd up")
+		if err := victim.StartFlanneld(); err != nil {
+			return err
+		}
+		if err := victim.StartKubeProxy(); err != nil {
+			return err
+		}
 		return victim.StartKubelet()
 	})
-	if !rep.Check("reboot: offline boot sequence ran (restore, containerd, shim, kubelet)", err) {
+	rep.Check("reboot: holdfastd snapshot restore succeeded", restoreErr)
+	if !rep.Check("reboot: offline boot sequence ran (restore, containerd, shim, flanneld, kube-proxy, kubelet)", err) {
 		return
 	}
 	rep.Mark("node3 kubelet started", "offline")
@@ -198,6 +218,25 @@ func scenario(t interface {
 	rep.Check("reboot: VTEP MAC of node3 kept", condErr(vtepBefore != "" && linkMAC(victim, harness.VXLANDevice) == vtepBefore,
 		fmt.Sprintf("flannel.1 MAC %q, was %q", linkMAC(victim, harness.VXLANDevice), vtepBefore)))
 	rep.Check("reboot: node1 reaches node3's pods", reachPods(ctx, peer, before))
+	svc, err := s.cs.CoreV1().Services("default").Get(ctx, app, metav1.GetOptions{})
+	if err == nil {
+		netns := map[string]string{}
+		for _, v := range before {
+			c, derr := harness.DialCRI(victim.ShimSock())
+			if derr != nil {
+				err = derr
+				break
+			}
+			if r := relaunched[v.UID]; len(r.Ready) == 1 {
+				_, netns[v.Name], err = c.SandboxNet(ctx, r.Ready[0])
+			}
+			c.Close()
+		}
+		if err == nil {
+			err = reachService(ctx, svc.Spec.ClusterIP, []*Node{victim}, netns)
+		}
+	}
+	rep.Check("reboot: offline node3 and its pods reach the ClusterIP (restored kube-proxy rules)", err)
 
 	// Offline, kubelet must kill nothing: give it time to try.
 	time.Sleep(20 * time.Second)
@@ -245,6 +284,9 @@ func scenario(t interface {
 	}))
 	_, err = WaitPodsRunning(ctx, s.cs, "default", app, len(pods), s.nodeNames(), 30*time.Second)
 	rep.Check("reconnect: Deployment fully running on every node", err)
+	rep.Check("reconnect: flanneld kept node3's VTEP MAC", condErr(linkMAC(victim, harness.VXLANDevice) == vtepBefore,
+		fmt.Sprintf("flannel.1 MAC %q, was %q", linkMAC(victim, harness.VXLANDevice), vtepBefore)))
+	rep.Check("reconnect: node1 reaches node3's pods", reachPods(ctx, peer, before))
 	if !rep.OK() {
 		t.Logf("node3 kubelet pod decisions:\n%s", kubeletDecisions(victim, before))
 	}
