@@ -2,9 +2,7 @@ package crishim
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 	"time"
 
@@ -415,7 +413,3 @@ func (ic *interceptor) RemovePodSandbox(ctx context.Context, req *runtimeapi.Rem
 	}
 	return resp, nil
 }
-
-func itoa(n uint32) string { return strconv.FormatUint(uint64(n), 10) }
-
-var _ = fmt.Sprintf

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"sort"
@@ -96,18 +95,17 @@ func runCRIServe(ctx context.Context, args []string) error {
 }
 
 type podRow struct {
-	Namespace  string            `json:"namespace"`
-	Name       string            `json:"name"`
-	UID        string            `json:"uid"`
-	Sandboxes  int               `json:"sandboxes"`
-	Latest     string            `json:"latestSandbox,omitempty"`
-	Running    bool              `json:"runningAtLastRecord"`
-	Containers []string          `json:"containers"`
-	Facts      *record.Facts     `json:"facts,omitempty"`
-	Relaunch   *record.Relaunch  `json:"relaunch,omitempty"`
-	Error      string            `json:"error,omitempty"`
-	File       string            `json:"file,omitempty"`
-	Extra      map[string]string `json:"-"`
+	Namespace  string           `json:"namespace"`
+	Name       string           `json:"name"`
+	UID        string           `json:"uid"`
+	Sandboxes  int              `json:"sandboxes"`
+	Latest     string           `json:"latestSandbox,omitempty"`
+	Running    bool             `json:"runningAtLastRecord"`
+	Containers []string         `json:"containers"`
+	Facts      *record.Facts    `json:"facts,omitempty"`
+	Relaunch   *record.Relaunch `json:"relaunch,omitempty"`
+	Error      string           `json:"error,omitempty"`
+	File       string           `json:"file,omitempty"`
 }
 
 func runCRIPods(_ context.Context, args []string) error {
@@ -175,5 +173,3 @@ func runCRIPods(_ context.Context, args []string) error {
 	}
 	return nil
 }
-
-var _ = flag.ErrHelp

@@ -16,7 +16,7 @@ func TestLookupMethod(t *testing.T) {
 		"/runtime.v1.ImageService/PullImage":            {true, true},
 		"/runtime.v1alpha2.RuntimeService/Version":      {false, false},
 		"/runtime.v1.RuntimeService/NoSuchMethod":       {false, false},
-		"garbage":                                       {false, false},
+		"garbage": {false, false},
 	} {
 		mi := lookupMethod(m)
 		if (mi.req != nil) != want.known || mi.unary != want.unary {

@@ -55,9 +55,9 @@ const (
 const (
 	OutcomeRelaunching = "relaunching" // sandbox created, containers starting
 	OutcomeRelaunched  = "relaunched"
-	OutcomeFailed     = "failed"
-	OutcomeSkipped    = "skipped"
-	OutcomeAdopted    = "adopted"
+	OutcomeFailed      = "failed"
+	OutcomeSkipped     = "skipped"
+	OutcomeAdopted     = "adopted"
 )
 
 // Restart policies (mirror v1.RestartPolicy).
