@@ -133,7 +133,6 @@ func New(conn *grpc.ClientConn, observe Observer) *Server {
 	s.grpc = grpc.NewServer(
 		grpc.ForceServerCodec(rawCodec{}),
 		grpc.UnknownServiceHandler(s.serve),
-		grpc.NumStreamWorkers(4),
 		grpc.MaxRecvMsgSize(MaxMsgSize),
 		grpc.MaxSendMsgSize(MaxMsgSize),
 	)
