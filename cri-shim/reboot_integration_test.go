@@ -303,6 +303,40 @@ func TestRebootRelaunchAndAdoption(t *testing.T) {
 	if len(p.Containers) != 2 { // the pre-reboot one and the relaunched one
 		t.Fatalf("Never pod: %d containers, want 2 (no restart)", len(p.Containers))
 	}
+
+	// The shim restarts within the same boot: nothing is relaunched again.
+	node.Stop("holdfastd-cri", 10*time.Second)
+	startShim()
+	time.Sleep(2 * time.Second)
+	for _, name := range []string{"initpod", "twoapps", "hostnet"} {
+		if ready, _ := kubelet.ReadySandboxes(ctx, pods[name].Spec.UID); len(ready) != 1 {
+			t.Fatalf("%s: %d ready sandboxes after a shim restart in the same boot", name, len(ready))
+		}
+	}
+
+	// kubelet's GC removes the dead pre-reboot sandbox: the pod's record
+	// stays; removing its live sandbox, the last one, drops it.
+	tw := pods["twoapps"]
+	if _, err := kubelet.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: tw.SandboxID}); err != nil {
+		t.Fatal(err)
+	}
+	recorded := func() bool {
+		st, _, err := record.Inspect(stateDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, ok := st.Get(tw.Spec.UID)
+		return ok
+	}
+	if !recorded() {
+		t.Fatal("removing the pre-reboot sandbox dropped the pod's record")
+	}
+	if err := kubelet.RemovePod(ctx, outcome["twoapps"].Relaunch.SandboxID); err != nil {
+		t.Fatal(err)
+	}
+	if recorded() {
+		t.Fatal("record kept after kubelet removed the pod's last sandbox")
+	}
 }
 
 // runHostNetworkPod runs a hostNetwork pod the way kubelet does with
