@@ -289,6 +289,7 @@ func scenario(t interface {
 	rep.Check("reconnect: node1 reaches node3's pods", reachPods(ctx, peer, before))
 	if !rep.OK() {
 		t.Logf("node3 kubelet pod decisions:\n%s", kubeletDecisions(victim, before))
+		t.Logf("CRI calls that reached node3's containerd (from kubelet through the shim, or from the shim's relaunch):\n%s", criCalls(victim, before))
 	}
 }
 
@@ -440,6 +441,46 @@ func kubeletDecisions(n *Node, pods []podView) string {
 	}
 	if len(out) > 200 {
 		out = out[len(out)-200:]
+	}
+	return strings.Join(out, "\n")
+}
+
+// criCallRE matches containerd's CRI plugin log lines for the calls that
+// create, stop or remove sandboxes and containers.
+var criCallRE = regexp.MustCompile(`msg="(RunPodSandbox|StopPodSandbox|RemovePodSandbox|CreateContainer|StartContainer|StopContainer|RemoveContainer)`)
+
+// criCalls returns containerd's log lines of sandbox and container
+// lifecycle calls that concern the given pods (by name or uid), or any
+// sandbox/container id those lines mention.
+func criCalls(n *Node, pods []podView) string {
+	data, _ := os.ReadFile(n.LogDir + "/containerd.log")
+	var out []string
+	ids := map[string]bool{}
+	for _, line := range strings.Split(string(data), "\n") {
+		if !criCallRE.MatchString(line) && !strings.HasPrefix(line, "===") {
+			continue
+		}
+		if strings.HasPrefix(line, "===") {
+			out = append(out, line) // containerd (re)start: one per boot
+			continue
+		}
+		match := false
+		for _, v := range pods {
+			if strings.Contains(line, v.UID) || strings.Contains(line, v.Name) {
+				match = true
+			}
+		}
+		for id := range ids {
+			if strings.Contains(line, id) {
+				match = true
+			}
+		}
+		if match {
+			for _, f := range regexp.MustCompile(`[0-9a-f]{64}`).FindAllString(line, -1) {
+				ids[f] = true
+			}
+			out = append(out, line)
+		}
 	}
 	return strings.Join(out, "\n")
 }
