@@ -129,12 +129,15 @@ func (c *CRI) SandboxConfig(spec PodSpec) *runtimeapi.PodSandboxConfig {
 		ann[k] = v
 	}
 	netMode := runtimeapi.NamespaceMode_POD
+	hostname := spec.Name
 	if spec.HostNetwork {
-		netMode = runtimeapi.NamespaceMode_NODE
+		// A hostNetwork pod shares the node's UTS namespace: runc refuses
+		// to set a hostname there.
+		netMode, hostname = runtimeapi.NamespaceMode_NODE, ""
 	}
 	return &runtimeapi.PodSandboxConfig{
 		Metadata:     &runtimeapi.PodSandboxMetadata{Name: spec.Name, Namespace: spec.Namespace, Uid: spec.UID, Attempt: spec.Attempt},
-		Hostname:     spec.Name,
+		Hostname:     hostname,
 		LogDirectory: filepath.Join(c.LogRoot, spec.Namespace+"_"+spec.Name+"_"+spec.UID),
 		Labels:       labels,
 		Annotations:  ann,
