@@ -287,6 +287,14 @@ func scenario(t interface {
 	rep.Check("reconnect: flanneld kept node3's VTEP MAC", condErr(linkMAC(victim, harness.VXLANDevice) == vtepBefore,
 		fmt.Sprintf("flannel.1 MAC %q, was %q", linkMAC(victim, harness.VXLANDevice), vtepBefore)))
 	rep.Check("reconnect: node1 reaches node3's pods", reachPods(ctx, peer, before))
+	rep.Check("reconnect: node3's daemons still running (no crash while offline)", daemonsAlive(victim, map[string]string{
+		"containerd":     "containerd --config",
+		"cri-shim":       "holdfastd cri run",
+		"snapshot-watch": "holdfastd snapshot watch",
+		"flanneld":       s.cloud.Bins.Flanneld + " --kube-subnet-mgr",
+		"kube-proxy":     s.cloud.Bins.KubeProxy + " ",
+		"kubelet":        s.cloud.Bins.Kubelet + " ",
+	}))
 	if !rep.OK() {
 		t.Logf("node3 kubelet pod decisions:\n%s", kubeletDecisions(victim, before))
 		t.Logf("CRI calls that reached node3's containerd (from kubelet through the shim, or from the shim's relaunch):\n%s", criCalls(victim, before))
@@ -483,4 +491,29 @@ func criCalls(n *Node, pods []podView) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// daemonsAlive checks that each daemon (name → a substring of its command
+// line) still runs in the node.
+func daemonsAlive(n *Node, want map[string]string) error {
+	var cmdlines []string
+	for _, pid := range n.Processes() {
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil {
+			cmdlines = append(cmdlines, strings.ReplaceAll(string(b), "\x00", " "))
+		}
+	}
+	var errs []error
+	for name, sub := range want {
+		alive := false
+		for _, c := range cmdlines {
+			if strings.Contains(c, sub) {
+				alive = true
+				break
+			}
+		}
+		if !alive {
+			errs = append(errs, fmt.Errorf("%s (%q) not running; log tail:\n%s", name, sub, tail(n.Logs(name), 1500)))
+		}
+	}
+	return errors.Join(errs...)
 }
