@@ -12,6 +12,12 @@ import (
 // ErrOtherNode is returned (wrapped) when the snapshot belongs to another node.
 var ErrOtherNode = errors.New("snapshot belongs to another node")
 
+// ErrIPTables is returned (wrapped) when some iptables tables could not be
+// restored. The kernel entries (device, routes, FDB, neighbours) and
+// subnet.env were restored all the same: a rule the kernel refuses must not
+// cost the node its overlay.
+var ErrIPTables = errors.New("iptables not fully restored")
+
 // RestoreOptions say what to restore.
 type RestoreOptions struct {
 	// Dir holds the snapshot (DefaultDir).
@@ -169,11 +175,29 @@ func readLive(ctx context.Context, k *kernel, ipt iptablesCmd, s *Snapshot) (*li
 	return live, nil
 }
 
-// apply performs the OpAdd actions in order. An add that finds the entry
+// apply performs the OpAdd actions: the kernel entries and subnet.env as
+// one unit (all or nothing), then each iptables table on its own.
+func apply(ctx context.Context, k *kernel, ipt iptablesCmd, acts []Action) error {
+	tables, order, err := applyKernel(ctx, k, acts)
+	if err != nil {
+		return err
+	}
+	return applyIPTables(ctx, ipt, acts, tables, order)
+}
+
+// tableAdds are the chains and rules to add to one iptables table, with the
+// indexes of their actions.
+type tableAdds struct {
+	chains, rules []string
+	acts          []int
+}
+
+// applyKernel adds the missing kernel entries and subnet.env in plan order,
+// and collects the iptables adds for later. An add that finds the entry
 // already there (EEXIST: it appeared since the plan, or exists through
 // another device) becomes a skip. On any other failure every add done so
-// far is undone, in reverse order.
-func apply(ctx context.Context, k *kernel, ipt iptablesCmd, acts []Action) (err error) {
+// far is undone, in reverse order, and every planned add becomes a skip.
+func applyKernel(ctx context.Context, k *kernel, acts []Action) (tables map[string]*tableAdds, order []string, err error) {
 	var undos []func() error
 	defer func() {
 		if err == nil {
@@ -199,19 +223,14 @@ func apply(ctx context.Context, k *kernel, ipt iptablesCmd, acts []Action) (err 
 		}
 		return i, err
 	}
-	type tableAdds struct {
-		chains, rules []string
-		acts          []int
-	}
-	tables := map[string]*tableAdds{}
-	var tableOrder []string
+	tables = map[string]*tableAdds{}
 	for i := range acts {
 		a := &acts[i]
 		if a.Op != OpAdd {
 			continue
 		}
 		if err := ctx.Err(); err != nil {
-			return err
+			return nil, nil, err
 		}
 		var undo func() error
 		var aerr error
@@ -243,7 +262,7 @@ func apply(ctx context.Context, k *kernel, ipt iptablesCmd, acts []Action) (err 
 			if t == nil {
 				t = &tableAdds{}
 				tables[a.Table] = t
-				tableOrder = append(tableOrder, a.Table)
+				order = append(order, a.Table)
 			}
 			if a.Kind == "chain" {
 				t.chains = append(t.chains, a.chain)
@@ -260,20 +279,35 @@ func apply(ctx context.Context, k *kernel, ipt iptablesCmd, acts []Action) (err 
 			continue
 		}
 		if aerr != nil {
-			return fmt.Errorf("restore %s %s %s: %w", a.Kind, a.Device, a.Entry, aerr)
+			return nil, nil, fmt.Errorf("restore %s %s %s: %w", a.Kind, a.Device, a.Entry, aerr)
 		}
 		if undo != nil {
 			undos = append(undos, undo)
 		}
 	}
-	// iptables last: each table is one atomic iptables-restore --noflush.
-	for _, name := range tableOrder {
+	return tables, order, nil
+}
+
+// applyIPTables restores each table with one atomic iptables-restore
+// --noflush, after creating the nfacct counters its rules name. A table that
+// fails is reported (its actions become skips) and the others go on.
+func applyIPTables(ctx context.Context, ipt iptablesCmd, acts []Action, tables map[string]*tableAdds, order []string) error {
+	var errs []error
+	for _, name := range order {
 		t := tables[name]
-		if err := ipt.apply(ctx, name, t.chains, t.rules); err != nil {
-			return fmt.Errorf("restore iptables: %w", err)
+		err := ensureNfacct(nfacctNames(t.rules))
+		if err == nil {
+			err = ipt.apply(ctx, name, t.chains, t.rules)
+		}
+		if err == nil {
+			continue
+		}
+		errs = append(errs, fmt.Errorf("%w: table %s: %v", ErrIPTables, name, err))
+		for _, i := range t.acts {
+			acts[i].Op, acts[i].Reason = OpSkip, "not restored: "+err.Error()
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Lines renders every action, one a line.

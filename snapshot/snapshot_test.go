@@ -3,13 +3,14 @@ package snapshot
 import (
 	"context"
 	"errors"
-	"github.com/holdfast-edge/holdfast/internal/statefile"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/holdfast-edge/holdfast/internal/statefile"
 )
 
 func captureOpts(n *testNS, dir string) CaptureOptions {

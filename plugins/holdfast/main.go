@@ -65,10 +65,15 @@ func (p *plugin) cmdAdd(args *skel.CmdArgs) error {
 	defer closeLog()
 	log = log.With("network", conf.Name, "pod", pod.Namespace+"/"+pod.Name, "container", args.ContainerID)
 
-	if restored, err := ensureOverlay(context.Background(), conf.DataDir, conf.Overlay, p.restorer(conf.Overlay)); err != nil {
+	restored, err := ensureOverlay(context.Background(), conf.DataDir, conf.Overlay, p.restorer(conf.Overlay))
+	var partial *PartialRestoreError
+	switch {
+	case errors.As(err, &partial):
+		log.Warn("overlay restored from snapshot, but not all of it", "device", conf.Overlay.Device, "err", err)
+	case err != nil:
 		log.Error("overlay restore failed", "err", err)
 		return types.NewError(types.ErrTryAgainLater, "holdfast: "+err.Error(), "")
-	} else if restored {
+	case restored:
 		log.Info("overlay restored from snapshot", "device", conf.Overlay.Device)
 	}
 

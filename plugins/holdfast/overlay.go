@@ -111,10 +111,22 @@ func ensureOverlay(ctx context.Context, dataDir string, o *OverlayConf, r Overla
 		return false, err
 	}
 	if err := r.RestoreOverlay(ctx, o.Device); err != nil {
+		var partial *PartialRestoreError
+		if errors.As(err, &partial) {
+			return true, err
+		}
 		return false, fmt.Errorf("restore overlay %s from snapshot: %w", o.Device, err)
 	}
 	return true, nil
 }
+
+// PartialRestoreError is what a restorer returns when the overlay device
+// came back but some of the rest did not (e.g. an iptables rule the kernel
+// refused): pods can be wired, so ADD goes on and logs it.
+type PartialRestoreError struct{ Err error }
+
+func (e *PartialRestoreError) Error() string { return "overlay partly restored: " + e.Err.Error() }
+func (e *PartialRestoreError) Unwrap() error { return e.Err }
 
 // flockPath takes an exclusive lock on path, waiting up to timeout.
 func flockPath(path string, timeout time.Duration) (func(), error) {

@@ -35,6 +35,9 @@ func (r snapshotRestorer) RestoreOverlay(ctx context.Context, device string) err
 	if errors.Is(err, snapshot.ErrNoSnapshot) {
 		return nil
 	}
+	if errors.Is(err, snapshot.ErrIPTables) && rep != nil && rep.Added > 0 {
+		return &PartialRestoreError{Err: err}
+	}
 	if err != nil {
 		return err
 	}
