@@ -58,6 +58,23 @@ func key(segs []string, i int) string {
 	return strings.Join(c, "/")
 }
 
+// comparable reports whether b measures what h measures: when h reports its
+// own metrics (p50-ms, qps, ...), b must report at least one of them, so a
+// sibling that only shares ns/op (a different experiment) is no baseline.
+func comparable(h, b result) bool {
+	custom := false
+	for _, u := range h.units {
+		if u == "ns/op" || u == "B/op" || u == "allocs/op" {
+			continue
+		}
+		custom = true
+		if _, ok := b.metrics[u]; ok {
+			return true
+		}
+	}
+	return !custom
+}
+
 func report(w io.Writer, results []result) int {
 	subjects := map[string]result{}
 	for _, r := range results {
@@ -75,7 +92,7 @@ func report(w io.Writer, results []result) int {
 			if s == "holdfast" {
 				continue
 			}
-			if _, ok := subjects[key(segs, i)]; ok {
+			if h, ok := subjects[key(segs, i)]; ok && comparable(h, r) {
 				baselines[key(segs, i)] = append(baselines[key(segs, i)], r)
 			}
 		}

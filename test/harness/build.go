@@ -34,7 +34,10 @@ var (
 )
 
 // Binaries builds holdfast, holdfast-ipam and holdfastd (once per test
-// process) and returns the directory holding them.
+// process) into the cache and returns the directory holding them. Each
+// binary is built to a temp name and renamed into place, so test processes
+// of other packages building at the same time, or still running the
+// previous build, never see a torn file.
 func Binaries(t testing.TB) string {
 	t.Helper()
 	buildMu.Lock()
@@ -42,8 +45,8 @@ func Binaries(t testing.TB) string {
 	if binDirOnce != "" {
 		return binDirOnce
 	}
-	dir, err := os.MkdirTemp("", "hf-bin-")
-	if err != nil {
+	dir := filepath.Join(CacheDir(), "bin")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	for _, b := range []struct{ name, pkg string }{
@@ -51,11 +54,16 @@ func Binaries(t testing.TB) string {
 		{"holdfast-ipam", "./plugins/holdfast-ipam"},
 		{"holdfastd", "./cmd/holdfastd"},
 	} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, b.name), b.pkg)
+		tmp := filepath.Join(dir, fmt.Sprintf(".%s.%d", b.name, os.Getpid()))
+		cmd := exec.Command("go", "build", "-o", tmp, b.pkg)
 		cmd.Dir = RepoRoot()
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as `make build` and the image want
 		if out, err := cmd.CombinedOutput(); err != nil {
+			os.Remove(tmp)
 			t.Fatalf("harness: build %s: %v\n%s", b.name, err, out)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, b.name)); err != nil {
+			t.Fatal(err)
 		}
 	}
 	binDirOnce = dir
@@ -111,9 +119,14 @@ func PluginDir(t testing.TB) string {
 		filepath.Join(ref, "bridge"), filepath.Join(ref, "loopback"), filepath.Join(ref, "portmap"), filepath.Join(ref, "host-local"),
 		filepath.Join(own, "holdfast"), filepath.Join(own, "holdfast-ipam"),
 	} {
+		// Symlink then rename: other packages' tests may be exec'ing it.
 		dst := filepath.Join(dir, filepath.Base(src))
-		os.Remove(dst)
-		if err := os.Symlink(src, dst); err != nil {
+		tmp := fmt.Sprintf("%s.%d", dst, os.Getpid())
+		os.Remove(tmp)
+		if err := os.Symlink(src, tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, dst); err != nil {
 			t.Fatal(err)
 		}
 	}
