@@ -455,4 +455,3 @@ func (e *Engine) SignedFullView(now time.Time) ([]byte, error) {
 	seq := uint64(e.cfg.Epoch)<<32 | uint64(e.counter)
 	return protocol.Encode(&protocol.Message{Seq: seq, Time: now, MemberDigest: e.digest, Sender: e.cfg.Self, Unit: e.cfg.Unit, Kind: protocol.ViewFull, Full: e.view}, e.cfg.Key)
 }
-
