@@ -363,25 +363,18 @@ func (ic *interceptor) StopPodSandbox(ctx context.Context, req *runtimeapi.StopP
 		return nil, err
 	}
 	id := req.GetPodSandboxId()
-	if uid, ok := ic.store.UIDForSandbox(id); ok {
-		var key string
-		err := ic.store.Update(uid, false, func(p *record.Pod) (bool, error) {
-			key = p.Key()
-			for i := range p.Sandboxes {
-				if p.Sandboxes[i].ID == id && !p.Sandboxes[i].Stopped {
-					p.Sandboxes[i].Stopped = true
-					if p.Relaunch != nil && p.Relaunch.SandboxID == id && p.Relaunch.BootID == ic.bootID {
-						p.Relaunch.Adopted = true
-					}
-					return true, nil
+	ic.updateSandboxPod("StopPodSandbox", id, func(p *record.Pod) bool {
+		for i := range p.Sandboxes {
+			if p.Sandboxes[i].ID == id && !p.Sandboxes[i].Stopped {
+				p.Sandboxes[i].Stopped = true
+				if p.Relaunch != nil && p.Relaunch.SandboxID == id && p.Relaunch.BootID == ic.bootID {
+					p.Relaunch.Adopted = true
 				}
+				return true
 			}
-			return false, nil
-		})
-		if err != nil {
-			ic.recordErr("StopPodSandbox", key, err)
 		}
-	}
+		return false
+	})
 	return resp, nil
 }
 
@@ -391,25 +384,36 @@ func (ic *interceptor) RemovePodSandbox(ctx context.Context, req *runtimeapi.Rem
 		return nil, err
 	}
 	id := req.GetPodSandboxId()
-	if uid, ok := ic.store.UIDForSandbox(id); ok {
-		var key string
-		err := ic.store.Update(uid, false, func(p *record.Pod) (bool, error) {
-			key = p.Key()
-			kept := p.Sandboxes[:0]
-			for _, s := range p.Sandboxes {
-				if s.ID != id {
-					kept = append(kept, s)
-				}
+	ic.updateSandboxPod("RemovePodSandbox", id, func(p *record.Pod) bool {
+		kept := p.Sandboxes[:0]
+		for _, s := range p.Sandboxes {
+			if s.ID != id {
+				kept = append(kept, s)
 			}
-			p.Sandboxes = kept
-			if len(kept) == 0 {
-				ic.log.Info("kubelet removed the pod's last sandbox: dropping its record", "pod", p.Key(), "uid", uid)
-			}
-			return true, nil
-		})
-		if err != nil {
-			ic.recordErr("RemovePodSandbox", key, err)
 		}
-	}
+		p.Sandboxes = kept
+		if len(kept) == 0 {
+			ic.log.Info("kubelet removed the pod's last sandbox: dropping its record", "pod", p.Key(), "uid", p.UID)
+		}
+		return true
+	})
 	return resp, nil
+}
+
+// updateSandboxPod applies fn to the record of the pod owning sandbox id (if
+// the shim knows it) and logs a failed write; kubelet's call has succeeded
+// at the runtime either way.
+func (ic *interceptor) updateSandboxPod(call, id string, fn func(p *record.Pod) bool) {
+	uid, ok := ic.store.UIDForSandbox(id)
+	if !ok {
+		return
+	}
+	var key string
+	err := ic.store.Update(uid, false, func(p *record.Pod) (bool, error) {
+		key = p.Key()
+		return fn(p), nil
+	})
+	if err != nil {
+		ic.recordErr(call, key, err)
+	}
 }
