@@ -270,7 +270,8 @@ func runPods(ctx context.Context, nodes []Node, perNode int) ([]*podState, error
 }
 
 // waitRelaunched polls the shim until every pod has a ready sandbox with
-// its containers running, marking each on the timeline.
+// its containers running, marking each on the timeline. One poll is two CRI
+// calls whatever the number of pods, so watching does not slow the relaunch.
 func waitRelaunched(ctx context.Context, c *harness.CRI, pods []*podState, tl *Timeline) error {
 	pending := map[string]*podState{}
 	for _, p := range pods {
@@ -285,26 +286,55 @@ func waitRelaunched(ctx context.Context, c *harness.CRI, pods []*podState, tl *T
 			}
 			return fmt.Errorf("pods not relaunched after 90s: %v", names)
 		}
-		for uid, p := range pending {
-			if running(ctx, c, uid, len(p.spec.Containers)) {
-				ip, _, _, _ := podNet(ctx, c, uid)
-				tl.Mark("pod relaunched", p.spec.Name+" "+ip)
-				delete(pending, uid)
+		for uid, sb := range runningPods(ctx, c) {
+			p := pending[uid]
+			if p == nil || sb.running < len(p.spec.Containers) {
+				continue
 			}
+			ip, _, _ := c.SandboxNet(ctx, sb.id)
+			tl.Mark("pod relaunched", p.spec.Name+" "+ip)
+			delete(pending, uid)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	return nil
 }
 
-func running(ctx context.Context, c *harness.CRI, uid string, want int) bool {
-	sbs, err := c.ReadySandboxes(ctx, uid)
-	if err != nil || len(sbs) != 1 {
-		return false
+type readySandbox struct {
+	id      string
+	running int
+}
+
+// runningPods maps pod UIDs with exactly one ready sandbox to that sandbox
+// and its number of running containers.
+func runningPods(ctx context.Context, c *harness.CRI) map[string]readySandbox {
+	sbs, err := c.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{
+		State: &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_READY}}})
+	if err != nil {
+		return nil
 	}
-	resp, err := c.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{
-		PodSandboxId: sbs[0].Id, State: &runtimeapi.ContainerStateValue{State: runtimeapi.ContainerState_CONTAINER_RUNNING}}})
-	return err == nil && len(resp.Containers) >= want
+	cs, err := c.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{
+		State: &runtimeapi.ContainerStateValue{State: runtimeapi.ContainerState_CONTAINER_RUNNING}}})
+	if err != nil {
+		return nil
+	}
+	count := map[string]int{}
+	for _, ct := range cs.Containers {
+		count[ct.PodSandboxId]++
+	}
+	ready := map[string]int{}
+	out := map[string]readySandbox{}
+	for _, sb := range sbs.Items {
+		uid := sb.Metadata.GetUid()
+		ready[uid]++
+		out[uid] = readySandbox{id: sb.Id, running: count[sb.Id]}
+	}
+	for uid, n := range ready {
+		if n != 1 {
+			delete(out, uid) // a duplicate sandbox is never "relaunched"
+		}
+	}
+	return out
 }
 
 func podNet(ctx context.Context, c *harness.CRI, uid string) (ip, mac, netns string, err error) {
