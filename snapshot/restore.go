@@ -103,18 +103,8 @@ func RestoreSnapshot(ctx context.Context, s *Snapshot, opts RestoreOptions) (*Re
 	if err := s.Validate(); err != nil {
 		return nil, fmt.Errorf("refusing to restore: %w", err)
 	}
-	ipt := (&CaptureOptions{IPTablesSave: opts.IPTablesSave, IPTablesRestore: opts.IPTablesRestore}).iptables()
 	rep := &Report{NodeName: s.NodeName}
-	err := inNetNS(opts.NetNS, func() error {
-		k, err := openKernel()
-		if err != nil {
-			return err
-		}
-		defer k.close()
-		live, err := readLive(ctx, k, ipt, s)
-		if err != nil {
-			return err
-		}
+	err := withLive(ctx, s, opts, func(k *kernel, ipt iptablesCmd, live *liveState) error {
 		rep.Actions = plan(s, live, false)
 		if opts.DryRun {
 			return nil
@@ -122,18 +112,25 @@ func RestoreSnapshot(ctx context.Context, s *Snapshot, opts RestoreOptions) (*Re
 		return apply(ctx, k, ipt, rep.Actions)
 	})
 	rep.count()
-	if err != nil {
-		return rep, err
-	}
-	return rep, nil
+	return rep, err
 }
 
 // Diff compares the snapshot with live state, including live entries the
 // snapshot does not hold (OpLiveOnly). It changes nothing.
 func Diff(ctx context.Context, s *Snapshot, opts RestoreOptions) ([]Action, error) {
-	ipt := (&CaptureOptions{IPTablesSave: opts.IPTablesSave, IPTablesRestore: opts.IPTablesRestore}).iptables()
 	var acts []Action
-	err := inNetNS(opts.NetNS, func() error {
+	err := withLive(ctx, s, opts, func(_ *kernel, _ iptablesCmd, live *liveState) error {
+		acts = plan(s, live, true)
+		return nil
+	})
+	return acts, err
+}
+
+// withLive runs f in the target netns with a kernel handle, the iptables
+// tools and the live state of what s holds.
+func withLive(ctx context.Context, s *Snapshot, opts RestoreOptions, f func(*kernel, iptablesCmd, *liveState) error) error {
+	ipt := (&CaptureOptions{IPTablesSave: opts.IPTablesSave, IPTablesRestore: opts.IPTablesRestore}).iptables()
+	return inNetNS(opts.NetNS, func() error {
 		k, err := openKernel()
 		if err != nil {
 			return err
@@ -143,10 +140,8 @@ func Diff(ctx context.Context, s *Snapshot, opts RestoreOptions) ([]Action, erro
 		if err != nil {
 			return err
 		}
-		acts = plan(s, live, true)
-		return nil
+		return f(k, ipt, live)
 	})
-	return acts, err
 }
 
 func readLive(ctx context.Context, k *kernel, ipt iptablesCmd, s *Snapshot) (*liveState, error) {
