@@ -133,22 +133,7 @@ func TestFlanneldKeepsRestoredDevice(t *testing.T) {
 		pods[n.Name] = flannelPods(t, n, flannelSubnet(t, n))
 	}
 	n1, n2, n3 := site.Node(1), site.Node(2), site.Node(3)
-	mesh := func(stage string) {
-		t.Helper()
-		for _, a := range pods["node2"] {
-			for _, peer := range []string{"node1", "node3"} {
-				for _, b := range pods[peer] {
-					if err := reach(ctx, a, b.ip); err != nil {
-						t.Fatalf("%s: node2 %s → %s %s: %v", stage, a.ip, peer, b.ip, err)
-					}
-					if err := reach(ctx, b, a.ip); err != nil {
-						t.Fatalf("%s: %s %s → node2 %s: %v", stage, peer, b.ip, a.ip, err)
-					}
-				}
-			}
-		}
-	}
-	mesh("flanneld overlay")
+	node2Mesh(t, ctx, pods, "flanneld overlay")
 	mac2 := vtepMAC(t, n2)
 	view1, view3 := peerView(t, n1), peerView(t, n3)
 
@@ -178,7 +163,7 @@ func TestFlanneldKeepsRestoredDevice(t *testing.T) {
 		t.Fatalf("restored MAC %s, flanneld's was %s", got, mac2)
 	}
 	pods["node2"] = flannelPods(t, n2, flannelSubnet(t, n2))
-	mesh("offline after restore")
+	node2Mesh(t, ctx, pods, "offline after restore")
 
 	// The cloud comes back; flanneld starts on the restored node.
 	if err := n2.RestoreCloud(); err != nil {
@@ -212,7 +197,7 @@ func TestFlanneldKeepsRestoredDevice(t *testing.T) {
 	if !strings.Contains(lease2, `"VtepMAC":"`+mac2+`"`) {
 		t.Fatalf("node2's lease does not publish MAC %s:\n%s", mac2, leases)
 	}
-	mesh("after flanneld took over")
+	node2Mesh(t, ctx, pods, "after flanneld took over")
 	if got := peerView(t, n1); got != view1 {
 		t.Errorf("node1's FDB/neighbours changed:\n%s\n---\n%s", view1, got)
 	}

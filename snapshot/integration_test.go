@@ -90,6 +90,24 @@ func run(t *testing.T, name string, args ...string) string {
 	return string(out)
 }
 
+// node2Mesh fails the test unless every pod of node2 reaches every pod of
+// node1 and node3, and back.
+func node2Mesh(t *testing.T, ctx context.Context, pods map[string][]*pod, stage string) {
+	t.Helper()
+	for _, a := range pods["node2"] {
+		for _, peer := range []string{"node1", "node3"} {
+			for _, b := range pods[peer] {
+				if err := reach(ctx, a, b.ip); err != nil {
+					t.Fatalf("%s: node2 pod %s → %s pod %s: %v", stage, a.ip, peer, b.ip, err)
+				}
+				if err := reach(ctx, b, a.ip); err != nil {
+					t.Fatalf("%s: %s pod %s → node2 pod %s: %v", stage, peer, b.ip, a.ip, err)
+				}
+			}
+		}
+	}
+}
+
 func reach(ctx context.Context, from *pod, to string) error {
 	return harness.Eventually(10*time.Second, func() error { return harness.Ping(ctx, from.nsPath, to) })
 }
@@ -145,18 +163,7 @@ func TestOfflineRebootRestore(t *testing.T) {
 	}
 	mesh := func(stage string) {
 		t.Helper()
-		for _, a := range pods["node2"] {
-			for _, peer := range []string{"node1", "node3"} {
-				for _, b := range pods[peer] {
-					if err := reach(ctx, a, b.ip); err != nil {
-						t.Fatalf("%s: node2 pod %s → %s pod %s: %v", stage, a.ip, peer, b.ip, err)
-					}
-					if err := reach(ctx, b, a.ip); err != nil {
-						t.Fatalf("%s: %s pod %s → node2 pod %s: %v", stage, peer, b.ip, a.ip, err)
-					}
-				}
-			}
-		}
+		node2Mesh(t, ctx, pods, stage)
 		// The kube-proxy-like rule sends the service IP to node1's pod.
 		if err := reach(ctx, pods["node2"][0], "10.96.0.10"); err != nil {
 			t.Fatalf("%s: service 10.96.0.10 from node2 pod: %v", stage, err)

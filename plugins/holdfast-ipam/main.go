@@ -110,6 +110,13 @@ func cmdAdd(args *skel.CmdArgs) error {
 	return types.PrintResult(result, e.net.CNIVersion)
 }
 
+// neverAllocated reports whether this network's store was never created:
+// DEL and GC then have nothing to release, and must not create it.
+func (e *env) neverAllocated() bool {
+	_, err := os.Stat(store.New(e.net.IPAM.DataDir, e.net.Name).StatePath())
+	return errors.Is(err, os.ErrNotExist)
+}
+
 func cmdDel(args *skel.CmdArgs) error {
 	e, err := setup(args, false)
 	if err != nil {
@@ -117,7 +124,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	}
 	defer e.close()
 	// Nothing was ever allocated in this network: nothing to release.
-	if _, err := os.Stat(store.New(e.net.IPAM.DataDir, e.net.Name).StatePath()); errors.Is(err, os.ErrNotExist) {
+	if e.neverAllocated() {
 		return nil
 	}
 	return cniError(e.alloc.Del(args.ContainerID, args.IfName), "DEL")
@@ -161,7 +168,7 @@ func cmdGC(args *skel.CmdArgs) error {
 		return err
 	}
 	defer e.close()
-	if _, err := os.Stat(store.New(e.net.IPAM.DataDir, e.net.Name).StatePath()); errors.Is(err, os.ErrNotExist) {
+	if e.neverAllocated() {
 		return nil
 	}
 	n, err := e.alloc.GC(e.net.ValidAttachments)
