@@ -111,6 +111,10 @@ func Handler(m *Mutator, log *slog.Logger, reg prometheus.Registerer) http.Handl
 	errs := prometheus.NewCounter(prometheus.CounterOpts{Name: "holdfast_webhook_bad_requests_total", Help: "Requests that were not AdmissionReviews."})
 	reg.MustRegister(reviews, errs)
 	mux := http.NewServeMux()
+	// The Deployment's readiness probe asks the TLS port: without this the
+	// webhook pods never turn ready and the apiserver, failing open, never
+	// applies a verdict.
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("POST /mutate", func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(io.LimitReader(r.Body, MaxReviewSize+1))
 		if err == nil && len(body) > MaxReviewSize {
