@@ -136,7 +136,9 @@ func rbac() []runtime.Object {
 			[]rbacv1.PolicyRule{{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: append(read, "create", "update", "patch")}}},
 		{DNS,
 			[]rbacv1.PolicyRule{
-				{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"list", "watch"}},
+				// Namespaces too: a name in an existing namespace without
+				// Services is NODATA, in a missing one NXDOMAIN (as CoreDNS).
+				{APIGroups: []string{""}, Resources: []string{"services", "namespaces"}, Verbs: []string{"list", "watch"}},
 				{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"list", "watch"}},
 			},
 			[]rbacv1.PolicyRule{{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: read}}},
