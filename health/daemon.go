@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -75,16 +76,24 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 
 // Daemon is a running health daemon.
 type Daemon struct {
-	cfg   Config
-	log   *slog.Logger
-	met   *metrics
-	mu    sync.Mutex
-	eng   *peer.Engine
-	unit  []members.Member
-	addrs []*net.UDPAddr // per unit member (nil for self)
-	conn  *net.UDPConn
-	http  net.Addr
+	cfg  Config
+	log  *slog.Logger
+	met  *metrics
+	port string // of --listen: the port of members whose address has none
+	conn *net.UDPConn
+	http net.Addr
+	// epoch of this start: a member change keeps it (the engine's counter
+	// carries on), so sequence numbers stay increasing.
 	epoch uint32
+
+	// setMu orders member changes, so members.json ends with the last one.
+	setMu sync.Mutex
+
+	mu       sync.Mutex // guards the engine and the fields below
+	eng      *peer.Engine
+	unit     []members.Member
+	unitName string
+	addrs    []*net.UDPAddr // per unit member (nil for self)
 }
 
 // New validates cfg, persists the member list with a new epoch and builds the engine.
@@ -109,21 +118,9 @@ func New(cfg Config) (*Daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--listen %q: %w", cfg.Listen, err)
 	}
-	d := &Daemon{cfg: cfg, unit: unit, log: cfg.Log.With("node", cfg.NodeName, "unit", unitName)}
-	for _, m := range unit {
-		if m.Name == cfg.NodeName {
-			d.addrs = append(d.addrs, nil)
-			continue
-		}
-		hostport := m.Address
-		if _, _, err := net.SplitHostPort(m.Address); err != nil {
-			hostport = net.JoinHostPort(m.Address, port)
-		}
-		a, err := net.ResolveUDPAddr("udp", hostport)
-		if err != nil {
-			return nil, fmt.Errorf("member %q address %q: %w", m.Name, m.Address, err)
-		}
-		d.addrs = append(d.addrs, a)
+	d := &Daemon{cfg: cfg, unit: unit, unitName: unitName, port: port, log: cfg.Log.With("node", cfg.NodeName, "unit", unitName)}
+	if d.addrs, err = resolveAddrs(unit, cfg.NodeName, port); err != nil {
+		return nil, err
 	}
 	epoch, err := NextEpoch(cfg.StateDir)
 	if err != nil {
@@ -141,6 +138,82 @@ func New(cfg Config) (*Daemon, error) {
 	d.met.members.Set(float64(len(unit)))
 	return d, nil
 }
+
+// resolveAddrs resolves every unit member's UDP address (nil for self); an
+// address without a port gets port.
+func resolveAddrs(unit []members.Member, self, port string) ([]*net.UDPAddr, error) {
+	addrs := make([]*net.UDPAddr, 0, len(unit))
+	for _, m := range unit {
+		if m.Name == self {
+			addrs = append(addrs, nil)
+			continue
+		}
+		hostport := m.Address
+		if _, _, err := net.SplitHostPort(m.Address); err != nil {
+			hostport = net.JoinHostPort(m.Address, port)
+		}
+		a, err := net.ResolveUDPAddr("udp", hostport)
+		if err != nil {
+			return nil, fmt.Errorf("member %q address %q: %w", m.Name, m.Address, err)
+		}
+		addrs = append(addrs, a)
+	}
+	return addrs, nil
+}
+
+// SetMembers applies a new member list (every unit, as Config.Members) to
+// the running daemon when this node's unit changed — names, addresses, keys
+// or unit name; otherwise it does nothing. The engine keeps its sequence
+// counter and what it heard from the members that remain (see
+// peer.Engine.SetMembers), and the list is persisted so that an offline
+// reboot starts from it. On error the daemon keeps its current list.
+func (d *Daemon) SetMembers(list []members.Member, source string) error {
+	if err := members.Validate(list); err != nil {
+		return fmt.Errorf("member list from %s: %w", source, err)
+	}
+	unit, unitName, err := members.Unit(list, d.cfg.NodeName)
+	if err != nil {
+		return fmt.Errorf("member list from %s: %w", source, err)
+	}
+	addrs, err := resolveAddrs(unit, d.cfg.NodeName, d.port)
+	if err != nil {
+		return fmt.Errorf("member list from %s: %w", source, err)
+	}
+	d.setMu.Lock()
+	defer d.setMu.Unlock()
+	d.mu.Lock()
+	prev := d.unit
+	if unitName == d.unitName && slices.Equal(unit, prev) {
+		d.mu.Unlock()
+		return nil
+	}
+	if err := d.eng.SetMembers(time.Now(), unitName, unit); err != nil {
+		d.mu.Unlock()
+		return fmt.Errorf("member list from %s: %w", source, err)
+	}
+	d.unit, d.unitName, d.addrs = unit, unitName, addrs
+	d.mu.Unlock()
+	d.membersChanged(prev, unit, unitName, source)
+	st := MembersState{Node: d.cfg.NodeName, Unit: unitName, Epoch: d.epoch, Source: source, Updated: time.Now().UTC(), Members: list}
+	if err := SaveMembers(d.cfg.StateDir, st); err != nil {
+		return fmt.Errorf("member list applied but not persisted: %w", err)
+	}
+	return nil
+}
+
+// membersChanged logs a member change and updates the metrics.
+func (d *Daemon) membersChanged(prev, unit []members.Member, unitName, source string) {
+	added, removed, changed := members.Diff(prev, unit)
+	d.log.Info("member list changed", "unit_now", unitName, "members", len(unit), "added", added, "removed", removed, "changed", changed, "source", source)
+	d.met.members.Set(float64(len(unit)))
+	for _, name := range removed {
+		for _, s := range verdictNames {
+			d.met.verdict.DeleteLabelValues(name, s)
+		}
+	}
+}
+
+var verdictNames = []string{"alive", "dead", "unknown"}
 
 // Snapshot returns the current verdicts.
 func (d *Daemon) Snapshot() peer.Snapshot {
@@ -184,7 +257,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.http, err = daemon.Serve(ctx, d.log, tcpAddr, d.Handler()); err != nil {
 		return err
 	}
-	d.log.Info("health daemon started", "listen", conn.LocalAddr().String(), "members", len(d.unit), "epoch", d.epoch, "period", d.cfg.Period, "source", d.cfg.Source)
+	d.mu.Lock()
+	n := len(d.unit)
+	d.mu.Unlock()
+	d.log.Info("health daemon started", "listen", conn.LocalAddr().String(), "members", n, "epoch", d.epoch, "period", d.cfg.Period, "source", d.cfg.Source)
 	go func() {
 		<-ctx.Done()
 		conn.Close()
@@ -233,11 +309,14 @@ func (d *Daemon) readLoop(conn *net.UDPConn) {
 }
 
 func (d *Daemon) tick(now time.Time) {
+	// Everything indexed by the engine's member list is read under the
+	// lock: a member change may swap the list between two ticks.
 	d.mu.Lock()
 	msg, changed, err := d.eng.Tick(now)
-	var snap peer.Snapshot
 	fresh := d.eng.FreshVoters()
-	if len(changed) > 0 || msg != nil {
+	names, addrs := d.eng.Names(), d.addrs
+	var snap peer.Snapshot
+	if len(changed) > 0 {
 		snap = d.eng.Snapshot()
 	}
 	d.mu.Unlock()
@@ -246,11 +325,21 @@ func (d *Daemon) tick(now time.Time) {
 		return
 	}
 	d.met.fresh.Set(float64(fresh))
+	if len(changed) > 0 {
+		d.verdictsChanged(changed, names, snap, fresh)
+	}
+	if msg != nil {
+		d.send(now, msg, addrs)
+	}
+}
+
+// verdictsChanged logs, exports and persists changed verdicts (indices into names).
+func (d *Daemon) verdictsChanged(changed []int, names []string, snap peer.Snapshot, fresh int) {
 	for _, i := range changed {
-		name := d.unit[i].Name
+		name := names[i]
 		v := snap.Verdicts[name]
-		d.log.Info("verdict changed", "member", name, "verdict", v, "fresh_voters", fresh, "quorum", len(d.unit)/2+1)
-		for _, s := range []string{"alive", "dead", "unknown"} {
+		d.log.Info("verdict changed", "member", name, "verdict", v, "fresh_voters", fresh, "quorum", len(names)/2+1)
+		for _, s := range verdictNames {
 			val := 0.0
 			if s == v {
 				val = 1
@@ -258,13 +347,12 @@ func (d *Daemon) tick(now time.Time) {
 			d.met.verdict.WithLabelValues(name, s).Set(val)
 		}
 	}
-	if len(changed) > 0 {
-		d.saveVerdicts()
-	}
-	if msg == nil {
-		return
-	}
-	for _, a := range d.addrs {
+	d.saveVerdicts()
+}
+
+// send sends msg to every other member and hands the full view to the ViewSink.
+func (d *Daemon) send(now time.Time, msg []byte, addrs []*net.UDPAddr) {
+	for _, a := range addrs {
 		if a == nil {
 			continue
 		}

@@ -99,11 +99,10 @@ func MembersFromNodes(nodes []corev1.Node, unitLabel string) (list []members.Mem
 // persisted in stateDir by the last run, so an offline reboot still knows
 // its unit.
 func (k *Kube) Members(ctx context.Context, stateDir string, key ed25519.PrivateKey) ([]members.Member, string, error) {
-	pub := base64.StdEncoding.EncodeToString(key.Public().(ed25519.PublicKey))
-	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, PublicKeyAnnotation, pub)
+	// One deadline for both calls: an offline reboot waits 15 s at most.
 	lctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	_, perr := k.cs.CoreV1().Nodes().Patch(lctx, k.node, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+	perr := k.publish(lctx, base64.StdEncoding.EncodeToString(key.Public().(ed25519.PublicKey)))
 	nodes, lerr := k.cs.CoreV1().Nodes().List(lctx, metav1.ListOptions{})
 	if perr == nil && lerr == nil {
 		list, skipped := MembersFromNodes(nodes.Items, k.unitLabel)
@@ -119,6 +118,17 @@ func (k *Kube) Members(ctx context.Context, stateDir string, key ed25519.Private
 	}
 	k.log.Warn("apiserver unreachable: using the persisted member list", "err", err, "saved", st.Updated)
 	return st.Members, "persisted " + st.Updated.Format(time.RFC3339), nil
+}
+
+// publish sets this node's public key annotation on its Node.
+func (k *Kube) publish(ctx context.Context, pub string) error {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, PublicKeyAnnotation, pub)
+	if _, err := k.cs.CoreV1().Nodes().Patch(ctx, k.node, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		return fmt.Errorf("patch Node %s: %w", k.node, err)
+	}
+	return nil
 }
 
 // LeaseWriter returns a ViewSink that writes this node's view to its Lease

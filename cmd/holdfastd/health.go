@@ -39,7 +39,7 @@ func runHealthDaemon(ctx context.Context, args []string) error {
 	deadAfter := fs.Duration("dead-after", 0, "a member not heard from for this long is dead in this node's view (default 2.5 × probe-period)")
 	maxSkew := fs.Duration("max-clock-skew", 90*time.Second, "refuse views whose timestamp is further than this from the local clock")
 	keyFile := fs.String("key-file", "/var/lib/holdfast/health/node.key", "this node's Ed25519 private key (make one with 'holdfastd health keygen --out FILE')")
-	kubeconfig := fs.String("kubeconfig", "", "kubeconfig: members and public keys from Node objects (listed at start; persisted list used when the apiserver is unreachable), own key published on its Node, own view written to Lease holdfast-view-<node>; '-' for in-cluster config")
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig: members and public keys from Node objects (listed at start, then Node changes followed and applied without a restart; the persisted list is used while the apiserver is unreachable), own key published on its Node, own view written to Lease holdfast-view-<node>; '-' for in-cluster config")
 	membersFile := fs.String("members-file", "", "JSON list of {\"name\",\"address\",\"unit\",\"publicKey\"} (sites without an apiserver, tests); exclusive with --kubeconfig")
 	unitLabel := fs.String("unit-label", "holdfast.dev/unit", "Node label that names a node's unit (unlabelled nodes form the cluster-wide unit)")
 	stateDir := fs.String("state-dir", "/var/lib/holdfast/health", "where the member list, sequence epoch and last verdicts are kept across reboots")
@@ -71,22 +71,36 @@ func runHealthDaemon(ctx context.Context, args []string) error {
 			return err
 		}
 		cfg.Members, cfg.Source = list, *membersFile
-	} else {
-		kc, err := health.NewKube(ctx, *kubeconfig, *nodeName, *unitLabel, log)
+		d, err := health.New(cfg)
 		if err != nil {
 			return err
 		}
-		list, src, err := kc.Members(ctx, cfg.StateDir, key)
-		if err != nil {
-			return err
-		}
-		cfg.Members, cfg.Source = list, src
-		cfg.ViewSink = kc.LeaseWriter(ctx)
+		return d.Run(ctx)
 	}
+	return runHealthKube(ctx, cfg, *kubeconfig, *unitLabel)
+}
+
+// runHealthKube runs the daemon with its member list from Node objects,
+// following Node changes while it runs.
+func runHealthKube(ctx context.Context, cfg health.Config, kubeconfig, unitLabel string) error {
+	kc, err := health.NewKube(ctx, kubeconfig, cfg.NodeName, unitLabel, cfg.Log)
+	if err != nil {
+		return err
+	}
+	list, src, err := kc.Members(ctx, cfg.StateDir, cfg.Key)
+	if err != nil {
+		return err
+	}
+	cfg.Members, cfg.Source = list, src
+	cfg.ViewSink = kc.LeaseWriter(ctx)
 	d, err := health.New(cfg)
 	if err != nil {
 		return err
 	}
+	// The list read at start may predate other nodes' keys (every daemon
+	// of a cluster starts at about the same time) or the apiserver may be
+	// away: follow the Nodes from now on.
+	go kc.Follow(ctx, cfg.Key, health.FollowOptions{}, func(l []members.Member) error { return d.SetMembers(l, "apiserver") })
 	return d.Run(ctx)
 }
 

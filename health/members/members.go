@@ -1,9 +1,9 @@
 // Package members owns the health unit's member list: who is in which unit,
 // where to probe them and their Ed25519 public keys. Sources are a JSON file
 // (--members-file, for sites without an apiserver and for tests) or Node
-// objects (see nodes.go); whichever is used, the list is persisted under the
-// state dir so that an offline reboot still knows its unit. Identity is the
-// node name, never the address.
+// objects (see health/kube.go and health/follow.go); whichever is used, the
+// list is persisted under the state dir so that an offline reboot still
+// knows its unit. Identity is the node name, never the address.
 //
 // It never probes, votes or writes to the apiserver.
 package members
@@ -121,4 +121,31 @@ func Unit(list []Member, self string) ([]Member, string, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, unit, nil
+}
+
+// Diff names, sorted, the members of next that are not in prev (added),
+// those of prev not in next (removed) and those in both whose address, unit
+// or key differs (changed).
+func Diff(prev, next []Member) (added, removed, changed []string) {
+	old := make(map[string]Member, len(prev))
+	for _, m := range prev {
+		old[m.Name] = m
+	}
+	for _, m := range next {
+		o, ok := old[m.Name]
+		switch {
+		case !ok:
+			added = append(added, m.Name)
+		case o != m:
+			changed = append(changed, m.Name)
+		}
+		delete(old, m.Name)
+	}
+	for name := range old {
+		removed = append(removed, name)
+	}
+	sort.Strings(added)
+	sort.Strings(removed)
+	sort.Strings(changed)
+	return added, removed, changed
 }

@@ -76,6 +76,12 @@ type peerState struct {
 	valid   bool      // base and delta are consistent and usable
 	counted bool      // currently counted in the tally
 	lastAt  time.Time // sender timestamp of the newest accepted message
+	// lastVote: receiver's clock when the current view arrived; the view
+	// counts until VoteTTL after it.
+	lastVote time.Time
+	// since: when the member joined my list by a member change (zero: at
+	// Start); it stays unknown, not dead, until DeadAfter after that.
+	since time.Time
 }
 
 func (p *peerState) at(i int) protocol.State {
@@ -108,6 +114,10 @@ type Engine struct {
 	lastSend    time.Time
 	dirty       bool
 	started     bool
+
+	// prev translates views built on the member list before the last
+	// SetMembers (nil before any change).
+	prev *remap
 }
 
 // New validates cfg and returns an engine.
@@ -136,41 +146,192 @@ func New(cfg Config) (*Engine, error) {
 	if len(cfg.Key) != ed25519.PrivateKeySize {
 		return nil, fmt.Errorf("private key has %d bytes, want %d", len(cfg.Key), ed25519.PrivateKeySize)
 	}
-	e := &Engine{cfg: cfg, n: len(cfg.Members), self: -1, index: map[string]int{}, interned: map[string][]protocol.State{}}
-	for i, m := range cfg.Members {
-		if i > 0 && cfg.Members[i-1].Name >= m.Name {
-			return nil, fmt.Errorf("members must be sorted by name and unique (%q before %q)", cfg.Members[i-1].Name, m.Name)
-		}
-		if m.Unit != cfg.Unit {
-			return nil, fmt.Errorf("member %q is in unit %q, not %q", m.Name, m.Unit, cfg.Unit)
-		}
-		e.index[m.Name] = i
-		e.names = append(e.names, m.Name)
-		if m.Name == cfg.Self {
-			e.self = i
-		}
+	l, err := newLayout(cfg.Self, cfg.Unit, cfg.Members, cfg.Key)
+	if err != nil {
+		return nil, err
 	}
-	if e.self < 0 {
-		return nil, fmt.Errorf("node %q is not a member of unit %q", cfg.Self, cfg.Unit)
-	}
-	pub := cfg.Key.Public().(ed25519.PublicKey)
-	e.peers = make([]peerState, e.n)
-	for i, m := range cfg.Members {
+	e := &Engine{cfg: cfg, interned: map[string][]protocol.State{}}
+	e.install(l, make([]peerState, l.n), make([]protocol.State, l.n), make([]protocol.State, l.n))
+	return e, nil
+}
+
+// layout is a unit's member list, checked and indexed for one engine.
+type layout struct {
+	unit   string
+	list   []members.Member
+	n      int
+	self   int
+	index  map[string]int
+	names  []string
+	keys   []ed25519.PublicKey
+	digest uint32
+}
+
+// newLayout checks that list is sorted by name, unique, all in unit, and
+// publishes key's public half for self.
+func newLayout(self, unit string, list []members.Member, key ed25519.PrivateKey) (*layout, error) {
+	l := &layout{unit: unit, list: list, n: len(list), self: -1, index: map[string]int{}}
+	for i, m := range list {
+		if i > 0 && list[i-1].Name >= m.Name {
+			return nil, fmt.Errorf("members must be sorted by name and unique (%q before %q)", list[i-1].Name, m.Name)
+		}
+		if m.Unit != unit {
+			return nil, fmt.Errorf("member %q is in unit %q, not %q", m.Name, m.Unit, unit)
+		}
 		k, err := m.Key()
 		if err != nil {
 			return nil, err
 		}
-		e.peers[i].key = k
-		if i == e.self && !bytes.Equal(k, pub) {
-			return nil, fmt.Errorf("the member list publishes a different public key for %q than the private key in use", cfg.Self)
+		l.index[m.Name] = i
+		l.names = append(l.names, m.Name)
+		l.keys = append(l.keys, k)
+		if m.Name == self {
+			l.self = i
 		}
 	}
-	e.digest = protocol.MemberDigest(e.names)
-	e.tally = vote.NewTally(e.n)
-	e.view = make([]protocol.State, e.n)
+	if l.self < 0 {
+		return nil, fmt.Errorf("node %q is not a member of unit %q", self, unit)
+	}
+	if !bytes.Equal(l.keys[l.self], key.Public().(ed25519.PublicKey)) {
+		return nil, fmt.Errorf("the member list publishes a different public key for %q than the private key in use", self)
+	}
+	l.digest = protocol.MemberDigest(l.names)
+	return l, nil
+}
+
+// install makes l the engine's member list, with the given per-member peer
+// state, view and starting verdicts (all indexed by l); peers' keys come
+// from l, and no peer is counted until Tick finds its view fresh.
+func (e *Engine) install(l *layout, peers []peerState, view, verdicts []protocol.State) {
+	e.cfg.Unit, e.cfg.Members = l.unit, l.list
+	e.n, e.self, e.index, e.names, e.digest = l.n, l.self, l.index, l.names, l.digest
+	for i := range peers {
+		peers[i].key = l.keys[i]
+		peers[i].counted = false
+	}
+	e.peers = peers
+	e.view = view
 	e.view[e.self] = protocol.Alive
+	e.tally = vote.NewTallyWith(verdicts)
 	e.tally.Add(func(i int) protocol.State { return e.view[i] })
-	return e, nil
+}
+
+// SetMembers switches a running engine to a new member list of its unit
+// (sorted by name, Self included; unit may change too) without a restart.
+// Receivers keep a replay window per sender, so the sequence counter carries
+// on in the same epoch. A member that remains with the same key keeps its
+// replay window, last-heard time, state in my view and verdict, and its last
+// view is translated to the new indices and keeps counting; a new member (or
+// one whose key changed) starts unknown and is dead in my view only if not
+// heard within DeadAfter from now. Until the next change, views that
+// senders still build on the previous list are translated too, so the
+// unit's votes keep counting while its members pick up the change one by
+// one. The next message is sent at the next Tick and carries a full view on
+// the new list. On error the engine is unchanged.
+func (e *Engine) SetMembers(now time.Time, unit string, list []members.Member) error {
+	l, err := newLayout(e.cfg.Self, unit, list, e.cfg.Key)
+	if err != nil {
+		return err
+	}
+	r := &remap{digest: e.digest, to: make([]int, e.n)}
+	for j, name := range e.names {
+		r.to[j] = -1
+		if i, ok := l.index[name]; ok && bytes.Equal(l.keys[i], e.peers[j].key) {
+			r.to[j] = i
+		}
+	}
+	peers := make([]peerState, l.n)
+	for i := range peers {
+		peers[i].since = now
+	}
+	view := make([]protocol.State, l.n)
+	verdicts := make([]protocol.State, l.n)
+	for j, i := range r.to {
+		if i >= 0 {
+			peers[i] = r.carry(e.peers[j], l.n)
+			view[i] = e.view[j]
+			verdicts[i] = e.tally.Verdict(j)
+		}
+	}
+	e.install(l, peers, view, verdicts)
+	e.prev = r
+	clear(e.interned)
+	// The next message is a full view on the new list, sent right away so
+	// that peers count this member's vote again without waiting a period.
+	e.lastFull, e.lastFullSeq, e.sinceFull = nil, 0, 0
+	e.nextSend = time.Time{}
+	return nil
+}
+
+// remap translates views indexed by a previous member list into the current one.
+type remap struct {
+	digest uint32 // of the previous list
+	to     []int  // previous index → current index, -1 when gone
+}
+
+// full translates a full view; members new to the list are unknown in it.
+func (r *remap) full(old []protocol.State, n int) []protocol.State {
+	out := make([]protocol.State, n)
+	for j, s := range old {
+		if i := r.to[j]; i >= 0 {
+			out[i] = s
+		}
+	}
+	return out
+}
+
+// delta translates changes, dropping those on members that left; ok is
+// false when an index is outside the previous list.
+func (r *remap) delta(old []protocol.Change) (out []protocol.Change, ok bool) {
+	out = make([]protocol.Change, 0, len(old))
+	for _, c := range old {
+		if c.Index >= len(r.to) {
+			return nil, false
+		}
+		if i := r.to[c.Index]; i >= 0 {
+			out = append(out, protocol.Change{Index: i, State: c.State})
+		}
+	}
+	return out, true
+}
+
+// carry is a remaining member's state under the new list: replay window and
+// last-heard time unchanged, its view translated (an unusable one is
+// dropped, so no later delta can apply to a base on the old indices).
+func (r *remap) carry(p peerState, n int) peerState {
+	if !p.valid {
+		p.base, p.baseSeq, p.delta = nil, 0, nil
+		return p
+	}
+	p.base = r.full(p.base, n)
+	p.delta, _ = r.delta(p.delta)
+	return p
+}
+
+// current makes m's view index the current member list, translating a view
+// built on the previous list (its sender has not picked up the last change
+// yet); it reports false for a view on any other list.
+func (e *Engine) current(m *protocol.Message) bool {
+	if m.MemberDigest == e.digest {
+		return true
+	}
+	if e.prev == nil || m.MemberDigest != e.prev.digest {
+		return false
+	}
+	switch m.Kind {
+	case protocol.ViewFull:
+		if len(m.Full) != len(e.prev.to) {
+			return false
+		}
+		m.Full = e.prev.full(m.Full, e.n)
+	case protocol.ViewDelta:
+		d, ok := e.prev.delta(m.Delta)
+		if !ok {
+			return false
+		}
+		m.Delta = d
+	}
+	return true
 }
 
 // Names returns the unit's member names in index order.
@@ -203,7 +364,7 @@ func (e *Engine) Tick(now time.Time) (msg []byte, changed []int, err error) {
 		switch {
 		case p.heard && now.Sub(p.lastHeard) <= e.cfg.DeadAfter:
 			s = protocol.Alive
-		case p.heard || now.Sub(e.cfg.Start) > e.cfg.DeadAfter:
+		case p.heard || now.Sub(e.startOf(p)) > e.cfg.DeadAfter:
 			s = protocol.Dead
 		}
 		if old := e.view[i]; old != s {
@@ -216,7 +377,7 @@ func (e *Engine) Tick(now time.Time) (msg []byte, changed []int, err error) {
 				e.dirty = true
 			}
 		}
-		fresh := p.valid && p.heard && now.Sub(p.lastHeard) <= e.cfg.VoteTTL
+		fresh := p.valid && now.Sub(p.lastVote) <= e.cfg.VoteTTL
 		if fresh != p.counted {
 			if fresh {
 				e.tally.Add(p.at)
@@ -240,6 +401,14 @@ func (e *Engine) Tick(now time.Time) (msg []byte, changed []int, err error) {
 	e.nextSend = now.Add(e.cfg.Period)
 	e.dirty = false
 	return msg, changed, nil
+}
+
+// startOf is when the wait for p's first message began.
+func (e *Engine) startOf(p *peerState) time.Time {
+	if p.since.After(e.cfg.Start) {
+		return p.since
+	}
+	return e.cfg.Start
 }
 
 func (e *Engine) encode(now time.Time) ([]byte, error) {
@@ -315,27 +484,21 @@ func (e *Engine) Receive(now time.Time, data []byte) (sender string, err error) 
 	p.heard = true
 	p.lastHeard = now
 	p.lastAt = m.Time
-	e.applyView(i, p, m)
+	e.applyView(now, p, m)
 	return m.Sender, nil
 }
 
 // applyView updates the sender's view and, when it is counted, the tally.
-func (e *Engine) applyView(i int, p *peerState, m *protocol.Message) {
-	usable := m.MemberDigest == e.digest
-	switch {
-	case !usable || m.Kind == protocol.ViewNone:
-		usable = false
-	case m.Kind == protocol.ViewFull:
-		usable = len(m.Full) == e.n
-	case m.Kind == protocol.ViewDelta:
-		usable = p.base != nil && p.baseSeq == m.DeltaBase
-		for _, c := range m.Delta {
-			if c.Index >= e.n {
-				usable = false
-			}
-		}
+func (e *Engine) applyView(now time.Time, p *peerState, m *protocol.Message) {
+	if !e.current(m) {
+		// A view on another member list is not counted. The sender's last
+		// view on my list keeps counting until VoteTTL after it arrived,
+		// as if this message had been lost: members pick up a member
+		// change one after the other, and the change-over must not
+		// interrupt the vote.
+		return
 	}
-	if !usable {
+	if !e.usable(p, m) {
 		if p.counted {
 			e.tally.Remove(p.at)
 			p.counted = false
@@ -343,9 +506,10 @@ func (e *Engine) applyView(i int, p *peerState, m *protocol.Message) {
 		p.valid = false
 		return
 	}
+	p.lastVote = now
 	if !p.counted || !p.valid {
 		// Not counted yet: just install the view; Tick decides freshness.
-		e.install(p, m)
+		e.installView(p, m)
 		p.valid = true
 		return
 	}
@@ -379,7 +543,23 @@ func (e *Engine) applyView(i int, p *peerState, m *protocol.Message) {
 	}
 }
 
-func (e *Engine) install(p *peerState, m *protocol.Message) {
+// usable reports whether m's view (on my member list) can be applied to p.
+func (e *Engine) usable(p *peerState, m *protocol.Message) bool {
+	switch m.Kind {
+	case protocol.ViewFull:
+		return len(m.Full) == e.n
+	case protocol.ViewDelta:
+		for _, c := range m.Delta {
+			if c.Index >= e.n {
+				return false
+			}
+		}
+		return p.base != nil && p.baseSeq == m.DeltaBase
+	}
+	return false
+}
+
+func (e *Engine) installView(p *peerState, m *protocol.Message) {
 	if m.Kind == protocol.ViewFull {
 		p.base, p.baseSeq, p.delta = e.intern(m.Full), m.Seq, nil
 		return

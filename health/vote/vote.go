@@ -34,6 +34,15 @@ func NewTally(n int) *Tally {
 	return &Tally{n: n, alive: make([]int, n), dead: make([]int, n), verdicts: make([]Verdict, n)}
 }
 
+// NewTallyWith returns a tally whose verdicts start at prev (one per member):
+// after a member-list change a kept member's verdict stands until the counts
+// decide otherwise, so the change itself never flips it.
+func NewTallyWith(prev []Verdict) *Tally {
+	t := NewTally(len(prev))
+	copy(t.verdicts, prev)
+	return t
+}
+
 // N is the unit size.
 func (t *Tally) N() int { return t.n }
 
