@@ -95,9 +95,9 @@ func NewCloud(node *harness.Node, bins Bins) (*Cloud, error) {
 	c := &Cloud{Node: node, Bins: bins, PKI: p,
 		Server:      fmt.Sprintf("https://%s:%d", harness.CloudIP, APIPort),
 		GracePeriod: 20 * time.Second,
-		// Kubernetes' default: no eviction during the node3 phases; the
-		// health verdicts (not wired in yet) are what must prevent it.
-		TolerationSeconds: 300,
+		// Short, so the test sees eviction happen (node2 powered off) or
+		// not happen (node3 cut off but voted alive) within minutes.
+		TolerationSeconds: 30,
 	}
 	if c.SAKey, err = p.ServiceAccountKey(); err != nil {
 		return nil, err

@@ -81,40 +81,67 @@ func errSuffix(err error) string {
 // AppLabel selects the test's workload pods.
 const AppLabel = "holdfast.dev/e2e-app"
 
-// Deployment is a busybox HTTP server on harness.PodHTTPPort spread over
-// every node (hostname topology spread), using only the images the harness
-// imported into each containerd (no registry: imagePullPolicy Never).
+// WhoPath is the page where a workload pod serves its own name
+// (hostname), so a request through a Service says which pod answered.
+const WhoPath = "/who"
+
+// podTemplate is a busybox HTTP server on harness.PodHTTPPort (the harness
+// page at /, the pod's hostname at WhoPath) spread over every node
+// (hostname topology spread), using only the images the harness imported
+// into each containerd (no registry: imagePullPolicy Never).
+func podTemplate(labels map[string]string) corev1.PodTemplateSpec {
+	grace := int64(2)
+	serve := fmt.Sprintf("hostname > /var/www%s && exec %s", WhoPath, strings.Join(harness.DefaultCommand, " "))
+	return corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{Labels: labels},
+		Spec: corev1.PodSpec{
+			TerminationGracePeriodSeconds: &grace,
+			TopologySpreadConstraints: []corev1.TopologySpreadConstraint{{
+				MaxSkew:           1,
+				TopologyKey:       corev1.LabelHostname,
+				WhenUnsatisfiable: corev1.DoNotSchedule,
+				LabelSelector:     &metav1.LabelSelector{MatchLabels: labels},
+			}},
+			Containers: []corev1.Container{{
+				Name:            "app",
+				Image:           harness.BusyboxImage,
+				ImagePullPolicy: corev1.PullNever,
+				Command:         []string{"/bin/sh", "-c", serve},
+				Ports:           []corev1.ContainerPort{{Name: "http", ContainerPort: harness.PodHTTPPort}},
+				ReadinessProbe: &corev1.Probe{
+					ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(harness.PodHTTPPort)}},
+					PeriodSeconds: 2,
+				},
+			}},
+		},
+	}
+}
+
+// Deployment runs replicas of podTemplate.
 func Deployment(name string, replicas int32) *appsv1.Deployment {
 	labels := map[string]string{AppLabel: name}
-	grace := int64(2)
 	return &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Labels: labels},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: &replicas,
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{
-					TerminationGracePeriodSeconds: &grace,
-					TopologySpreadConstraints: []corev1.TopologySpreadConstraint{{
-						MaxSkew:           1,
-						TopologyKey:       corev1.LabelHostname,
-						WhenUnsatisfiable: corev1.DoNotSchedule,
-						LabelSelector:     &metav1.LabelSelector{MatchLabels: labels},
-					}},
-					Containers: []corev1.Container{{
-						Name:            "app",
-						Image:           harness.BusyboxImage,
-						ImagePullPolicy: corev1.PullNever,
-						Command:         harness.DefaultCommand,
-						Ports:           []corev1.ContainerPort{{Name: "http", ContainerPort: harness.PodHTTPPort}},
-						ReadinessProbe: &corev1.Probe{
-							ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(harness.PodHTTPPort)}},
-							PeriodSeconds: 2,
-						},
-					}},
-				},
-			},
+			Template: podTemplate(labels),
+		},
+	}
+}
+
+// StatefulSet runs replicas of podTemplate as <name>-<i>, named in DNS
+// through the headless Service of the same name.
+func StatefulSet(name string, replicas int32) *appsv1.StatefulSet {
+	labels := map[string]string{AppLabel: name}
+	return &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Labels: labels},
+		Spec: appsv1.StatefulSetSpec{
+			Replicas:            &replicas,
+			ServiceName:         name,
+			PodManagementPolicy: appsv1.ParallelPodManagement,
+			Selector:            &metav1.LabelSelector{MatchLabels: labels},
+			Template:            podTemplate(labels),
 		},
 	}
 }
@@ -124,6 +151,15 @@ func CreateDeployment(ctx context.Context, cs kubernetes.Interface, d *appsv1.De
 	_, err := cs.AppsV1().Deployments(d.Namespace).Create(ctx, d, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
 		_, err = cs.AppsV1().Deployments(d.Namespace).Update(ctx, d, metav1.UpdateOptions{})
+	}
+	return err
+}
+
+// CreateStatefulSet creates (or replaces) st.
+func CreateStatefulSet(ctx context.Context, cs kubernetes.Interface, st *appsv1.StatefulSet) error {
+	_, err := cs.AppsV1().StatefulSets(st.Namespace).Create(ctx, st, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		_, err = cs.AppsV1().StatefulSets(st.Namespace).Update(ctx, st, metav1.UpdateOptions{})
 	}
 	return err
 }

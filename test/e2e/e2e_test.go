@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -42,7 +43,7 @@ func TestE2E(t *testing.T) {
 	s := bringUp(t, ctx, rep, bins)
 	baseline(t, ctx, rep, s)
 	if rep.OK() {
-		scenario(t, ctx, rep, s, "web")
+		scenario(t, ctx, rep, s)
 	}
 	if !rep.OK() {
 		s.dumpLogs(t)
@@ -73,7 +74,7 @@ func bringUp(t *testing.T, ctx context.Context, rep *Report, bins Bins) *site {
 	fmt.Println("== bring-up: 3-node site, control plane in the cloud netns, kubelet through the holdfast CRI shim")
 	hs := harness.NewSite(t, 3, harness.WithCloud())
 	hs.Keep = os.Getenv("E2E_KEEP") != ""
-	plugins := harness.PluginDir(t)
+	refPlugins := harness.CNIPlugins(t)
 	hfBins := harness.Binaries(t)
 	rep.Mark("site created", hs.ID)
 
@@ -94,15 +95,31 @@ func bringUp(t *testing.T, ctx context.Context, rep *Report, bins Bins) *site {
 	if err := FlannelRBAC(ctx, cs); err != nil {
 		t.Fatal(err)
 	}
+	ca, err := os.ReadFile(cloud.PKI.CACert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ApplyManifests(ctx, cs, ca, WebhookURL()); err != nil {
+		t.Fatalf("apply holdfastd manifests: %v", err)
+	}
+	if err := cloud.StartWebhook(ctx, cs, filepath.Join(hfBins, "holdfastd")); err != nil {
+		t.Fatalf("start webhook: %v\n%s", err, cloud.Node.Logs("webhook"))
+	}
+	if err := cloud.StartCoreDNS(); err != nil {
+		t.Fatal(err)
+	}
+	rep.Mark("holdfast cloud side", "manifests applied, webhook registered at "+WebhookURL())
 	for _, hn := range hs.Nodes {
-		hn.CNIBinDir = plugins
 		n, err := NewNode(hn, hfBins, cloud)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := n.BringUp(ctx); err != nil {
+		out, err := n.BringUpInstalled(ctx, refPlugins)
+		if err != nil {
 			t.Fatalf("%s: %v", hn.Name, err)
 		}
+		t.Logf("%s: holdfastd install:\n%s", hn.Name, out)
+		rep.Check(hn.Name+": holdfastd install wired the node (chained conflist first, kubelet → shim and holdfast DNS, units in boot order; a second install changes nothing)", n.CheckInstalled())
 		if err := n.StartKubelet(); err != nil {
 			t.Fatalf("%s: start kubelet: %v", hn.Name, err)
 		}
@@ -116,6 +133,17 @@ func bringUp(t *testing.T, ctx context.Context, rep *Report, bins Bins) *site {
 		}
 	}
 	rep.Mark("nodes registered", "podCIDRs set from the harness plan")
+	for _, n := range s.nodes {
+		if err := n.IssueDaemonTokens(ctx, cs); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.StartHealth(); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.StartDNS(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, n := range s.nodes {
 		if err := n.StartFlanneld(); err != nil {
 			t.Fatal(err)
@@ -138,38 +166,72 @@ func bringUp(t *testing.T, ctx context.Context, rep *Report, bins Bins) *site {
 		t.FailNow()
 	}
 	rep.Mark("nodes ready", strings.Join(s.nodeNames(), ","))
+	all := map[string]string{}
+	for _, n := range s.nodes {
+		all[n.Name] = "alive"
+	}
+	if !rep.Check("bring-up: every health daemon votes every node alive", WaitVerdicts(ctx, s.nodes, all, 60*time.Second)) {
+		s.dumpLogs(t)
+		t.FailNow()
+	}
+	rep.Mark("health verdicts", "3 members, all alive")
 	return s
 }
 
-// baseline runs a Deployment over every node and checks that kubelet runs
-// it through the shim: pods Running and Ready on each node, one sandbox per
-// pod, every pod reachable from every node.
+// baseline runs a Deployment behind a ClusterIP Service and a StatefulSet
+// behind a headless Service over every node and checks that kubelet runs
+// them through the shim, that every pod reaches every Service by IP and by
+// name (holdfast DNS), and that holdfast DNS answers like CoreDNS.
 func baseline(t *testing.T, ctx context.Context, rep *Report, s *site) {
-	const app, replicas = "web", 6
-	if err := CreateDeployment(ctx, s.cs, Deployment(app, replicas)); err != nil {
-		t.Fatal(err)
+	for _, w := range []struct {
+		create   func() error
+		app      string
+		replicas int
+	}{
+		{func() error { return CreateDeployment(ctx, s.cs, Deployment(WebApp, 6)) }, WebApp, 6},
+		{func() error { return CreateStatefulSet(ctx, s.cs, StatefulSet(DBApp, 3)) }, DBApp, 3},
+	} {
+		if err := w.create(); err != nil {
+			t.Fatal(err)
+		}
+		pods, err := WaitPodsRunning(ctx, s.cs, "default", w.app, w.replicas, s.nodeNames(), 180*time.Second)
+		if !rep.Check("baseline: "+w.app+" pods Running and Ready on every node", err) {
+			t.Logf("events:\n%s", Events(ctx, s.cs, "default"))
+			return
+		}
+		rep.Mark(w.app+" running", fmt.Sprintf("%d pods", len(pods)))
 	}
-	pods, err := WaitPodsRunning(ctx, s.cs, "default", app, replicas, s.nodeNames(), 180*time.Second)
-	if !rep.Check("baseline: Deployment pods Running and Ready on every node", err) {
-		t.Logf("events:\n%s", Events(ctx, s.cs, "default"))
+	pods, err := s.workloadPods(ctx)
+	if !rep.Check("baseline: list workload pods", err) {
 		return
 	}
-	rep.Mark("deployment running", fmt.Sprintf("%d pods", len(pods)))
-
 	rep.Check("baseline: one ready sandbox per pod in the shim", s.oneSandboxEach(ctx, pods))
 	rep.Check("baseline: pod IPs inside their node's pod CIDR", s.podIPsInCIDR(pods))
 	rep.Check("baseline: every pod reachable (TCP) from every node", s.reachable(ctx, pods))
 
-	svc, err := s.cs.CoreV1().Services("default").Create(ctx, Service(app), metav1.CreateOptions{})
-	if !rep.Check("baseline: ClusterIP Service created", err) {
+	web, err := s.cs.CoreV1().Services("default").Create(ctx, Service(WebApp), metav1.CreateOptions{})
+	if err == nil {
+		_, err = s.cs.CoreV1().Services("default").Create(ctx, HeadlessService(DBApp), metav1.CreateOptions{})
+	}
+	if !rep.Check("baseline: ClusterIP Service web and headless Service db created", err) {
 		return
 	}
 	netns, err := s.podNetns(ctx, pods)
 	if err == nil {
-		err = reachService(ctx, svc.Spec.ClusterIP, s.nodes, netns)
+		err = reachService(ctx, web.Spec.ClusterIP, s.nodes, netns)
 	}
 	rep.Check("baseline: ClusterIP reachable from every node and every pod (kube-proxy)", err)
-	rep.Mark("service reachable", svc.Spec.ClusterIP)
+	rep.Mark("service reachable", web.Spec.ClusterIP)
+
+	db := podsOfApp(pods, DBApp)
+	rep.Check("baseline: every pod reaches web, db and each db pod by DNS name (holdfast DNS)", s.reachByName(ctx, views(pods), serviceTargets(db)))
+	rep.Mark("names resolve", "from every pod, through holdfast DNS")
+	if rep.Check("baseline: reference CoreDNS (kubernetes plugin) answers", s.waitCoreDNS(ctx)) {
+		qs := parityQuestions(web.Spec.ClusterIP, db)
+		table, same, diffs := s.dnsParity(ctx, s.nodes[0], qs)
+		fmt.Printf("DNS parity, holdfast vs CoreDNS on the same apiserver: %d of %d identical\n%s", same, len(qs), table)
+		rep.Check(fmt.Sprintf("baseline: holdfast DNS answers like CoreDNS (%d of %d questions identical)", same, len(qs)), joinLines(diffs))
+	}
 }
 
 func (s *site) node(name string) *Node {

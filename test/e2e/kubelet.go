@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -37,9 +36,10 @@ func (n *Node) KubeletRoot() string { return filepath.Join(n.VarDir, "kubelet") 
 // so the harness's cgroup cleanup finds them.
 func (n *Node) CgroupRoot() string { return "/" + n.NetNS }
 
-// kubeletConfig is the KubeletConfiguration of the node: cgroupfs without
-// QoS cgroups or node-allocatable enforcement (the node shares the host's
-// cgroups), containers through the holdfast CRI shim, DNS at holdfast DNS,
+// kubeletConfig is the KubeletConfiguration of the node as holdfast finds
+// it (prepareStock changes the two values install edits to their stock
+// ones): cgroupfs without QoS cgroups or node-allocatable enforcement (the
+// node shares the host's cgroups),
 // no disk-pressure eviction or image GC (the images cannot be pulled again:
 // there is no registry), and quick node leases so that the short grace
 // period of the test's controller-manager is meaningful.
@@ -121,13 +121,10 @@ func (n *Node) StartKubelet() error {
 	if err := os.WriteFile(filepath.Join(etc, "resolv.conf"), nil, 0o644); err != nil {
 		return err
 	}
-	cfg, err := json.MarshalIndent(n.kubeletConfig(), "", "  ")
-	if err != nil {
-		return err
-	}
-	cfgPath := filepath.Join(etc, "kubelet-config.yaml")
-	if err := os.WriteFile(cfgPath, cfg, 0o644); err != nil {
-		return err
+	// The config is the node's own, as `holdfastd install` left it.
+	cfgPath := n.KubeletConfigPath()
+	if _, err := os.Stat(cfgPath); err != nil {
+		return fmt.Errorf("%s: kubelet config: %w", n.Name, err)
 	}
 	if err := n.sharedMount(root); err != nil {
 		return err
@@ -155,7 +152,7 @@ func (n *Node) StartKubelet() error {
 		"--cert-dir", filepath.Join(root, "pki"),
 		"--v=3", // computePodActions: what kubelet decides per pod
 	}
-	_, err = n.Start("kubelet", "unshare", args...)
+	_, err := n.Start("kubelet", "unshare", args...)
 	return err
 }
 

@@ -165,6 +165,14 @@ func Service(app string) *corev1.Service {
 	}
 }
 
+// HeadlessService is the StatefulSet's governing Service (no ClusterIP:
+// its name resolves to the ready pods, <pod>.<name> to each).
+func HeadlessService(app string) *corev1.Service {
+	svc := Service(app)
+	svc.Spec.ClusterIP = corev1.ClusterIPNone
+	return svc
+}
+
 // reachService checks TCP to the ClusterIP from every node netns and from
 // one pod netns of each given pod set (tries each a few times: kube-proxy
 // syncs asynchronously).

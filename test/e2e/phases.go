@@ -108,172 +108,321 @@ func short(id string) string {
 	return id
 }
 
-// scenario runs the cloud cut, the offline reboot and the reconnect of
-// node3 (issue 10 phases 2–4, without the health verdicts yet).
+// run is the state the phases of the scenario share.
+type run struct {
+	s            *site
+	rep          *Report
+	victim, peer *Node // node3, node1
+	before       []podView // node3's pods (both workloads) before the cut
+	clusterIP    string    // of web
+	db           []corev1.Pod
+	notReadyAt   time.Time
+	rebootAt     time.Time
+	relaunched   map[string]criPod
+	vtepBefore   string
+}
+
+// scenario runs the phases of issue 10 after the baseline: cut node3's
+// cloud link (2), reboot it while cut (3), reconnect it (4), partition the
+// site {node1,node2} | {node3} (6), power node2 off for good (5).
 func scenario(t interface {
 	Logf(string, ...any)
-}, ctx context.Context, rep *Report, s *site, app string) {
-	victim := s.node("node3")
-	peer := s.node("node1")
-	pods, err := PodsOf(ctx, s.cs, "default", app)
-	if err != nil {
-		rep.Check("scenario: list pods", err)
+}, ctx context.Context, rep *Report, s *site) {
+	r := &run{s: s, rep: rep, victim: s.node("node3"), peer: s.node("node1"), relaunched: map[string]criPod{}}
+	if !r.setup(ctx) || !r.cut(ctx) || !r.reboot(ctx) {
+		r.diagnose(t)
 		return
 	}
-	var before []podView
-	for i := range pods {
-		if pods[i].Spec.NodeName == victim.Name {
-			before = append(before, viewOf(&pods[i]))
+	if r.reconnect(ctx) {
+		r.partition(ctx)
+		r.powerOff(ctx)
+	}
+	r.diagnose(t)
+}
+
+func (r *run) diagnose(t interface{ Logf(string, ...any) }) {
+	if !r.rep.OK() {
+		t.Logf("node3 kubelet pod decisions:\n%s", kubeletDecisions(r.victim, r.before))
+		t.Logf("CRI calls that reached node3's containerd (from kubelet through the shim, or from the shim's relaunch):\n%s", criCalls(r.victim, r.before))
+	}
+}
+
+func (r *run) setup(ctx context.Context) bool {
+	pods, err := r.s.workloadPods(ctx)
+	if err == nil {
+		var web *corev1.Service
+		web, err = r.s.cs.CoreV1().Services("default").Get(ctx, WebApp, metav1.GetOptions{})
+		if err == nil {
+			r.clusterIP = web.Spec.ClusterIP
 		}
 	}
-	if !rep.Check("scenario: node3 runs pods of the Deployment", condErr(len(before) > 0, "no pod on node3")) {
-		return
+	if !r.rep.Check("scenario: list pods and Services", err) {
+		return false
 	}
+	r.db = podsOfApp(pods, DBApp)
+	for _, v := range views(pods) {
+		if v.Node == r.victim.Name {
+			r.before = append(r.before, v)
+		}
+	}
+	return r.rep.Check("scenario: node3 runs pods of both workloads", condErr(len(podsOn(r.before, WebApp)) > 0 && len(podsOn(r.before, DBApp)) > 0,
+		fmt.Sprintf("node3 runs %v", r.before)))
+}
 
-	// Phase 2: cut node3's cloud link past the grace period.
+// podsOn filters views by workload (pod name prefix).
+func podsOn(vs []podView, app string) []podView {
+	var out []podView
+	for _, v := range vs {
+		if strings.HasPrefix(v.Name, app+"-") {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func names(vs []podView) []string {
+	var out []string
+	for _, v := range vs {
+		out = append(out, v.Name)
+	}
+	return out
+}
+
+// cut is phase 2: node3's cloud link cut past the grace period. The cloud
+// sees node3 NotReady and its pods not ready; the peers vote it alive, so
+// the webhook keeps its endpoints ready and Services keep reaching it.
+func (r *run) cut(ctx context.Context) bool {
+	s, rep, victim := r.s, r.rep, r.victim
 	if err := victim.CutCloud(); err != nil {
 		rep.Check("cut: cloud link of node3 cut", err)
-		return
+		return false
 	}
 	cutAt := time.Now()
-	rep.Mark("node3 cloud cut", fmt.Sprintf("grace period %v", s.cloud.GracePeriod))
-	err = harness.Eventually(s.cloud.GracePeriod+40*time.Second, func() error {
+	rep.Mark("node3 cloud cut", fmt.Sprintf("grace period %v, tolerationSeconds %d", s.cloud.GracePeriod, s.cloud.TolerationSeconds))
+	err := harness.Eventually(s.cloud.GracePeriod+40*time.Second, func() error {
 		st, err := NodeReady(ctx, s.cs, victim.Name)
-		if err != nil {
-			return err
+		if err == nil && st == corev1.ConditionTrue {
+			err = fmt.Errorf("node3 still Ready")
 		}
-		if st == corev1.ConditionTrue {
-			return fmt.Errorf("node3 still Ready")
-		}
-		return nil
+		return err
 	})
 	rep.Check("cut: node3 goes NotReady/Unknown after the grace period", err)
+	r.notReadyAt = time.Now()
 	rep.Mark("node3 not ready", fmt.Sprintf("%.1fs after the cut", time.Since(cutAt).Seconds()))
-	rep.Check("cut: node3's containers keep running (CRI)", checkPods(ctx, victim, before, func(v podView, p criPod) error {
+	rep.Check("cut: node3's containers keep running (CRI)", checkPods(ctx, victim, r.before, func(v podView, p criPod) error {
 		if len(p.Running) != 1 || p.Running[0] != v.ContainerID {
 			return fmt.Errorf("running %v, apiserver had %s", p.Running, short(v.ContainerID))
 		}
 		return nil
 	}))
-	rep.Check("cut: node3's pods still exist in the apiserver (same UIDs)", samePods(ctx, s, app, before))
+	rep.Check("cut: node3's pods still exist in the apiserver (same UIDs)", samePods(ctx, s, r.before))
+	rep.Check("cut: node1 and node2 vote node3 alive", WaitVerdicts(ctx, []*Node{s.node("node1"), s.node("node2")}, map[string]string{victim.Name: "alive"}, 15*time.Second))
+	rep.Check("cut: the cloud marks node3's pods not ready (node lifecycle controller)", harness.Eventually(30*time.Second, func() error {
+		return podsReady(ctx, s, r.before, false)
+	}))
+	rep.Check("cut: node3's endpoints stay ready in the EndpointSlices (webhook applied the alive verdict)", harness.Eventually(30*time.Second, func() error {
+		return r.endpointsKept(ctx)
+	}))
+	rep.Mark("node3 endpoints kept", "EndpointSlices ready, pods NotReady in the cloud")
+	rep.Check("cut: node1 reaches node3's web pods through the ClusterIP", r.serviceReaches(ctx, r.peer, podsOn(r.before, WebApp)))
+	rep.Check("cut: a pod on node1 reaches node3's db pod by name", r.s.reachByName(ctx, podsOnNode(r.s, r.peer.Name, WebApp), dbTargets(podsOn(r.before, DBApp))))
+	return true
+}
 
-	// Phase 3: reboot node3 while its cloud link stays cut.
+// endpointsKept checks that node3's pod IPs are ready endpoints in their
+// Services' EndpointSlices and that the webhook is what made them so.
+func (r *run) endpointsKept(ctx context.Context) error {
+	n, err := r.s.cloud.WebhookPatches(ctx, "EndpointSlice")
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return fmt.Errorf("the webhook has patched no EndpointSlice yet")
+	}
+	return endpointsReady(ctx, r.s, r.before, true)
+}
+
+// serviceReaches asks web's ClusterIP from node n until each of want has
+// answered (kube-proxy picks endpoints at random).
+func (r *run) serviceReaches(ctx context.Context, n *Node, want []podView) error {
+	return harness.Eventually(20*time.Second, func() error {
+		got, err := answeredBy(ctx, n.NSPath, r.clusterIP, 40)
+		if err != nil {
+			return err
+		}
+		for _, v := range want {
+			if got[v.Name] == 0 {
+				return fmt.Errorf("%s not among the pods answering %s from %s: %v", v.Name, r.clusterIP, n.Name, got)
+			}
+		}
+		return nil
+	})
+}
+
+// reboot is phase 3: node3 rebooted while cut. The boot sequence of
+// docs/boot.md runs offline; the shim relaunches the pods with the same
+// IPs, the overlay comes back with the same VTEP MAC, holdfast DNS answers
+// from its snapshot.
+func (r *run) reboot(ctx context.Context) bool {
+	s, rep, victim := r.s, r.rep, r.victim
 	if err := victim.WaitSnapshot(ctx); err != nil {
 		rep.Check("reboot: node3 has a network snapshot", err)
-		return
+		return false
 	}
-	vtepBefore := linkMAC(victim, harness.VXLANDevice)
-	rebootAt := time.Now()
+	r.vtepBefore = linkMAC(victim, harness.VXLANDevice)
+	r.rebootAt = time.Now()
 	rep.Mark("node3 reboot", "processes killed, netns and /run wiped, cloud still cut")
 	var restoreErr error
-	err = victim.Reboot(func() error {
-		if err := victim.CutCloud(); err != nil { // the netns (and its iptables) is new
-			return err
-		}
-		// docs/boot.md, as the systemd units order it. A failed restore
-		// oneshot does not stop the units ordered after it (Before=, no
-		// Requires=), so the boot goes on and the later phases still show
-		// what the node does without the restored state.
-		out, err := victim.Restore(ctx)
-		restoreErr = err
-		rep.Mark("node3 snapshot restore", firstLines(strings.TrimSpace(out), 1))
-		if err := victim.StartContainerd(); err != nil {
-			return err
-		}
-		if err := victim.StartShim(); err != nil {
-			return fmt.Errorf("start shim: %w\n%s", err, victim.Logs("cri-shim"))
-		}
-		if err := victim.StartWatch(); err != nil {
-			return err
-		}
-		rep.Mark("node3 shim serving", "containerd up")
-		if err := victim.StartFlanneld(); err != nil {
-			return err
-		}
-		if err := victim.StartKubeProxy(); err != nil {
-			return err
-		}
-		return victim.StartKubelet()
+	err := victim.Reboot(func() error {
+		var err error
+		restoreErr, err = r.bootSequence(ctx)
+		return err
 	})
 	rep.Check("reboot: holdfastd snapshot restore succeeded", restoreErr)
-	if !rep.Check("reboot: offline boot sequence ran (restore, containerd, shim, flanneld, kube-proxy, kubelet)", err) {
-		return
+	if !rep.Check("reboot: offline boot sequence ran (restore, containerd, shim, health, dns, flanneld, kube-proxy, kubelet)", err) {
+		return false
 	}
 	rep.Mark("node3 kubelet started", "offline")
-	relaunched := map[string]criPod{}
 	err = harness.Eventually(60*time.Second, func() error {
-		return checkPods(ctx, victim, before, func(v podView, p criPod) error {
+		return checkPods(ctx, victim, r.before, func(v podView, p criPod) error {
 			if len(p.Ready) != 1 || len(p.Running) != 1 {
 				return fmt.Errorf("not relaunched yet: %s", p)
 			}
 			if p.IP != v.IP {
 				return fmt.Errorf("IP %s, was %s", p.IP, v.IP)
 			}
-			relaunched[v.UID] = p
+			r.relaunched[v.UID] = p
 			return nil
 		})
 	})
 	rep.Check("reboot: node3's pods relaunched by the shim with the same IPs", err)
-	rep.Mark("node3 pods relaunched", fmt.Sprintf("%d pods, %.1fs after the reboot", len(relaunched), time.Since(rebootAt).Seconds()))
-	rep.Check("reboot: VTEP MAC of node3 kept", condErr(vtepBefore != "" && linkMAC(victim, harness.VXLANDevice) == vtepBefore,
-		fmt.Sprintf("flannel.1 MAC %q, was %q", linkMAC(victim, harness.VXLANDevice), vtepBefore)))
-	rep.Check("reboot: node1 reaches node3's pods", reachPods(ctx, peer, before))
-	svc, err := s.cs.CoreV1().Services("default").Get(ctx, app, metav1.GetOptions{})
-	if err == nil {
-		netns := map[string]string{}
-		for _, v := range before {
-			c, derr := harness.DialCRI(victim.ShimSock())
-			if derr != nil {
-				err = derr
-				break
-			}
-			if r := relaunched[v.UID]; len(r.Ready) == 1 {
-				_, netns[v.Name], err = c.SandboxNet(ctx, r.Ready[0])
-			}
-			c.Close()
-		}
-		if err == nil {
-			err = reachService(ctx, svc.Spec.ClusterIP, []*Node{victim}, netns)
-		}
-	}
-	rep.Check("reboot: offline node3 and its pods reach the ClusterIP (restored kube-proxy rules)", err)
+	rep.Mark("node3 pods relaunched", fmt.Sprintf("%d pods, %.1fs after the reboot", len(r.relaunched), time.Since(r.rebootAt).Seconds()))
+	rep.Check("reboot: VTEP MAC of node3 kept", r.vtepKept())
+	rep.Check("reboot: node1 reaches node3's pods", reachPods(ctx, r.peer, r.before))
+	rep.Check("reboot: node3's pods reach the ClusterIP offline (restored kube-proxy rules)", r.relaunchedReachService(ctx))
+	rep.Check("reboot: node3's pods resolve and reach web, db and each db pod by name offline (holdfast DNS from its snapshot)",
+		s.reachByName(ctx, r.before, serviceTargets(r.db)))
+	rep.Check("reboot: node1 reaches node3's relaunched web pods through the ClusterIP", r.serviceReaches(ctx, r.peer, podsOn(r.before, WebApp)))
+	rep.Check("reboot: node1 and node2 vote node3 alive after its reboot", WaitVerdicts(ctx, []*Node{s.node("node1"), s.node("node2")}, map[string]string{victim.Name: "alive"}, 15*time.Second))
 
 	// Offline, kubelet must kill nothing: give it time to try.
 	time.Sleep(20 * time.Second)
-	rep.Check("reboot: offline kubelet leaves the relaunched pods alone (20s)", checkPods(ctx, victim, before, func(v podView, p criPod) error {
-		was := relaunched[v.UID]
+	rep.Check("reboot: offline kubelet leaves the relaunched pods alone (20s)", checkPods(ctx, victim, r.before, func(v podView, p criPod) error {
+		was := r.relaunched[v.UID]
 		if !equalIDs(p.Ready, was.Ready) || !equalIDs(p.Running, was.Running) {
 			return fmt.Errorf("changed: now %s; relaunched %s", p, was)
 		}
 		return nil
 	}))
+	r.noEviction(ctx)
+	return true
+}
 
-	// Phase 4: reconnect; kubelet adopts the relaunched pods.
+// bootSequence is docs/boot.md as the systemd units order it. A failed
+// restore oneshot does not stop the units ordered after it (Before=, no
+// Requires=), so the boot goes on and the later phases still show what the
+// node does without the restored state.
+func (r *run) bootSequence(ctx context.Context) (restoreErr, err error) {
+	victim := r.victim
+	if err := victim.CutCloud(); err != nil { // the netns (and its iptables) is new
+		return nil, err
+	}
+	out, restoreErr := victim.Restore(ctx)
+	r.rep.Mark("node3 snapshot restore", firstLines(strings.TrimSpace(out), 1))
+	if err := victim.StartContainerd(); err != nil {
+		return restoreErr, err
+	}
+	if err := victim.StartShim(); err != nil {
+		return restoreErr, fmt.Errorf("start shim: %w\n%s", err, victim.Logs("cri-shim"))
+	}
+	r.rep.Mark("node3 shim serving", "containerd up")
+	for _, start := range []func() error{victim.StartWatch, victim.StartHealth, victim.StartDNS, victim.StartFlanneld, victim.StartKubeProxy, victim.StartKubelet} {
+		if err := start(); err != nil {
+			return restoreErr, err
+		}
+	}
+	return restoreErr, nil
+}
+
+func (r *run) vtepKept() error {
+	now := linkMAC(r.victim, harness.VXLANDevice)
+	return condErr(r.vtepBefore != "" && now == r.vtepBefore, fmt.Sprintf("flannel.1 MAC %q, was %q", now, r.vtepBefore))
+}
+
+// relaunchedReachService checks TCP to the ClusterIP from node3 and from
+// each relaunched pod's netns.
+func (r *run) relaunchedReachService(ctx context.Context) error {
+	c, err := harness.DialCRI(r.victim.ShimSock())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	netns := map[string]string{}
+	for _, v := range r.before {
+		if p := r.relaunched[v.UID]; len(p.Ready) == 1 {
+			if _, netns[v.Name], err = c.SandboxNet(ctx, p.Ready[0]); err != nil {
+				return err
+			}
+		}
+	}
+	return reachService(ctx, r.clusterIP, []*Node{r.victim}, netns)
+}
+
+// noEviction waits until tolerationSeconds (+10 s) have passed since node3
+// went NotReady and checks that its pods were not evicted: no NoExecute
+// taint on the Node (the webhook removed what the node lifecycle
+// controller added), the same pods, endpoints still ready.
+func (r *run) noEviction(ctx context.Context) {
+	s := r.s
+	wait := time.Duration(s.cloud.TolerationSeconds+10)*time.Second - time.Since(r.notReadyAt)
+	if wait > 0 {
+		time.Sleep(wait)
+	}
+	since := time.Since(r.notReadyAt).Round(time.Second)
+	err := noExecuteTaints(ctx, s, r.victim.Name, false)
+	if err == nil {
+		err = samePods(ctx, s, r.before)
+	}
+	if err == nil {
+		var n int
+		if n, err = s.cloud.WebhookPatches(ctx, "Node"); err == nil && n == 0 {
+			err = fmt.Errorf("the webhook never patched a Node: the controller never tried to taint node3?")
+		}
+	}
+	rep := r.rep
+	rep.Check(fmt.Sprintf("cut: no NoExecute taint, no eviction of node3's pods %v after NotReady (tolerationSeconds %d)", since, s.cloud.TolerationSeconds), err)
+	rep.Check("cut: node3's endpoints still ready in the EndpointSlices", endpointsReady(ctx, s, r.before, true))
+	rep.Mark("node3 not evicted", fmt.Sprintf("%v after NotReady", since))
+}
+
+// reconnect is phase 4: node3's cloud link back; kubelet adopts the
+// relaunched pods.
+func (r *run) reconnect(ctx context.Context) bool {
+	s, rep, victim := r.s, r.rep, r.victim
 	if err := victim.RestoreCloud(); err != nil {
 		rep.Check("reconnect: cloud link restored", err)
-		return
+		return false
 	}
 	reconnectAt := time.Now()
 	rep.Mark("node3 cloud restored", "")
-	err = WaitNodesReady(ctx, s.cs, []string{victim.Name}, 90*time.Second)
-	rep.Check("reconnect: node3 Ready again", err)
+	rep.Check("reconnect: node3 Ready again", WaitNodesReady(ctx, s.cs, []string{victim.Name}, 90*time.Second))
 	rep.Mark("node3 ready", fmt.Sprintf("%.1fs after reconnect", time.Since(reconnectAt).Seconds()))
 	// Let kubelet sync every pod (syncFrequency 10s) and report status.
-	err = harness.Eventually(60*time.Second, func() error {
-		return samePodsAdopted(ctx, s, app, before, relaunched)
+	err := harness.Eventually(60*time.Second, func() error {
+		return samePodsAdopted(ctx, s, r.before, r.relaunched)
 	})
 	rep.Mark("node3 pods reported", fmt.Sprintf("%.1fs after reconnect", time.Since(reconnectAt).Seconds()))
 	time.Sleep(20 * time.Second)
-	err2 := samePodsAdopted(ctx, s, app, before, relaunched)
+	err2 := samePodsAdopted(ctx, s, r.before, r.relaunched)
 	rep.Check("reconnect: apiserver shows the relaunched containers, same pods, restartCount = before+1 (the relaunch) and unchanged by adoption", errors.Join(err, err2))
-	rep.Check("reconnect: container IDs unchanged, no second sandbox (CRI)", checkPods(ctx, victim, before, func(v podView, p criPod) error {
-		was := relaunched[v.UID]
+	rep.Check("reconnect: container IDs unchanged, no second sandbox (CRI)", checkPods(ctx, victim, r.before, func(v podView, p criPod) error {
+		was := r.relaunched[v.UID]
 		if !equalIDs(p.Ready, was.Ready) || !equalIDs(p.Running, was.Running) {
 			return fmt.Errorf("changed after reconnect: now %s; relaunched %s", p, was)
 		}
 		created := 0
 		for _, sb := range p.Sandboxes {
-			if time.Unix(0, sb.CreatedAt).After(rebootAt) {
+			if time.Unix(0, sb.CreatedAt).After(r.rebootAt) {
 				created++
 			}
 		}
@@ -282,23 +431,118 @@ func scenario(t interface {
 		}
 		return nil
 	}))
-	_, err = WaitPodsRunning(ctx, s.cs, "default", app, len(pods), s.nodeNames(), 30*time.Second)
-	rep.Check("reconnect: Deployment fully running on every node", err)
-	rep.Check("reconnect: flanneld kept node3's VTEP MAC", condErr(linkMAC(victim, harness.VXLANDevice) == vtepBefore,
-		fmt.Sprintf("flannel.1 MAC %q, was %q", linkMAC(victim, harness.VXLANDevice), vtepBefore)))
-	rep.Check("reconnect: node1 reaches node3's pods", reachPods(ctx, peer, before))
-	rep.Check("reconnect: node3's daemons still running (no crash while offline)", daemonsAlive(victim, map[string]string{
+	_, err = WaitPodsRunning(ctx, s.cs, "default", WebApp, 6, s.nodeNames(), 30*time.Second)
+	if err == nil {
+		_, err = WaitPodsRunning(ctx, s.cs, "default", DBApp, 3, s.nodeNames(), 30*time.Second)
+	}
+	rep.Check("reconnect: Deployment and StatefulSet fully running on every node", err)
+	rep.Check("reconnect: flanneld kept node3's VTEP MAC", r.vtepKept())
+	rep.Check("reconnect: node1 reaches node3's pods", reachPods(ctx, r.peer, r.before))
+	rep.Check("reconnect: node3's daemons still running (no crash while offline)", daemonsAlive(victim, r.daemons()))
+	return rep.OK()
+}
+
+func (r *run) daemons() map[string]string {
+	b := r.s.cloud.Bins
+	return map[string]string{
 		"containerd":     "containerd --config",
 		"cri-shim":       "holdfastd cri run",
 		"snapshot-watch": "holdfastd snapshot watch",
-		"flanneld":       s.cloud.Bins.Flanneld + " --kube-subnet-mgr",
-		"kube-proxy":     s.cloud.Bins.KubeProxy + " ",
-		"kubelet":        s.cloud.Bins.Kubelet + " ",
-	}))
-	if !rep.OK() {
-		t.Logf("node3 kubelet pod decisions:\n%s", kubeletDecisions(victim, before))
-		t.Logf("CRI calls that reached node3's containerd (from kubelet through the shim, or from the shim's relaunch):\n%s", criCalls(victim, before))
+		"health":         "holdfastd health run",
+		"dns":            "holdfastd dns run",
+		"flanneld":       b.Flanneld + " --kube-subnet-mgr",
+		"kube-proxy":     b.KubeProxy + " ",
+		"kubelet":        b.Kubelet + " ",
 	}
+}
+
+// partition is phase 6: {node1,node2} | {node3} on the site LAN. The
+// majority keeps its quorum and votes node3 dead; node3, alone, has no
+// quorum and reports unknown; node1's DNS stops answering node3's db pod
+// until the partition heals.
+func (r *run) partition(ctx context.Context) {
+	s, rep := r.s, r.rep
+	n1, n2, n3 := s.node("node1"), s.node("node2"), r.victim
+	dbOn3 := podsOn(r.before, DBApp)
+	if err := s.Partition([]*harness.Node{n1.Node.Node, n2.Node.Node}, []*harness.Node{n3.Node.Node}); err != nil {
+		rep.Check("partition: {node1,node2} | {node3}", err)
+		return
+	}
+	at := time.Now()
+	rep.Mark("partition", "{node1,node2} | {node3}")
+	rep.Check("partition: node1 and node2 vote node3 dead, each other alive", WaitVerdicts(ctx, []*Node{n1, n2},
+		map[string]string{"node1": "alive", "node2": "alive", "node3": "dead"}, 20*time.Second))
+	rep.Mark("node3 voted dead", fmt.Sprintf("%.1fs after the partition", time.Since(at).Seconds()))
+	rep.Check("partition: node3 (alone, no quorum) reports unknown for every node", WaitVerdicts(ctx, []*Node{n3},
+		map[string]string{"node1": "unknown", "node2": "unknown", "node3": "unknown"}, 20*time.Second))
+	rep.Check("partition: node1's DNS drops node3's db pod from db's answer", dbAnswer(ctx, n1, r.db, dbOn3, false))
+	if err := s.Heal(); err != nil {
+		rep.Check("partition healed", err)
+		return
+	}
+	rep.Mark("partition healed", "")
+	all := map[string]string{"node1": "alive", "node2": "alive", "node3": "alive"}
+	rep.Check("partition healed: every node votes every node alive again", WaitVerdicts(ctx, s.nodes, all, 30*time.Second))
+	rep.Check("partition healed: node1's DNS answers node3's db pod again", dbAnswer(ctx, n1, r.db, dbOn3, true))
+}
+
+// powerOff is phase 5: node2 killed and never restored. Its peers vote it
+// dead, so the webhook leaves Kubernetes alone: NoExecute taint, eviction
+// after tolerationSeconds, endpoints removed; holdfast DNS drops it too.
+func (r *run) powerOff(ctx context.Context) {
+	s, rep := r.s, r.rep
+	n2 := s.node("node2")
+	pods, err := s.workloadPods(ctx)
+	if !rep.Check("power-off: list pods", err) {
+		return
+	}
+	var on2 []podView
+	for _, v := range views(pods) {
+		if v.Node == n2.Name {
+			on2 = append(on2, v)
+		}
+	}
+	if err := n2.PowerOff(); err != nil {
+		rep.Check("power-off: node2 powered off", err)
+		return
+	}
+	at := time.Now()
+	rep.Mark("node2 powered off", fmt.Sprintf("pods %v", names(on2)))
+	live := []*Node{s.node("node1"), r.victim}
+	rep.Check("power-off: node1 and node3 vote node2 dead", WaitVerdicts(ctx, live, map[string]string{"node2": "dead"}, 20*time.Second))
+	rep.Mark("node2 voted dead", fmt.Sprintf("%.1fs after power-off", time.Since(at).Seconds()))
+	rep.Check("power-off: node1's DNS drops node2's db pod", dbAnswer(ctx, s.node("node1"), r.db, podsOn(on2, DBApp), false))
+	err = harness.Eventually(s.cloud.GracePeriod+40*time.Second, func() error {
+		st, err := NodeReady(ctx, s.cs, n2.Name)
+		if err == nil && st == corev1.ConditionTrue {
+			err = fmt.Errorf("node2 still Ready")
+		}
+		return err
+	})
+	rep.Check("power-off: node2 goes NotReady", err)
+	rep.Mark("node2 not ready", fmt.Sprintf("%.1fs after power-off", time.Since(at).Seconds()))
+	rep.Check("power-off: node2 gets the NoExecute taint (the webhook leaves a dead node alone)", harness.Eventually(30*time.Second, func() error {
+		return noExecuteTaints(ctx, s, n2.Name, true)
+	}))
+	rep.Check("power-off: node2's pods evicted (deletion started) after tolerationSeconds", harness.Eventually(time.Duration(s.cloud.TolerationSeconds+40)*time.Second, func() error {
+		return deletionStarted(ctx, s, on2)
+	}))
+	rep.Mark("node2 pods evicted", fmt.Sprintf("%.1fs after power-off", time.Since(at).Seconds()))
+	rep.Check("power-off: node2's endpoints no longer ready in the EndpointSlices", harness.Eventually(30*time.Second, func() error {
+		return endpointsReady(ctx, s, on2, false)
+	}))
+	rep.Check("power-off: node1's ClusterIP answers come only from live nodes", harness.Eventually(20*time.Second, func() error {
+		got, err := answeredBy(ctx, s.node("node1").NSPath, r.clusterIP, 30)
+		if err != nil {
+			return err
+		}
+		for _, v := range on2 {
+			if got[v.Name] > 0 {
+				return fmt.Errorf("%s (on node2) still answers: %v", v.Name, got)
+			}
+		}
+		return nil
+	}))
 }
 
 // checkPods applies f to each pod's CRI view on node n.
@@ -318,8 +562,8 @@ func checkPods(ctx context.Context, n *Node, pods []podView, f func(podView, cri
 
 // samePods checks that the pods still exist with the same UIDs and no
 // deletion timestamp.
-func samePods(ctx context.Context, s *site, app string, before []podView) error {
-	pods, err := PodsOf(ctx, s.cs, "default", app)
+func samePods(ctx context.Context, s *site, before []podView) error {
+	pods, err := s.workloadPods(ctx)
 	if err != nil {
 		return err
 	}
@@ -345,11 +589,11 @@ func samePods(ctx context.Context, s *site, app string, before []podView) error 
 // samePodsAdopted checks the apiserver's view after the reconnect: the same
 // pods, Running and Ready, reporting the relaunched container, with the
 // restart count they had before the cut.
-func samePodsAdopted(ctx context.Context, s *site, app string, before []podView, relaunched map[string]criPod) error {
-	if err := samePods(ctx, s, app, before); err != nil {
+func samePodsAdopted(ctx context.Context, s *site, before []podView, relaunched map[string]criPod) error {
+	if err := samePods(ctx, s, before); err != nil {
 		return err
 	}
-	pods, err := PodsOf(ctx, s.cs, "default", app)
+	pods, err := s.workloadPods(ctx)
 	if err != nil {
 		return err
 	}

@@ -13,14 +13,9 @@ import (
 // boot id changes, and the netns comes back with only the underlay link.
 // Then boot runs the caller's boot sequence (may be nil).
 func (n *Node) Reboot(boot func() error) error {
-	n.stopProcs()
-	if err := killProcesses(append([]string{n.NSPath}, podNetnsUnder(n.Dir)...), n.Dir); err != nil {
+	if err := n.halt(); err != nil {
 		return fmt.Errorf("%s: reboot: %w", n.Name, err)
 	}
-	unmountUnder(n.Dir)
-	// Deleting the LAN end first removes the veth pair at once; netns
-	// teardown in the kernel is asynchronous.
-	run("ip", "-n", n.Site.LAN, "link", "del", "v-"+n.Name)
 	if err := run("ip", "netns", "del", n.NetNS); err != nil {
 		return fmt.Errorf("%s: reboot: %w", n.Name, err)
 	}
@@ -43,6 +38,30 @@ func (n *Node) Reboot(boot func() error) error {
 	if err := boot(); err != nil {
 		return fmt.Errorf("%s: boot sequence: %w", n.Name, err)
 	}
+	return nil
+}
+
+// PowerOff turns the node off for good: every process of the node is
+// killed and its underlay link is unplugged; nothing comes back. Its netns
+// stays (empty of processes) until the site is torn down.
+func (n *Node) PowerOff() error {
+	if err := n.halt(); err != nil {
+		return fmt.Errorf("%s: power off: %w", n.Name, err)
+	}
+	return nil
+}
+
+// halt kills every process of the node and its pods, detaches its mounts
+// and unplugs it from the LAN.
+func (n *Node) halt() error {
+	n.stopProcs()
+	if err := killProcesses(append([]string{n.NSPath}, podNetnsUnder(n.Dir)...), n.Dir); err != nil {
+		return err
+	}
+	unmountUnder(n.Dir)
+	// Deleting the LAN end removes the veth pair at once; netns teardown
+	// in the kernel is asynchronous.
+	run("ip", "-n", n.Site.LAN, "link", "del", "v-"+n.Name)
 	return nil
 }
 

@@ -1,0 +1,284 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	admv1 "k8s.io/api/admissionregistration/v1"
+	authnv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/holdfast-edge/holdfast/install/manifests"
+	"github.com/holdfast-edge/holdfast/test/harness"
+)
+
+// holdfast's own daemons on the site. The Kubernetes side comes from what
+// `holdfastd manifests` renders (namespace, ServiceAccounts, RBAC, the
+// health admission policy, the webhook registration); the webhook and the
+// health and DNS daemons run as processes with those ServiceAccounts'
+// tokens, as install's units run them on a node.
+
+const (
+	// WebhookPort is where `holdfastd webhook` serves in the cloud netns.
+	WebhookPort = manifests.WebhookPort
+	// HealthPort is the health daemons' UDP views and HTTP verdicts.
+	HealthPort = manifests.HealthPort
+)
+
+// ApplyManifests creates the objects of `holdfastd manifests` the site
+// needs. The webhook is registered by URL at the cloud's webhook process
+// (signed by the site CA) instead of the rendered in-cluster Service; the
+// rendered DaemonSets, Deployment, Service and Secret are left out: their
+// daemons run as processes here.
+func ApplyManifests(ctx context.Context, cs kubernetes.Interface, caPEM []byte, webhookURL string) error {
+	r, err := manifests.Render(manifests.Config{Image: "unused.invalid/holdfastd:e2e", NodeDNS: ClusterDNS, UnitLabel: "holdfast.dev/unit", NoQuorumPolicy: "retain"})
+	if err != nil {
+		return err
+	}
+	opts := metav1.CreateOptions{}
+	for _, o := range r.Objects {
+		var err error
+		switch o := o.(type) {
+		case *corev1.Namespace:
+			_, err = cs.CoreV1().Namespaces().Create(ctx, o, opts)
+		case *corev1.ServiceAccount:
+			_, err = cs.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, o, opts)
+		case *rbacv1.ClusterRole:
+			_, err = cs.RbacV1().ClusterRoles().Create(ctx, o, opts)
+		case *rbacv1.ClusterRoleBinding:
+			_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, o, opts)
+		case *rbacv1.Role:
+			_, err = cs.RbacV1().Roles(o.Namespace).Create(ctx, o, opts)
+		case *rbacv1.RoleBinding:
+			_, err = cs.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, opts)
+		case *admv1.ValidatingAdmissionPolicy:
+			_, err = cs.AdmissionregistrationV1().ValidatingAdmissionPolicies().Create(ctx, o, opts)
+		case *admv1.ValidatingAdmissionPolicyBinding:
+			_, err = cs.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Create(ctx, o, opts)
+		case *admv1.MutatingWebhookConfiguration:
+			for i := range o.Webhooks {
+				o.Webhooks[i].ClientConfig = admv1.WebhookClientConfig{URL: &webhookURL, CABundle: caPEM}
+			}
+			_, err = cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, o, opts)
+		default:
+			continue
+		}
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("create %T: %w", o, err)
+		}
+	}
+	return nil
+}
+
+// TokenKubeconfig writes a kubeconfig at path holding a token of the
+// ServiceAccount sa in holdfast-system. With node set, the token is bound to
+// that Node, as a DaemonSet pod's is (its node name is what the health
+// admission policy checks).
+func (c *Cloud) TokenKubeconfig(ctx context.Context, cs kubernetes.Interface, path, sa, node string) error {
+	exp := int64(12 * 3600)
+	req := &authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{ExpirationSeconds: &exp}}
+	if node != "" {
+		n, err := cs.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("token for %s on %s: %w", sa, node, err)
+		}
+		req.Spec.BoundObjectRef = &authnv1.BoundObjectReference{Kind: "Node", APIVersion: "v1", Name: node, UID: n.UID}
+	}
+	tok, err := cs.CoreV1().ServiceAccounts(manifests.Namespace).CreateToken(ctx, sa, req, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("token for %s: %w", sa, err)
+	}
+	cfg := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: e2e
+  cluster: {server: %q, certificate-authority: %q}
+users:
+- name: %s
+  user: {token: %q}
+contexts:
+- name: e2e
+  context: {cluster: e2e, user: %s}
+current-context: e2e
+`, c.Server, c.PKI.CACert, sa, tok.Status.Token, sa)
+	return os.WriteFile(path, []byte(cfg), 0o600)
+}
+
+// StartWebhook runs `holdfastd webhook` in the cloud netns with the
+// webhook ServiceAccount's token and a serving certificate of the site CA.
+func (c *Cloud) StartWebhook(ctx context.Context, cs kubernetes.Interface, holdfastd string) error {
+	pair, err := c.PKI.Serving("webhook", nil, []net.IP{net.ParseIP(harness.CloudIP)})
+	if err != nil {
+		return err
+	}
+	kc := filepath.Join(c.Node.EtcDir, "webhook.kubeconfig")
+	if err := c.TokenKubeconfig(ctx, cs, kc, manifests.Webhook, ""); err != nil {
+		return err
+	}
+	if _, err := c.Node.Start("webhook", holdfastd, "webhook",
+		"--listen", fmt.Sprintf("%s:%d", harness.CloudIP, WebhookPort),
+		"--metrics-listen", "127.0.0.1:8080",
+		"--tls-cert-file", pair.Cert, "--tls-key-file", pair.Key,
+		"--kubeconfig", kc); err != nil {
+		return err
+	}
+	return harness.Eventually(15*time.Second, func() error {
+		_, err := getIn(ctx, c.Node.NSPath, "http://127.0.0.1:8080/healthz")
+		return err
+	})
+}
+
+// WebhookURL is where the apiserver calls the webhook.
+func WebhookURL() string { return fmt.Sprintf("https://%s:%d/mutate", harness.CloudIP, WebhookPort) }
+
+// WebhookPatches returns how many AdmissionReviews of kind the webhook
+// answered with a patch (from its metrics).
+func (c *Cloud) WebhookPatches(ctx context.Context, kind string) (int, error) {
+	body, err := getIn(ctx, c.Node.NSPath, "http://127.0.0.1:8080/metrics")
+	if err != nil {
+		return 0, err
+	}
+	prefix := fmt.Sprintf(`holdfast_webhook_reviews_total{kind=%q,patched="true"} `, kind)
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, prefix); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return int(f), err
+		}
+	}
+	return 0, nil
+}
+
+func (n *Node) healthDir() string { return filepath.Join(n.VarDir, "holdfast", "health") }
+func (n *Node) dnsDir() string    { return filepath.Join(n.VarDir, "holdfast", "dns") }
+func (n *Node) holdfastd() string { return filepath.Join(n.Bins, "holdfastd") }
+
+// IssueDaemonTokens writes the kubeconfigs of the node's health and DNS
+// daemons (tokens bound to the node, as the DaemonSets' pods would get).
+// They live in the node's etc dir and survive its reboots.
+func (n *Node) IssueDaemonTokens(ctx context.Context, cs kubernetes.Interface) error {
+	for _, sa := range []string{manifests.Health, manifests.DNS} {
+		if err := n.Cloud.TokenKubeconfig(ctx, cs, filepath.Join(n.EtcDir, sa+".kubeconfig"), sa, n.Name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// StartHealth starts `holdfastd health` (making its key on first start, as
+// the unit does).
+func (n *Node) StartHealth() error {
+	key := filepath.Join(n.healthDir(), "node.key")
+	if _, err := os.Stat(key); os.IsNotExist(err) {
+		if err := os.MkdirAll(n.healthDir(), 0o700); err != nil {
+			return err
+		}
+		if out, err := exec.Command(n.holdfastd(), "health", "keygen", "--out", key, "--node-name", n.Name).CombinedOutput(); err != nil {
+			return fmt.Errorf("%s: health keygen: %v: %s", n.Name, err, out)
+		}
+	}
+	_, err := n.Start("health", n.holdfastd(), "health", "run",
+		"--node-name", n.Name,
+		"--listen", fmt.Sprintf(":%d", HealthPort),
+		"--kubeconfig", filepath.Join(n.EtcDir, manifests.Health+".kubeconfig"),
+		"--state-dir", n.healthDir(),
+		"--key-file", key)
+	return err
+}
+
+// StartDNS starts `holdfastd dns` on ClusterDNS (kubelet's clusterDNS),
+// filtering endpoints by the local health daemon's verdicts. Its upstream
+// is a closed local port: the site never sends traffic outside.
+func (n *Node) StartDNS() error {
+	_, err := n.Start("dns", n.holdfastd(), "dns", "run",
+		"--listen", ClusterDNS+":53",
+		"--interface", "holdfast-dns0",
+		"--kubeconfig", filepath.Join(n.EtcDir, manifests.DNS+".kubeconfig"),
+		"--state-dir", n.dnsDir(),
+		"--verdicts", fmt.Sprintf("http://127.0.0.1:%d/v1/verdicts", HealthPort),
+		"--upstream", "127.0.0.1:5399",
+		"--node-name", n.Name,
+		"--metrics-addr", "127.0.0.1:9645")
+	return err
+}
+
+// Verdicts is a health daemon's GET /v1/verdicts.
+type Verdicts struct {
+	Self     string            `json:"self"`
+	Members  int               `json:"members"`
+	Verdicts map[string]string `json:"verdicts"`
+}
+
+// Verdicts asks the node's health daemon.
+func (n *Node) Verdicts(ctx context.Context) (Verdicts, error) {
+	var v Verdicts
+	body, err := getIn(ctx, n.NSPath, fmt.Sprintf("http://127.0.0.1:%d/v1/verdicts", HealthPort))
+	if err != nil {
+		return v, err
+	}
+	if err := json.Unmarshal([]byte(body), &v); err != nil {
+		return v, fmt.Errorf("%s verdicts %q: %w", n.Name, body, err)
+	}
+	return v, nil
+}
+
+// WaitVerdicts waits until every node in from holds want (member →
+// verdict) and reports what they held last on timeout.
+func WaitVerdicts(ctx context.Context, from []*Node, want map[string]string, timeout time.Duration) error {
+	return harness.Eventually(timeout, func() error {
+		var bad []string
+		for _, n := range from {
+			v, err := n.Verdicts(ctx)
+			if err != nil {
+				bad = append(bad, err.Error())
+				continue
+			}
+			for m, w := range want {
+				if v.Verdicts[m] != w {
+					bad = append(bad, fmt.Sprintf("%s says %s is %q (want %s; %d members)", n.Name, m, v.Verdicts[m], w, v.Members))
+				}
+			}
+		}
+		if len(bad) > 0 {
+			return fmt.Errorf("%s", strings.Join(bad, "; "))
+		}
+		return nil
+	})
+}
+
+// getIn does an HTTP GET from inside a netns.
+func getIn(ctx context.Context, nsPath, url string) (string, error) {
+	hc := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DialContext: DialIn(nsPath), DisableKeepAlives: true}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return string(body), fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return string(body), nil
+}
