@@ -273,3 +273,35 @@ func TestFollowAfterOutage(t *testing.T) {
 		t.Fatalf("node1's key not published after the outage: %v %v", err, n1.Annotations)
 	}
 }
+
+// TestMembersOfflineRebootStartsAtOnce: after an offline reboot the
+// apiserver does not refuse, it is silent (the cloud link drops packets).
+// With a persisted list the daemon must not wait for it: its peers would
+// vote it dead meanwhile. Without one it has nothing to start from and
+// says so.
+func TestMembersOfflineRebootStartsAtOnce(t *testing.T) {
+	k1, p1 := newKey(t)
+	dir := t.TempDir()
+	saved := []members.Member{{Name: "node1", Address: "10.0.0.1", PublicKey: p1}}
+	if err := health.SaveMembers(dir, health.MembersState{Node: "node1", Epoch: 2, Source: "apiserver", Updated: time.Now(), Members: saved}); err != nil {
+		t.Fatal(err)
+	}
+	cs := fake.NewClientset(node("node1", "10.0.0.1", "", p1))
+	var calls atomic.Int32
+	cs.PrependReactor("*", "nodes", func(clienttesting.Action) (bool, runtime.Object, error) {
+		calls.Add(1)
+		return true, nil, errors.New("apiserver unreachable")
+	})
+	kc := health.NewKubeFromClient(cs, "node1", "holdfast.dev/unit", slog.New(slog.DiscardHandler))
+	start := time.Now()
+	list, src, err := kc.Members(context.Background(), dir, k1)
+	if err != nil || len(list) != 1 || !strings.HasPrefix(src, "persisted") {
+		t.Fatalf("offline start: %v from %q, %v; want the persisted list", list, src, err)
+	}
+	if took := time.Since(start); took > time.Second || calls.Load() != 0 {
+		t.Fatalf("offline start took %v and made %d apiserver calls; want at once, none", took, calls.Load())
+	}
+	if _, _, err := kc.Members(context.Background(), t.TempDir(), k1); err == nil || !strings.Contains(err.Error(), "no persisted member list") {
+		t.Fatalf("first start with the apiserver away: err %v, want one naming the missing persisted list", err)
+	}
+}

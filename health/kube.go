@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"os"
 	"sync"
 	"time"
 
@@ -94,30 +95,33 @@ func MembersFromNodes(nodes []corev1.Node, unitLabel string) (list []members.Mem
 	return list, skipped
 }
 
-// Members publishes key's public half on this node's Node and lists the
-// members; when the apiserver cannot be reached it falls back to the list
-// persisted in stateDir by the last run, so an offline reboot still knows
-// its unit.
+// Members returns the member list to start with. A list persisted by an
+// earlier run is used at once, without asking the apiserver: the daemon
+// must be probing within moments of an offline reboot, since a node that
+// stays silent while it waits for an unreachable apiserver is voted dead
+// by its peers (and its pods evicted) before the wait ends. Follow then
+// reconciles the list with the Nodes (and republishes the key) whenever
+// the apiserver answers. Only a first start, with nothing persisted,
+// publishes the key and lists the Nodes first.
 func (k *Kube) Members(ctx context.Context, stateDir string, key ed25519.PrivateKey) ([]members.Member, string, error) {
-	// One deadline for both calls: an offline reboot waits 15 s at most.
+	if st, err := LoadMembers(stateDir); err == nil {
+		k.log.Info("starting with the persisted member list; following the Nodes in the background", "saved", st.Updated, "members", len(st.Members))
+		return st.Members, "persisted " + st.Updated.Format(time.RFC3339), nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		k.log.Warn("persisted member list refused; asking the apiserver", "err", err)
+	}
 	lctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	perr := k.publish(lctx, base64.StdEncoding.EncodeToString(key.Public().(ed25519.PublicKey)))
 	nodes, lerr := k.cs.CoreV1().Nodes().List(lctx, metav1.ListOptions{})
-	if perr == nil && lerr == nil {
-		list, skipped := MembersFromNodes(nodes.Items, k.unitLabel)
-		if len(skipped) > 0 {
-			k.log.Warn("nodes without health key or InternalIP are not members", "nodes", skipped)
-		}
-		return list, "apiserver", nil
+	if perr != nil || lerr != nil {
+		return nil, "", fmt.Errorf("apiserver unreachable and no persisted member list in %s: %w", stateDir, errors.Join(perr, lerr))
 	}
-	err := errors.Join(perr, lerr)
-	st, lerr2 := LoadMembers(stateDir)
-	if lerr2 != nil {
-		return nil, "", fmt.Errorf("apiserver unreachable (%v) and no persisted member list: %w", err, lerr2)
+	list, skipped := MembersFromNodes(nodes.Items, k.unitLabel)
+	if len(skipped) > 0 {
+		k.log.Warn("nodes without health key or InternalIP are not members", "nodes", skipped)
 	}
-	k.log.Warn("apiserver unreachable: using the persisted member list", "err", err, "saved", st.Updated)
-	return st.Members, "persisted " + st.Updated.Format(time.RFC3339), nil
+	return list, "apiserver", nil
 }
 
 // publish sets this node's public key annotation on its Node.

@@ -61,7 +61,7 @@ func runWebhook(ctx context.Context, args []string) error {
 	if _, err := daemon.Serve(ctx, log, *metricsListen, daemon.Mux(reg, nil)); err != nil {
 		return err
 	}
-	m := &webhook.Mutator{State: state, NoQuorum: pol}
+	m := &webhook.Mutator{State: state, NoQuorum: pol, Log: log}
 	log.Info("webhook serving", "listen", *listen, "no_quorum_policy", pol, "unit_label", *unitLabel)
 	return webhook.ServeTLS(ctx, *listen, *certFile, *keyFile, webhook.Handler(m, log, reg))
 }

@@ -3,6 +3,7 @@ package webhook
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"strings"
 
 	admissionv1 "k8s.io/api/admission/v1"
@@ -49,6 +50,9 @@ type Op struct {
 type Mutator struct {
 	State    State
 	NoQuorum Policy
+	// Log, when set, records the decision on every Node the cloud sees not
+	// Ready (the taint it keeps or lets through is what evicts pods).
+	Log *slog.Logger
 }
 
 // keep reports whether node's pods and schedulability are to be kept by the
@@ -85,7 +89,11 @@ func (m *Mutator) NodePatch(n *corev1.Node) []Op {
 			ready = c.Status == corev1.ConditionTrue
 		}
 	}
-	if !m.keep(n.Name, ready) || len(n.Spec.Taints) == 0 {
+	keep := m.keep(n.Name, ready)
+	if m.Log != nil && !ready {
+		m.Log.Info("node not ready", "node", n.Name, "verdict", m.State.Verdict(n.Name).String(), "keep_pods", keep, "taints", taintKeys(n.Spec.Taints))
+	}
+	if !keep || len(n.Spec.Taints) == 0 {
 		return nil
 	}
 	var kept []corev1.Taint
@@ -102,6 +110,14 @@ func (m *Mutator) NodePatch(n *corev1.Node) []Op {
 		return []Op{{Op: "remove", Path: "/spec/taints"}}
 	}
 	return []Op{{Op: "replace", Path: "/spec/taints", Value: kept}}
+}
+
+func taintKeys(ts []corev1.Taint) []string {
+	var out []string
+	for _, t := range ts {
+		out = append(out, t.Key+":"+string(t.Effect))
+	}
+	return out
 }
 
 // EndpointSlicePatch marks ready and serving the endpoints on kept nodes;
