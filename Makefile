@@ -59,9 +59,14 @@ cni-plugins: go-check
 
 # Unit and integration tests: integration tests need root and create (and
 # always remove) their own network namespaces.
-test: require-root deps build cni-plugins
+# Every test: the packages' unit and netns tests, then the full-cluster
+# e2e (stock Kubernetes on a three-node site), one after the other so the
+# e2e does not share the machine with the netns tests.
+test: require-root deps build cni-plugins e2e-tools
 	$(GO) vet ./...
+	$(GO) vet -tags e2e ./test/e2e
 	$(GO) test $(GO_TEST_FLAGS) ./...
+	$(E2E_TEST)
 
 unit: go-check
 	$(GO) test -count=1 -short ./internal/... ./test/benchreport/...
@@ -95,8 +100,10 @@ demo: require-root deps build cni-plugins
 e2e-tools: go-check
 	test/tools/build.sh
 
+E2E_TEST = $(GO) test -tags e2e -count=1 -timeout 30m -v -run TestE2E ./test/e2e
+
 e2e: require-root deps build cni-plugins e2e-tools
-	$(GO) test -tags e2e -count=1 -timeout 30m -v -run TestE2E ./test/e2e
+	$(E2E_TEST)
 
 image: go-check build
 	@mkdir -p _output
