@@ -9,8 +9,11 @@ export HOLDFAST_CACHE := $(CACHE)
 # Debian packages the tests and the demo run: the container runtime, the
 # network tools, busybox for pod images, etcd for flanneld's backend, and
 # systemd for `systemd-analyze verify` of the installed units.
+# gcc and libc6-dev: flanneld (built from its module for the tests) has a
+# cgo backend on amd64.
 DEB_PACKAGES := containerd runc iptables iproute2 busybox-static conntrack \
-	etcd-server etcd-client systemd util-linux procps kmod ca-certificates git
+	etcd-server etcd-client systemd util-linux procps kmod ca-certificates git \
+	gcc libc6-dev
 
 GO_TEST_FLAGS ?= -count=1 -timeout 40m
 # package:benchmark-regexp:benchtime ("-" = go test's default). Iteration

@@ -48,17 +48,18 @@ for cmd in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-pr
 done
 
 # go install names the binary after the module's last path element.
-install_tool() { # name module@version
+install_tool() { # name module@version [CGO_ENABLED]
 	if [ -x "$tooldir/$1" ]; then
 		return
 	fi
 	echo "installing $2 ..." >&2
 	t0=$(date +%s)
-	(cd "$tooldir" && GOBIN="$tooldir" go install -trimpath -ldflags="$ldflags" "$2")
+	(cd "$tooldir" && CGO_ENABLED=${3:-0} GOBIN="$tooldir" go install -trimpath -ldflags="$ldflags" "$2")
 	echo "built $1 in $(($(date +%s) - t0))s" >&2
 	built="$built $1"
 }
-install_tool flannel github.com/flannel-io/flannel@v0.26.7
+# flannel's udp backend is cgo on amd64 (gcc and libc6-dev come from make deps).
+install_tool flannel github.com/flannel-io/flannel@v0.26.7 1
 install_tool coredns github.com/coredns/coredns@v1.11.3
 
 echo "e2e tools ready in $cache (built:${built:- nothing}; $(($(date +%s) - start))s)" >&2
