@@ -112,7 +112,7 @@ func short(id string) string {
 type run struct {
 	s            *site
 	rep          *Report
-	victim, peer *Node // node3, node1
+	victim, peer *Node     // node3, node1
 	before       []podView // node3's pods (both workloads) before the cut
 	clusterIP    string    // of web
 	db           []corev1.Pod
