@@ -117,14 +117,7 @@ func nodeEvents(unitLabel string, signal func()) cache.ResourceEventHandler {
 
 // memberFields is what MembersFromNodes reads from a Node.
 func memberFields(n *corev1.Node, unitLabel string) [3]string {
-	var ip string
-	for _, a := range n.Status.Addresses {
-		if a.Type == corev1.NodeInternalIP {
-			ip = a.Address
-			break
-		}
-	}
-	return [3]string{n.Labels[unitLabel], n.Annotations[PublicKeyAnnotation], ip}
+	return [3]string{n.Labels[unitLabel], n.Annotations[PublicKeyAnnotation], internalIP(n)}
 }
 
 // followOnce recomputes the member list from the informer's cache and

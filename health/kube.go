@@ -74,13 +74,7 @@ func NewKubeFromClient(cs kubernetes.Interface, node, unitLabel string, log *slo
 // a key or an InternalIP are skipped (and named in the returned list of skips).
 func MembersFromNodes(nodes []corev1.Node, unitLabel string) (list []members.Member, skipped []string) {
 	for _, n := range nodes {
-		var ip string
-		for _, a := range n.Status.Addresses {
-			if a.Type == corev1.NodeInternalIP {
-				ip = a.Address
-				break
-			}
-		}
+		ip := internalIP(&n)
 		m := members.Member{Name: n.Name, Address: ip, Unit: n.Labels[unitLabel], PublicKey: n.Annotations[PublicKeyAnnotation]}
 		if ip == "" || m.PublicKey == "" {
 			skipped = append(skipped, n.Name)
@@ -93,6 +87,16 @@ func MembersFromNodes(nodes []corev1.Node, unitLabel string) (list []members.Mem
 		list = append(list, m)
 	}
 	return list, skipped
+}
+
+// internalIP is the Node's first InternalIP ("" if none): a member's address.
+func internalIP(n *corev1.Node) string {
+	for _, a := range n.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			return a.Address
+		}
+	}
+	return ""
 }
 
 // Members returns the member list to start with. A list persisted by an

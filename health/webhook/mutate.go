@@ -83,12 +83,7 @@ func escape(s string) string {
 // NodePatch drops the node.kubernetes.io/unreachable and not-ready NoExecute
 // taints of a not-Ready node voted alive; NoSchedule taints stay.
 func (m *Mutator) NodePatch(n *corev1.Node) []Op {
-	ready := false
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			ready = c.Status == corev1.ConditionTrue
-		}
-	}
+	ready := nodeReady(n)
 	keep := m.keep(n.Name, ready)
 	if m.Log != nil && !ready {
 		m.Log.Info("node not ready", "node", n.Name, "verdict", m.State.Verdict(n.Name).String(), "keep_pods", keep, "taints", taintKeys(n.Spec.Taints))
@@ -110,6 +105,17 @@ func (m *Mutator) NodePatch(n *corev1.Node) []Op {
 		return []Op{{Op: "remove", Path: "/spec/taints"}}
 	}
 	return []Op{{Op: "replace", Path: "/spec/taints", Value: kept}}
+}
+
+// nodeReady reports whether the Node's Ready condition is True (the
+// cloud's view of it).
+func nodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
 
 func taintKeys(ts []corev1.Taint) []string {

@@ -71,13 +71,7 @@ func (c *ClusterState) refresh() {
 	c.ready = map[string]bool{}
 	for _, n := range np {
 		nodes = append(nodes, *n)
-		r := false
-		for _, cond := range n.Status.Conditions {
-			if cond.Type == corev1.NodeReady {
-				r = cond.Status == corev1.ConditionTrue
-			}
-		}
-		c.ready[n.Name] = r
+		c.ready[n.Name] = nodeReady(n)
 	}
 	leases := make([]coordv1.Lease, 0, len(lp))
 	for _, l := range lp {
