@@ -20,19 +20,24 @@ import (
 
 // What the cloud and the nodes' DNS say about a set of pods.
 
-// podsOnNode lists the running pods of app on node, as the apiserver has them.
-func podsOnNode(s *site, node, app string) []podView {
-	pods, err := PodsOf(context.Background(), s.cs, "default", app)
-	if err != nil {
-		return nil
-	}
+// onNode filters views by node.
+func onNode(vs []podView, node string) []podView {
 	var out []podView
-	for _, v := range views(pods) {
+	for _, v := range vs {
 		if v.Node == node {
 			out = append(out, v)
 		}
 	}
 	return out
+}
+
+// podByUID finds a pod by UID (nil if gone).
+func podByUID(pods []corev1.Pod, uid string) *corev1.Pod {
+	i := slices.IndexFunc(pods, func(p corev1.Pod) bool { return string(p.UID) == uid })
+	if i < 0 {
+		return nil
+	}
+	return &pods[i]
 }
 
 // dbTargets are each given StatefulSet pod by its DNS name.
@@ -52,10 +57,10 @@ func podsReady(ctx context.Context, s *site, vs []podView, want bool) error {
 	}
 	var errs []error
 	for _, v := range vs {
-		i := slices.IndexFunc(pods, func(p corev1.Pod) bool { return string(p.UID) == v.UID })
-		if i < 0 {
+		p := podByUID(pods, v.UID)
+		if p == nil {
 			errs = append(errs, fmt.Errorf("%s gone", v.Name))
-		} else if podReady(&pods[i]) != want {
+		} else if podReady(p) != want {
 			errs = append(errs, fmt.Errorf("%s Ready=%v, want %v", v.Name, !want, want))
 		}
 	}
@@ -125,8 +130,7 @@ func deletionStarted(ctx context.Context, s *site, vs []podView) error {
 	}
 	var errs []error
 	for _, v := range vs {
-		i := slices.IndexFunc(pods, func(p corev1.Pod) bool { return string(p.UID) == v.UID })
-		if i >= 0 && pods[i].DeletionTimestamp == nil {
+		if p := podByUID(pods, v.UID); p != nil && p.DeletionTimestamp == nil {
 			errs = append(errs, fmt.Errorf("%s not evicted", v.Name))
 		}
 	}

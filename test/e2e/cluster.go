@@ -71,6 +71,17 @@ func WaitNodesReady(ctx context.Context, cs kubernetes.Interface, names []string
 	})
 }
 
+// WaitNodeNotReady waits until the node's Ready condition is no longer True.
+func WaitNodeNotReady(ctx context.Context, cs kubernetes.Interface, name string, timeout time.Duration) error {
+	return harness.Eventually(timeout, func() error {
+		st, err := NodeReady(ctx, cs, name)
+		if err == nil && st == corev1.ConditionTrue {
+			err = fmt.Errorf("%s still Ready", name)
+		}
+		return err
+	})
+}
+
 func errSuffix(err error) string {
 	if err == nil {
 		return ""

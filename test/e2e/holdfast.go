@@ -168,12 +168,16 @@ func (n *Node) healthDir() string { return filepath.Join(n.VarDir, "holdfast", "
 func (n *Node) dnsDir() string    { return filepath.Join(n.VarDir, "holdfast", "dns") }
 func (n *Node) holdfastd() string { return filepath.Join(n.Bins, "holdfastd") }
 
+// daemonKubeconfig is where the daemon running as ServiceAccount sa finds
+// its kubeconfig.
+func (n *Node) daemonKubeconfig(sa string) string { return filepath.Join(n.EtcDir, sa+".kubeconfig") }
+
 // IssueDaemonTokens writes the kubeconfigs of the node's health and DNS
 // daemons (tokens bound to the node, as the DaemonSets' pods would get).
 // They live in the node's etc dir and survive its reboots.
 func (n *Node) IssueDaemonTokens(ctx context.Context, cs kubernetes.Interface) error {
 	for _, sa := range []string{manifests.Health, manifests.DNS} {
-		if err := n.Cloud.TokenKubeconfig(ctx, cs, filepath.Join(n.EtcDir, sa+".kubeconfig"), sa, n.Name); err != nil {
+		if err := n.Cloud.TokenKubeconfig(ctx, cs, n.daemonKubeconfig(sa), sa, n.Name); err != nil {
 			return err
 		}
 	}
@@ -195,7 +199,7 @@ func (n *Node) StartHealth() error {
 	_, err := n.Start("health", n.holdfastd(), "health", "run",
 		"--node-name", n.Name,
 		"--listen", fmt.Sprintf(":%d", HealthPort),
-		"--kubeconfig", filepath.Join(n.EtcDir, manifests.Health+".kubeconfig"),
+		"--kubeconfig", n.daemonKubeconfig(manifests.Health),
 		"--state-dir", n.healthDir(),
 		"--key-file", key)
 	return err
@@ -208,7 +212,7 @@ func (n *Node) StartDNS() error {
 	_, err := n.Start("dns", n.holdfastd(), "dns", "run",
 		"--listen", ClusterDNS+":53",
 		"--interface", "holdfast-dns0",
-		"--kubeconfig", filepath.Join(n.EtcDir, manifests.DNS+".kubeconfig"),
+		"--kubeconfig", n.daemonKubeconfig(manifests.DNS),
 		"--state-dir", n.dnsDir(),
 		"--verdicts", fmt.Sprintf("http://127.0.0.1:%d/v1/verdicts", HealthPort),
 		"--upstream", "127.0.0.1:5399",

@@ -95,6 +95,9 @@ type target struct{ host, want string }
 
 // reachByName checks that every pod reaches every target by DNS name.
 func (s *site) reachByName(ctx context.Context, pods []podView, targets []target) error {
+	if len(pods) == 0 || len(targets) == 0 {
+		return fmt.Errorf("nothing to check: %d pods, %d targets", len(pods), len(targets))
+	}
 	var errs []error
 	for _, p := range pods {
 		n := s.node(p.Node)

@@ -160,11 +160,7 @@ func (r *run) setup(ctx context.Context) bool {
 		return false
 	}
 	r.db = podsOfApp(pods, DBApp)
-	for _, v := range views(pods) {
-		if v.Node == r.victim.Name {
-			r.before = append(r.before, v)
-		}
-	}
+	r.before = onNode(views(pods), r.victim.Name)
 	return r.rep.Check("scenario: node3 runs pods of both workloads", condErr(len(podsOn(r.before, WebApp)) > 0 && len(podsOn(r.before, DBApp)) > 0,
 		fmt.Sprintf("node3 runs %v", r.before)))
 }
@@ -199,14 +195,7 @@ func (r *run) cut(ctx context.Context) bool {
 	}
 	cutAt := time.Now()
 	rep.Mark("node3 cloud cut", fmt.Sprintf("grace period %v, tolerationSeconds %d", s.cloud.GracePeriod, s.cloud.TolerationSeconds))
-	err := harness.Eventually(s.cloud.GracePeriod+40*time.Second, func() error {
-		st, err := NodeReady(ctx, s.cs, victim.Name)
-		if err == nil && st == corev1.ConditionTrue {
-			err = fmt.Errorf("node3 still Ready")
-		}
-		return err
-	})
-	rep.Check("cut: node3 goes NotReady/Unknown after the grace period", err)
+	rep.Check("cut: node3 goes NotReady/Unknown after the grace period", WaitNodeNotReady(ctx, s.cs, victim.Name, s.cloud.GracePeriod+40*time.Second))
 	r.notReadyAt = time.Now()
 	rep.Mark("node3 not ready", fmt.Sprintf("%.1fs after the cut", time.Since(cutAt).Seconds()))
 	rep.Check("cut: node3's containers keep running (CRI)", checkPods(ctx, victim, r.before, func(v podView, p criPod) error {
@@ -225,8 +214,17 @@ func (r *run) cut(ctx context.Context) bool {
 	}))
 	rep.Mark("node3 endpoints kept", "EndpointSlices ready, pods NotReady in the cloud")
 	rep.Check("cut: node1 reaches node3's web pods through the ClusterIP", r.serviceReaches(ctx, r.peer, podsOn(r.before, WebApp)))
-	rep.Check("cut: a pod on node1 reaches node3's db pod by name", r.s.reachByName(ctx, podsOnNode(r.s, r.peer.Name, WebApp), dbTargets(podsOn(r.before, DBApp))))
+	rep.Check("cut: a pod on node1 reaches node3's db pod by name", r.reachFromPeer(ctx, dbTargets(podsOn(r.before, DBApp))))
 	return true
+}
+
+// reachFromPeer checks that node1's web pods reach targets by name.
+func (r *run) reachFromPeer(ctx context.Context, targets []target) error {
+	pods, err := PodsOf(ctx, r.s.cs, "default", WebApp)
+	if err != nil {
+		return err
+	}
+	return r.s.reachByName(ctx, onNode(views(pods), r.peer.Name), targets)
 }
 
 // endpointsKept checks that node3's pod IPs are ready endpoints in their
@@ -496,11 +494,10 @@ func (r *run) powerOff(ctx context.Context) {
 	if !rep.Check("power-off: list pods", err) {
 		return
 	}
-	var on2 []podView
-	for _, v := range views(pods) {
-		if v.Node == n2.Name {
-			on2 = append(on2, v)
-		}
+	on2 := onNode(views(pods), n2.Name)
+	if !rep.Check("power-off: node2 runs pods of both workloads", condErr(len(podsOn(on2, WebApp)) > 0 && len(podsOn(on2, DBApp)) > 0,
+		fmt.Sprintf("node2 runs %v", on2))) {
+		return
 	}
 	if err := n2.PowerOff(); err != nil {
 		rep.Check("power-off: node2 powered off", err)
@@ -512,14 +509,7 @@ func (r *run) powerOff(ctx context.Context) {
 	rep.Check("power-off: node1 and node3 vote node2 dead", WaitVerdicts(ctx, live, map[string]string{"node2": "dead"}, 20*time.Second))
 	rep.Mark("node2 voted dead", fmt.Sprintf("%.1fs after power-off", time.Since(at).Seconds()))
 	rep.Check("power-off: node1's DNS drops node2's db pod", dbAnswer(ctx, s.node("node1"), r.db, podsOn(on2, DBApp), false))
-	err = harness.Eventually(s.cloud.GracePeriod+40*time.Second, func() error {
-		st, err := NodeReady(ctx, s.cs, n2.Name)
-		if err == nil && st == corev1.ConditionTrue {
-			err = fmt.Errorf("node2 still Ready")
-		}
-		return err
-	})
-	rep.Check("power-off: node2 goes NotReady", err)
+	rep.Check("power-off: node2 goes NotReady", WaitNodeNotReady(ctx, s.cs, n2.Name, s.cloud.GracePeriod+40*time.Second))
 	rep.Mark("node2 not ready", fmt.Sprintf("%.1fs after power-off", time.Since(at).Seconds()))
 	rep.Check("power-off: node2 gets the NoExecute taint (the webhook leaves a dead node alone)", harness.Eventually(30*time.Second, func() error {
 		return noExecuteTaints(ctx, s, n2.Name, true)
