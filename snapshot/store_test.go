@@ -67,6 +67,29 @@ func TestLoadErrors(t *testing.T) {
 	}
 }
 
+// TestTrailingBytesRefused: a current file with bytes after its envelope
+// is refused (restore then uses the previous generation) rather than
+// restored from.
+func TestTrailingBytesRefused(t *testing.T) {
+	dir := t.TempDir()
+	if err := Save(dir, sampleSnapshot("node2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := Save(dir, sampleSnapshot("node2")); err != nil {
+		t.Fatal(err)
+	}
+	cur := filepath.Join(dir, CurrentFile)
+	data, _ := os.ReadFile(cur)
+	os.WriteFile(cur, append(data, `{"kind":"holdfast.network-snapshot"}`...), 0o600)
+	if _, err := LoadFile(cur); err == nil || !strings.Contains(err.Error(), "trailing") || !strings.Contains(err.Error(), cur) {
+		t.Fatalf("LoadFile: want a trailing-data error naming %s, got %v", cur, err)
+	}
+	l, err := Load(dir)
+	if err != nil || l.Path != filepath.Join(dir, PreviousFile) || l.Refused == nil {
+		t.Fatalf("Load: want the previous generation with the current refused, got %+v %v", l, err)
+	}
+}
+
 func TestValidateRejects(t *testing.T) {
 	for name, mut := range map[string]func(*Snapshot){
 		"no node":       func(s *Snapshot) { s.NodeName = "" },
