@@ -26,7 +26,10 @@ type PodArgs struct{ Namespace, Name, UID string }
 
 // ParseArgs reads K8S_POD_NAMESPACE, K8S_POD_NAME and K8S_POD_UID from
 // CNI_ARGS; other keys are ignored. A pair without "=" is an error that
-// names the plugin and the pair.
+// names the plugin and the pair, and so is a namespace or pod name holding
+// "/": Kubernetes forbids it in both, and the pin key joins them with "/",
+// so namespace "a/b" name "c" and namespace "a" name "b/c" would share one
+// key (and one pinned IP and MAC).
 func ParseArgs(plugin, s string) (PodArgs, error) {
 	var p PodArgs
 	for _, kv := range strings.Split(s, ";") {
@@ -38,10 +41,15 @@ func ParseArgs(plugin, s string) (PodArgs, error) {
 			return p, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("%s: CNI_ARGS pair %q has no \"=\"", plugin, kv), "")
 		}
 		switch k {
-		case "K8S_POD_NAMESPACE":
-			p.Namespace = v
-		case "K8S_POD_NAME":
-			p.Name = v
+		case "K8S_POD_NAMESPACE", "K8S_POD_NAME":
+			if strings.Contains(v, "/") {
+				return p, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("%s: CNI_ARGS %s=%q holds \"/\", which Kubernetes forbids in namespaces and pod names", plugin, k, v), "")
+			}
+			if k == "K8S_POD_NAMESPACE" {
+				p.Namespace = v
+			} else {
+				p.Name = v
+			}
 		case "K8S_POD_UID":
 			p.UID = v
 		}
