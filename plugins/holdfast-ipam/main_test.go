@@ -21,6 +21,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
+	"github.com/holdfast-edge/holdfast/internal/statefile"
 	"github.com/holdfast-edge/holdfast/plugins/holdfast-ipam/store"
 )
 
@@ -395,6 +396,43 @@ func TestBadInput(t *testing.T) {
 			os.WriteFile(stateFile, bytes.Replace(orig, []byte("keep"), []byte("kepp"), 1), 0o600)
 		}, types.ErrIOFailure, stateFile},
 		{"torn store", good, "", func() { os.WriteFile(stateFile, orig[:len(orig)/2], 0o600) }, types.ErrIOFailure, stateFile},
+		{"trailing bytes after the envelope", good, "", func() {
+			os.WriteFile(stateFile, append(append([]byte{}, orig...), `{"network":"hf-net"}`...), 0o600)
+		}, types.ErrIOFailure, "trailing data"},
+		{"slash in pod namespace", good, "K8S_POD_NAMESPACE=default/keep;K8S_POD_NAME=x", nil, types.ErrInvalidEnvironmentVariables, `"/"`},
+		{"slash in pod name", good, "K8S_POD_NAMESPACE=default;K8S_POD_NAME=keep/x", nil, types.ErrInvalidEnvironmentVariables, `"/"`},
+		// State whose checksum is valid (recomputed after the edit) but
+		// whose content is nonsense.
+		{"allocation of a non-address", good, "", rewriteState(t, stateFile, orig, func(st *store.State) {
+			for _, al := range st.Allocations {
+				al.IP = "not-an-ip"
+			}
+		}), types.ErrIOFailure, `"not-an-ip"`},
+		{"allocation keyed by a non-address", good, "", rewriteState(t, stateFile, orig, func(st *store.State) {
+			al := st.SortedAllocations()[0]
+			delete(st.Allocations, al.IP)
+			st.Allocations["not-an-ip"] = al
+		}), types.ErrIOFailure, `"not-an-ip"`},
+		{"address allocated to two interfaces", good, "", rewriteState(t, stateFile, orig, func(st *store.State) {
+			al := st.SortedAllocations()[0]
+			twin := *al
+			twin.IP, twin.ContainerID = "::ffff:"+al.IP, "other"
+			st.Allocations[twin.IP] = &twin
+		}), types.ErrIOFailure, "allocated twice"},
+		{"address pinned to two pods", good, "", rewriteState(t, stateFile, orig, func(st *store.State) {
+			p := *st.Pins["hf-net/default/keep/eth0"]
+			p.Key, p.Name, p.ContainerID = "hf-net/default/other/eth0", "other", ""
+			st.Pins[p.Key] = &p
+		}), types.ErrIOFailure, "pinned to both"},
+		{"pin key not of its pod", good, "", rewriteState(t, stateFile, orig, func(st *store.State) {
+			p := st.Pins["hf-net/default/keep/eth0"]
+			delete(st.Pins, p.Key)
+			p.Key, p.Namespace, p.Name = "hf-net/default/keep/eth0", "default/keep", "eth0"
+			st.Pins[p.Key] = p
+		}), types.ErrIOFailure, "pin key"},
+		{"pin of a non-address", good, "", rewriteState(t, stateFile, orig, func(st *store.State) {
+			st.Pins["hf-net/default/keep/eth0"].IPs = []string{"10.244.12.300"}
+		}), types.ErrIOFailure, "10.244.12.300"},
 		{"future-version store", good, "", func() {
 			future := regexp.MustCompile(`"version":\s*1\b`).ReplaceAll(orig, []byte(`"version":99`))
 			if bytes.Equal(future, orig) {
@@ -443,6 +481,25 @@ func TestBadInput(t *testing.T) {
 	os.WriteFile(stateFile, orig, 0o600)
 	if st := loadState(t, dir); len(st.Allocations) != 1 {
 		t.Fatalf("state lost: %+v", st.Allocations)
+	}
+}
+
+// rewriteState returns a setup that writes orig, edited by edit, back to
+// path in a valid envelope: the checksum matches, only the meaning is wrong.
+func rewriteState(t *testing.T, path string, orig []byte, edit func(*store.State)) func() {
+	return func() {
+		st := store.NewState("hf-net")
+		if _, err := statefile.Decode(orig, store.Kind, store.Version, st); err != nil {
+			t.Fatal(err)
+		}
+		edit(st)
+		data, err := statefile.Encode(store.Kind, store.Version, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

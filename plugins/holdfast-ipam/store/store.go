@@ -43,8 +43,9 @@ const DefaultLockTimeout = 30 * time.Second
 // ErrLockTimeout is returned (wrapped) when the lock is not obtained in time.
 var ErrLockTimeout = errors.New("timed out waiting for the store lock")
 
-// ErrCorrupt is returned (wrapped) when the state file cannot be read: torn,
-// bad checksum, other kind or a newer schema version.
+// ErrCorrupt is returned (wrapped) when the state file cannot be used: torn,
+// bad checksum, other kind, a newer schema version, trailing data, or
+// content that makes no sense (State.Validate).
 var ErrCorrupt = errors.New("state file unusable")
 
 // Allocation is one address held by one container interface.
@@ -231,6 +232,9 @@ func (d *Disk) Load() (*State, error) {
 	st.normalize()
 	if st.Network != d.Network {
 		return nil, fmt.Errorf("%w: %s holds network %q, want %q", ErrCorrupt, d.StatePath(), st.Network, d.Network)
+	}
+	if err := st.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrCorrupt, d.StatePath(), err)
 	}
 	return st, nil
 }
