@@ -21,6 +21,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
+	"github.com/holdfast-edge/holdfast/internal/atomicfile"
 	"github.com/holdfast-edge/holdfast/internal/statefile"
 	"github.com/holdfast-edge/holdfast/plugins/holdfast-ipam/store"
 )
@@ -347,8 +348,11 @@ func TestSIGKILL(t *testing.T) {
 	// The store is still usable: a full ADD/DEL round works.
 	ip := addIP(t, conf, "after-kill", "kill", "survivor")
 	del(t, conf, "after-kill", "kill", "survivor")
-	leftovers, _ := filepath.Glob(filepath.Join(dir, "hf-net", ".*.tmp-*"))
-	t.Logf("%d processes killed mid-flight, %d completed; store consistent; survivor got %s; %d temp files left for the next writer to clean", kills, completed, ip, len(leftovers))
+	leftovers, _ := filepath.Glob(filepath.Join(dir, "hf-net", atomicfile.TempPattern("*")))
+	if len(leftovers) > 0 {
+		t.Fatalf("temp files of killed writers survived the survivor's ADD and DEL: %v", leftovers)
+	}
+	t.Logf("%d processes killed mid-flight, %d completed; store consistent; survivor got %s; no temp file left", kills, completed, ip)
 }
 
 // hashDir hashes every state file under dir (not the log or lock files,
@@ -481,6 +485,27 @@ func TestBadInput(t *testing.T) {
 	os.WriteFile(stateFile, orig, 0o600)
 	if st := loadState(t, dir); len(st.Allocations) != 1 {
 		t.Fatalf("state lost: %+v", st.Allocations)
+	}
+}
+
+// TestNextCallSweepsKilledWritersTemp: a plugin killed between writing
+// the state's temp file and its rename leaves .state.json.tmp-N; the next
+// call that takes the store's lock removes it, even one that writes
+// nothing (CHECK).
+func TestNextCallSweepsKilledWritersTemp(t *testing.T) {
+	dir := t.TempDir()
+	conf := netConf("1.0.0", dir, "10.244.14.0/24", "")
+	addIP(t, conf, "sweep", "default", "sweep")
+	f, err := os.CreateTemp(filepath.Join(dir, "hf-net"), atomicfile.TempPattern(store.StateFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if _, e := run(t, inv{cmd: "CHECK", cid: "sweep", ns: "default", name: "sweep", conf: conf}); e != nil {
+		t.Fatalf("CHECK: code %d: %s", e.Code, e.Msg)
+	}
+	if _, err := os.Stat(f.Name()); !os.IsNotExist(err) {
+		t.Fatalf("leftover %s survived the next call", f.Name())
 	}
 }
 

@@ -133,7 +133,8 @@ func New(dataDir, network string) *Disk {
 // StatePath is the path of the state file.
 func (d *Disk) StatePath() string { return filepath.Join(d.Dir, StateFileName) }
 
-// Lock takes the network's exclusive lock, waiting up to LockTimeout.
+// Lock takes the network's exclusive lock, waiting up to LockTimeout, and
+// removes the temp files of writers killed before their rename.
 func (d *Disk) Lock() error {
 	if d.lockFile != nil {
 		return errors.New("store: lock already held by this process")
@@ -151,6 +152,12 @@ func (d *Disk) Lock() error {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	d.lockFile = f
+	// Temp files of writers killed before their rename are garbage; only
+	// a holder of this lock may write here, so none of them is live.
+	if _, err := atomicfile.CleanTemps(d.StatePath()); err != nil {
+		d.Unlock()
+		return err
+	}
 	return nil
 }
 
@@ -244,8 +251,6 @@ func (d *Disk) Save(st *State) error {
 	if d.lockFile == nil {
 		return errors.New("store: Save without the lock")
 	}
-	// Temp files of writers killed before their rename are garbage.
-	_ = atomicfile.CleanTemps(d.Dir)
 	return statefile.Save(d.StatePath(), Kind, Version, st)
 }
 
