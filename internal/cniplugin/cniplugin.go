@@ -5,7 +5,9 @@
 package cniplugin
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -13,6 +15,8 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/holdfast-edge/holdfast/internal/atomicfile"
 )
 
 // Versions are the CNI spec versions both plugins serve.
@@ -55,6 +59,23 @@ func ParseArgs(plugin, s string) (PodArgs, error) {
 		}
 	}
 	return p, nil
+}
+
+// EnvCode is the CNI spec's code for an error of the node's environment:
+// 11 (try again later) when another plugin holds a lock for too long, 5
+// (I/O failure) when a file operation failed (a lock path that is a
+// directory, a data dir that is a regular file, a read-only or full disk),
+// and fallback for anything else.
+func EnvCode(err error, fallback uint) uint {
+	var pe *fs.PathError
+	var le *os.LinkError
+	switch {
+	case errors.Is(err, atomicfile.ErrLockTimeout):
+		return types.ErrTryAgainLater
+	case errors.As(err, &pe), errors.As(err, &le):
+		return types.ErrIOFailure
+	}
+	return fallback
 }
 
 // OpenLog returns a logger appending to dataDir/file (stdout carries only

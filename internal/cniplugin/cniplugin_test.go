@@ -2,10 +2,14 @@ package cniplugin
 
 import (
 	"errors"
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/holdfast-edge/holdfast/internal/atomicfile"
 )
 
 func TestParseArgs(t *testing.T) {
@@ -50,4 +54,22 @@ func FuzzParseArgs(f *testing.F) {
 			t.Fatalf("accepted %+v", p)
 		}
 	})
+}
+
+func TestEnvCode(t *testing.T) {
+	_, isDir := os.Open(t.TempDir() + "/missing/x")
+	cases := []struct {
+		err  error
+		want uint
+	}{
+		{fmt.Errorf("lock: %w", atomicfile.ErrLockTimeout), types.ErrTryAgainLater},
+		{fmt.Errorf("save: %w", isDir), types.ErrIOFailure},
+		{fmt.Errorf("rename: %w", &os.LinkError{Op: "rename", Old: "a", New: "b", Err: errors.New("x")}), types.ErrIOFailure},
+		{errors.New("netlink said no"), 42},
+	}
+	for _, c := range cases {
+		if got := EnvCode(c.err, 42); got != c.want {
+			t.Errorf("%v: code %d, want %d", c.err, got, c.want)
+		}
+	}
 }

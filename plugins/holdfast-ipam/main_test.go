@@ -509,6 +509,33 @@ func TestNextCallSweepsKilledWritersTemp(t *testing.T) {
 	}
 }
 
+// TestEnvironmentErrorCodes: a data dir that is a regular file and a lock
+// path that is a directory are I/O failures (code 5) naming the path, not
+// internal errors (999), on ADD; DEL, with nothing stored to release,
+// succeeds.
+func TestEnvironmentErrorCodes(t *testing.T) {
+	fileDir := filepath.Join(t.TempDir(), "ipam")
+	os.WriteFile(fileDir, nil, 0o600)
+	lockDir := t.TempDir()
+	os.MkdirAll(filepath.Join(lockDir, "hf-net", store.LockFileName), 0o755)
+	for _, c := range []struct{ name, dataDir, mention string }{
+		{"data dir is a regular file", fileDir, fileDir},
+		{"lock is a directory", lockDir, filepath.Join(lockDir, "hf-net", store.LockFileName)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			conf := netConf("1.0.0", c.dataDir, "10.244.14.0/24", "")
+			_, e := run(t, inv{cmd: "ADD", cid: "env", ns: "default", name: "env", conf: conf})
+			if e == nil || e.Code != types.ErrIOFailure || !strings.Contains(e.Msg, c.mention) {
+				t.Fatalf("ADD: got %+v, want code 5 naming %s", e, c.mention)
+			}
+			t.Logf("ADD → code %d: %s", e.Code, e.Msg)
+			if _, e := run(t, inv{cmd: "DEL", cid: "env", ns: "default", name: "env", conf: conf}); e != nil {
+				t.Fatalf("DEL: %+v, want success (nothing stored)", e)
+			}
+		})
+	}
+}
+
 // rewriteState returns a setup that writes orig, edited by edit, back to
 // path in a valid envelope: the checksum matches, only the meaning is wrong.
 func rewriteState(t *testing.T, path string, orig []byte, edit func(*store.State)) func() {
