@@ -1,6 +1,7 @@
 // Package cniplugin is what holdfast's two CNI plugins share: the pod
 // identity from CNI_ARGS, the spec versions they support and their log
-// file. It stays lean (standard library and the CNI types only): the
+// file, and the CNI codes of environment faults. It stays lean (standard
+// library, the CNI types and internal/atomicfile only): the
 // plugins are exec'd once per pod.
 package cniplugin
 
