@@ -197,11 +197,10 @@ func (p *plugin) cmdCheck(args *skel.CmdArgs) error {
 		}
 		return nil
 	})
-	var te *types.Error
-	if err != nil && !errors.As(err, &te) {
+	if err != nil {
 		return netnsError(args.Netns, err)
 	}
-	return err
+	return nil
 }
 
 // netnsError is the CNI error of a failure inside the pod's netns: code 4
