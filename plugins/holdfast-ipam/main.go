@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -74,7 +75,7 @@ func cniError(err error, what string) error {
 	case errors.Is(err, allocator.ErrNotFound):
 		return types.NewError(types.ErrUnknownContainer, msg, "")
 	}
-	return types.NewError(types.ErrInternal, msg, "")
+	return types.NewError(cniplugin.EnvCode(err, types.ErrInternal), msg, "")
 }
 
 func cmdAdd(args *skel.CmdArgs) error {
@@ -110,11 +111,13 @@ func cmdAdd(args *skel.CmdArgs) error {
 	return types.PrintResult(result, e.net.CNIVersion)
 }
 
-// neverAllocated reports whether this network's store was never created:
-// DEL and GC then have nothing to release, and must not create it.
+// neverAllocated reports whether this network's store was never created
+// (no state file; or a data dir that is a regular file, under which none
+// can exist): DEL and GC then have nothing to release, and must not
+// create it.
 func (e *env) neverAllocated() bool {
 	_, err := os.Stat(store.New(e.net.IPAM.DataDir, e.net.Name).StatePath())
-	return errors.Is(err, os.ErrNotExist)
+	return errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
 }
 
 func cmdDel(args *skel.CmdArgs) error {
