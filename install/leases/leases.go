@@ -24,10 +24,10 @@ package leases
 
 import (
 	"errors"
-	"io/fs"
-	"os"
 	"fmt"
+	"io/fs"
 	"net/netip"
+	"os"
 	"path"
 	"path/filepath"
 	"sort"
@@ -272,4 +272,3 @@ func HandBack(n Network) ([]Holder, error) {
 	sort.Slice(keep, func(i, j int) bool { return keep[i].IP < keep[j].IP })
 	return keep, err
 }
-
