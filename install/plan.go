@@ -470,6 +470,11 @@ func (p *Plan) leaseHolders(force bool) ([]leases.Holder, error) {
 		return nil, nil
 	}
 	bin := path.Join(o.CNIBinDir, cniconf.IPAMType)
+	for _, r := range p.prev.Files {
+		if r.Role == roleBinary && path.Base(r.Path) == cniconf.IPAMType {
+			bin = r.Path // where install put it (uninstall has no --cni-bin-dir)
+		}
+	}
 	if force {
 		p.Notes = append(p.Notes, fmt.Sprintf("--force removes %s although %d pods created under holdfast still need it: their DEL will fail with 'failed to find plugin %q' (the flannel-io plugin then drops its saved config, so the bridge's rules and the address leak): %s",
 			bin, len(out), cniconf.IPAMType, strings.Join(need, ", ")))

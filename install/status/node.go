@@ -73,6 +73,9 @@ func readInstall(stateDir string) (InstallSection, error) {
 // cniNet is what status needs from one CNI network config.
 type cniNet struct {
 	name, hostLocalDataDir, flannelDataDir string
+	// chain is the plugins of the first conf (lexically) naming the
+	// network: what the runtime runs ADD and DEL through.
+	chain []pluginConf
 }
 
 // readNetworks reads every conf in the CNI conf dir (host paths).
@@ -82,7 +85,7 @@ func readNetworks(confDir string) ([]cniNet, error) {
 		return nil, err
 	}
 	seen := map[string]*cniNet{}
-	var out []cniNet
+	out := make([]cniNet, 0, len(ents)) // no reallocation: seen points into it
 	for _, e := range ents {
 		ext := filepath.Ext(e.Name())
 		if e.IsDir() || (ext != ".conf" && ext != ".conflist" && ext != ".json") {
@@ -104,9 +107,13 @@ func readNetworks(confDir string) ([]cniNet, error) {
 		if len(c.Plugins) > 0 {
 			main = c.Plugins[0]
 		}
+		chain := c.Plugins
+		if len(chain) == 0 {
+			chain = []pluginConf{c.pluginConf}
+		}
 		n := seen[c.Name]
 		if n == nil {
-			out = append(out, cniNet{name: c.Name})
+			out = append(out, cniNet{name: c.Name, chain: chain})
 			n = &out[len(out)-1]
 			seen[c.Name] = n
 		}
@@ -177,38 +184,33 @@ func readLeases(d Dirs) (LeasesSection, error) {
 	return s, err
 }
 
-// missingPlugins checks every cached attachment's chain (and, for flannel,
-// the delegate config it saved at ADD, which its DEL replays) against the
-// CNI bin dir.
+// missingPlugins checks, for every cached attachment of a configured
+// network, the chain its DEL runs through: the network's current conf
+// (containerd runs DEL through it, not through the config cached at ADD)
+// and, for flannel, the delegate config it saved at ADD (its DEL replays
+// that) against the CNI bin dir.
 func missingPlugins(d Dirs, nets []cniNet) ([]string, error) {
 	atts, err := leases.ReadCache(d.host(d.CNICacheDir), "")
 	if err != nil {
 		return nil, err
 	}
-	flannelDir := map[string]string{}
+	byName := map[string]cniNet{}
 	for _, n := range nets {
-		flannelDir[n.name] = n.flannelDataDir
+		byName[n.name] = n
 	}
 	var out []string
 	for _, a := range atts {
-		var list struct {
-			Plugins []pluginConf `json:"plugins"`
-			pluginConf
-		}
-		if json.Unmarshal(a.Config, &list) != nil {
-			continue
-		}
-		plugins := list.Plugins
-		if len(plugins) == 0 {
-			plugins = []pluginConf{list.pluginConf}
+		n, ours := byName[a.Network]
+		if !ours {
+			continue // another network's (not configured in this conf dir)
 		}
 		types := map[string]bool{}
-		for _, p := range plugins {
+		for _, p := range n.chain {
 			addTypes(types, p)
 			if p.Type == "flannel" {
 				dir := p.DataDir
 				if dir == "" {
-					dir = flannelDir[a.Network]
+					dir = n.flannelDataDir
 				}
 				var saved pluginConf
 				if data, err := os.ReadFile(d.host(path.Join(dir, a.ContainerID))); err == nil && json.Unmarshal(data, &saved) == nil {
@@ -228,7 +230,7 @@ func missingPlugins(d Dirs, nets []cniNet) ([]string, error) {
 			if a.Name == "" {
 				who = "container " + a.ContainerID
 			}
-			out = append(out, fmt.Sprintf("%s (network %s): its chain names %s, missing from %s", who, a.Network, strings.Join(gone, ", "), d.CNIBinDir))
+			out = append(out, fmt.Sprintf("%s (network %s): its DEL runs %s, missing from %s", who, a.Network, strings.Join(gone, ", "), d.CNIBinDir))
 		}
 	}
 	sort.Strings(out)
