@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
+	"unicode"
 )
 
 // host-local (containernetworking/plugins ipam/host-local, disk backend)
@@ -44,6 +46,9 @@ func ParseReservation(data []byte) (cid, ifName string, err error) {
 	}
 	if len(lines) > 2 {
 		return "", "", errors.New("more than two lines")
+	}
+	if strings.ContainsFunc(cid+ifName, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) {
+		return "", "", fmt.Errorf("container ID %q or ifname %q holds a space or control character", cid, ifName)
 	}
 	return cid, ifName, nil
 }
