@@ -37,7 +37,7 @@ func runInstall(ctx context.Context, args []string) error {
 	if exe, err := os.Executable(); err == nil {
 		o.SourceDir = filepath.Dir(exe)
 	}
-	fs := newFlagSet("install", "Wire holdfast into this node: copy the CNI plugins and holdfastd, add a conflist chaining holdfast that the\nruntime loads before the current one (which stays untouched), point kubelet at the CRI shim and the node DNS,\nand write the systemd units. Idempotent; malformed node files are refused before anything is written.\n'holdfastd install show' prints the install record.")
+	fs := newFlagSet("install", "Wire holdfast into this node: copy the CNI plugins and holdfastd, add a conflist chaining holdfast that the\nruntime loads before the current one (which stays untouched), point kubelet at the CRI shim and the node DNS,\nand write the systemd units. First imports host-local's leases of the running pods into holdfast-ipam (pinned to the\npods the libcni cache names). Idempotent; malformed node files are refused before anything is written.\n'holdfastd install show' prints the install record.")
 	installFlags(fs, &o)
 	dry := fs.Bool("dry-run", false, "print the exact diff of every change and write nothing")
 	fs.StringVar(&o.NodeName, "node-name", o.NodeName, "Kubernetes node name of this node (used in the units; default: lower-cased hostname)")
@@ -92,10 +92,10 @@ func runInstallShow(args []string) error {
 
 func runUninstall(ctx context.Context, args []string) error {
 	o := install.DefaultOptions()
-	fs := newFlagSet("uninstall", "Undo install: restore every file it changed byte for byte (mode and owner too) and remove what it added,\nas listed in its install record. Files changed by someone else since install are refused unless --force.")
+	fs := newFlagSet("uninstall", "Undo install: restore every file it changed byte for byte (mode and owner too) and remove what it added,\nas listed in its install record. Files changed by someone else since install are refused unless --force.\nFirst hands holdfast-ipam's leases back to host-local (a reservation for every address a running pod holds);\nholdfast-ipam stays in the CNI bin dir while pods created under holdfast run (their DEL needs it): run uninstall\nagain once they are gone.")
 	installFlags(fs, &o)
 	dry := fs.Bool("dry-run", false, "print the exact diff of every change and write nothing")
-	force := fs.Bool("force", false, "restore originals even over files changed since install")
+	force := fs.Bool("force", false, "restore originals even over files changed since install, and remove holdfast-ipam even while pods created under holdfast still need it (it breaks their DEL: 'failed to find plugin', and with flannel-io's plugin a leaked MASQUERADE rule and address)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
