@@ -118,20 +118,30 @@ func EnsureCNIPlugins() (string, error) {
 // builds the same).
 func FlannelCNI(t testing.TB) string {
 	t.Helper()
+	bin, err := EnsureFlannelCNI()
+	if err != nil {
+		t.Fatalf("harness: %v", err)
+	}
+	return bin
+}
+
+// EnsureFlannelCNI builds the flannel CNI plugin into the cache if missing
+// and returns its path.
+func EnsureFlannelCNI() (string, error) {
 	buildMu.Lock()
 	defer buildMu.Unlock()
 	dir := filepath.Join(CacheDir(), "flannel-cni-"+FlannelCNIVersion)
 	bin := filepath.Join(dir, "flannel")
 	if _, err := os.Stat(bin); err == nil {
-		return bin
+		return bin, nil
 	}
 	cmd := exec.Command("go", "install", "github.com/containernetworking/plugins/plugins/meta/flannel@"+FlannelCNIVersion)
 	cmd.Env = append(os.Environ(), "GOBIN="+dir, "CGO_ENABLED=0", "GOFLAGS=-mod=mod")
-	cmd.Dir = os.TempDir()
+	cmd.Dir = os.TempDir() // outside our module: `go install pkg@version`
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("harness: build the flannel CNI plugin %s: %v\n%s", FlannelCNIVersion, err, out)
+		return "", fmt.Errorf("build the flannel CNI plugin %s: %v\n%s", FlannelCNIVersion, err, out)
 	}
-	return bin
+	return bin, nil
 }
 
 // PluginDir returns a directory holding both the reference CNI plugins and
