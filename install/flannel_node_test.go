@@ -101,9 +101,9 @@ func (f *flannelNode) dirFlags() []string {
 	return []string{"--root", "/", "--state-dir", filepath.Join(d, "var", "lib", "holdfast", "install")}
 }
 
-func (f *flannelNode) install() string {
+func (f *flannelNode) install(extra ...string) string {
 	d := f.n.Dir
-	args := append([]string{"install"}, f.dirFlags()...)
+	args := append(append([]string{"install"}, extra...), f.dirFlags()...)
 	args = append(args, "--node-name", f.n.Name, "--source-dir", f.bins,
 		"--cni-bin-dir", f.binDir, "--cni-conf-dir", f.n.CNIConfDir, "--kubelet-config", f.kubelet,
 		"--kubelet-flags", filepath.Join(d, "var", "lib", "kubelet", "kubeadm-flags.env"),
@@ -112,8 +112,10 @@ func (f *flannelNode) install() string {
 		"--snapshot-dir", filepath.Join(f.n.VarDir, "holdfast", "snapshot"), "--cri-socket", filepath.Join(f.n.RunDir, "holdfast", "cri.sock"),
 		"--health-key-file", filepath.Join(f.n.VarDir, "holdfast", "health", "node.key"), "--kubeconfig", filepath.Join(d, "etc", "holdfast", "kubeconfig"))
 	out := run(f.t, filepath.Join(f.bins, "holdfastd"), args...)
-	f.t.Logf("install:\n%s", out)
-	f.restartContainerd()
+	f.t.Logf("install %v:\n%s", extra, out)
+	if len(extra) == 0 {
+		f.restartContainerd()
+	}
 	return out
 }
 
@@ -350,6 +352,11 @@ func TestAdoptAndLeaveFlannelNode(t *testing.T) {
 	files := []string{f.n.CNIConfDir, f.binDir, filepath.Dir(f.kubelet), f.hlDir, f.flDir}
 	before := hashFiles(t, files...)
 
+	// A dry run says what it would import and changes nothing.
+	if out := f.install("--dry-run"); !strings.Contains(out, "would import 5 host-local leases") {
+		t.Fatalf("dry run does not say it would import the five leases:\n%s", out)
+	}
+	sameFiles(t, "files after a dry run", before, hashFiles(t, files...))
 	// Install then uninstall with the pods running: nothing left behind.
 	out := f.install()
 	if !strings.Contains(out, "imported 5 host-local leases") {

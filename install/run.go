@@ -25,6 +25,11 @@ func Install(o Options, dryRun bool, w io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if dryRun && !p.Empty() {
+		if res, err := leases.Reservations(*p.leases); err == nil && len(res) > 0 {
+			fmt.Fprintf(w, "would import %d host-local leases into holdfast-ipam\n", len(res))
+		}
+	}
 	if !dryRun && !p.Empty() {
 		// Before the chain switches: holdfast-ipam must know every address
 		// host-local gave the running pods.
@@ -48,6 +53,19 @@ func Uninstall(o Options, force, dryRun bool, w io.Writer) error {
 	if p.prev == nil {
 		fmt.Fprintln(w, "unchanged: holdfast is not installed here (no install record)")
 		return nil
+	}
+	if dryRun && p.leases != nil {
+		if hs, err := leases.Live(*p.leases); err == nil {
+			n := 0
+			for _, h := range hs {
+				if !h.Imported {
+					n++
+				}
+			}
+			if n > 0 {
+				fmt.Fprintf(w, "would reserve %d holdfast-ipam leases in host-local\n", n)
+			}
+		}
 	}
 	if !dryRun && p.leases != nil {
 		// Before host-local takes over again: it must know every address

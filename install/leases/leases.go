@@ -130,12 +130,18 @@ func (n Network) withLocks(fn func(st *store.State, ipam *store.Disk) (bool, err
 	return ipam.Save(st)
 }
 
+// Reservations lists host-local's reservations of n (what Import would
+// take).
+func Reservations(n Network) ([]store.Reservation, error) {
+	return store.ReadHostLocal(n.host(n.HostLocalDir()))
+}
+
 // Import adds every host-local reservation of n to holdfast-ipam's store
 // (see the package doc) and returns what it imported. An address that
 // holdfast-ipam gives another live container is refused, naming both, and
 // nothing is changed.
 func Import(n Network, now time.Time) ([]Holder, error) {
-	res, err := store.ReadHostLocal(n.host(n.HostLocalDir()))
+	res, err := Reservations(n)
 	if err != nil {
 		return nil, err
 	}
