@@ -456,8 +456,13 @@ func (p *Plan) leaseHolders(force bool) ([]leases.Holder, error) {
 	n := o.leases(p.prev.Network, nil)
 	p.leases = &n
 	hs, err := leases.Live(n)
+	if err != nil && force {
+		p.leases = nil
+		p.Notes = append(p.Notes, fmt.Sprintf("--force: holdfast-ipam's leases are unreadable (%v): none are handed back to host-local, which may hand out addresses running pods hold", err))
+		return nil, nil
+	}
 	if err != nil {
-		return nil, fmt.Errorf("holdfast-ipam's leases: %w", err)
+		return nil, fmt.Errorf("holdfast-ipam's leases (nothing changed; --force uninstalls without handing them back): %w", err)
 	}
 	var need []string
 	var out []leases.Holder
