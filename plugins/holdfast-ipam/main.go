@@ -42,7 +42,11 @@ type env struct {
 }
 
 func setup(args *skel.CmdArgs, createLog bool) (*env, error) {
-	n, err := config.Parse(args.StdinData)
+	return setupWith(config.Parse, args, createLog)
+}
+
+func setupWith(parse func([]byte) (*config.Net, error), args *skel.CmdArgs, createLog bool) (*env, error) {
+	n, err := parse(args.StdinData)
 	if err != nil {
 		return nil, err
 	}
@@ -166,7 +170,7 @@ func cmdStatus(args *skel.CmdArgs) error {
 }
 
 func cmdGC(args *skel.CmdArgs) error {
-	e, err := setup(args, false)
+	e, err := setupWith(config.ParseGC, args, false)
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/holdfast-edge/holdfast/internal/cniplugin"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -244,6 +246,37 @@ func (p *plugin) cmdGC(args *skel.CmdArgs) error {
 			return types.NewError(cniplugin.EnvCode(err, types.ErrIOFailure), "holdfast: GC: "+err.Error(), "")
 		}
 		log.Info("pruned attachment", "network", conf.Name, "record", filepath.Base(pth))
+	}
+	if err := gcIPAM(conf); err != nil {
+		log.Error("GC of the IPAM failed", "network", conf.Name, "err", err)
+		return err
+	}
+	return nil
+}
+
+// gcIPAM forwards GC, with the runtime's valid attachments, to the IPAM
+// named in the config (found in CNI_PATH, as every delegate is).
+func gcIPAM(conf *NetConf) error {
+	if len(conf.IPAMConf) == 0 {
+		return nil
+	}
+	var ipam struct {
+		Type string `json:"type"`
+	}
+	if err := json.Unmarshal(conf.IPAMConf, &ipam); err != nil || ipam.Type == "" {
+		return invalidConf("\"ipam\" must be an object with a \"type\"")
+	}
+	valid := conf.ValidAttachments
+	if valid == nil {
+		valid = []types.GCAttachment{}
+	}
+	stdin, err := json.Marshal(map[string]any{"cniVersion": conf.CNIVersion, "name": conf.Name, "ipam": conf.IPAMConf,
+		"cni.dev/valid-attachments": valid})
+	if err != nil {
+		return internal("GC: encode IPAM config: %v", err)
+	}
+	if err := invoke.DelegateGC(context.Background(), ipam.Type, stdin, nil); err != nil {
+		return internal("GC of IPAM %s: %v", ipam.Type, err)
 	}
 	return nil
 }

@@ -57,6 +57,16 @@ type Allocation struct {
 	PinKey      string    `json:"pinKey,omitempty"`
 	Netns       string    `json:"netns,omitempty"`
 	Since       time.Time `json:"since"`
+	// HostLocal is the host-local reservation file (<dataDir>/<network>/<ip>,
+	// an on-node path) that mirrors this allocation, so the two IPAMs never
+	// hand the address out twice while a node moves between them.
+	HostLocal string `json:"hostLocal,omitempty"`
+	// Imported: install took the allocation over from host-local. The pod's
+	// DEL still goes to host-local (flannel replays the delegate config it
+	// saved at ADD), so the allocation is released once HostLocal no longer
+	// names the container. Otherwise (hand-back at uninstall) holdfast-ipam
+	// owns the address and removes HostLocal when it releases it.
+	Imported bool `json:"imported,omitempty"`
 }
 
 // Pin binds a pod interface (network/namespace/name/ifname) to addresses,
