@@ -5,9 +5,11 @@
 //
 // It owns nothing but the snapshot directory (through package snapshot) and
 // never changes network state. It never overwrites a snapshot with one that
-// lacks a device the saved snapshot has (a device missing live is a reboot or
-// a flanneld restart in progress, not a state to remember): `holdfastd
-// snapshot save` does that on purpose.
+// lacks a device or an nftables table the saved snapshot has (missing live is
+// a reboot or a flanneld restart in progress — flanneld deletes its nftables
+// tables when it stops — not a state to remember): `holdfastd snapshot save`
+// does that on purpose. nftables changes raise no netlink route event: the
+// periodic capture picks them up.
 package watch
 
 import (
@@ -200,6 +202,12 @@ func (w *Watcher) maybeWrite(s *snapshot.Snapshot) error {
 			for _, d := range l.Snapshot.Devices {
 				if s.Device(d.Name) == nil {
 					w.log.Warn("device in snapshot is missing live; not overwriting the snapshot", "device", d.Name)
+					return nil
+				}
+			}
+			for _, t := range l.Snapshot.NFTables {
+				if s.NFTable(t.Key()) == nil {
+					w.log.Warn("nftables table in snapshot is missing live; not overwriting the snapshot", "table", t.Key())
 					return nil
 				}
 			}
