@@ -109,7 +109,8 @@ func (n *Node) WaitOverlay(ctx context.Context, peers []*Node, timeout time.Dura
 	return nil
 }
 
-// StartKubeProxy starts kube-proxy (iptables mode) in the node netns. It
+// StartKubeProxy starts kube-proxy (iptables mode; nftables mode on
+// NFTablesNode) in the node netns. It
 // leaves every host-wide setting alone: conntrack table size and timeouts
 // are not touched (0 = leave as is).
 func (n *Node) StartKubeProxy() error {
@@ -130,7 +131,7 @@ func (n *Node) StartKubeProxy() error {
 		"--kubeconfig", kc,
 		"--hostname-override", n.Name,
 		"--cluster-cidr", harness.ClusterCIDR,
-		"--proxy-mode", "iptables",
+		"--proxy-mode", n.proxyMode(),
 		"--conntrack-max-per-core", "0",
 		"--conntrack-min", "0",
 		"--conntrack-tcp-timeout-established", "0",
