@@ -214,7 +214,9 @@ func snapshotShow(args []string) error {
 		if l.Refused != nil {
 			fmt.Fprintf(os.Stderr, "warning: current snapshot refused, showing previous generation: %v\n", l.Refused)
 		}
-		fmt.Printf("file %s\n", l.Path)
+		if !*asJSON { // --json prints one JSON document and nothing else
+			fmt.Printf("file %s\n", l.Path)
+		}
 		s = l.Snapshot
 	}
 	if *asJSON {

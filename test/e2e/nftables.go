@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -68,8 +69,9 @@ func (s *site) nftablesBaseline(ctx context.Context, clusterIP string) error {
 }
 
 // nftablesRestored checks, right after the offline restore and before
-// kube-proxy starts, that restore added kube-proxy's table and that it maps
-// web's ClusterIP again.
+// kube-proxy starts, that restore added kube-proxy's table, that it maps
+// web's ClusterIP again, and that nft lists it exactly as the snapshot
+// captured it from kube-proxy.
 func (r *run) nftablesRestored(ctx context.Context, restoreOut string) error {
 	added := false
 	lines := strings.Split(strings.TrimSpace(restoreOut), "\n")
@@ -81,5 +83,39 @@ func (r *run) nftablesRestored(ctx context.Context, restoreOut string) error {
 	if !added {
 		return fmt.Errorf("restore did not add %s:\n%s", kubeProxyTable, restoreOut)
 	}
-	return r.victim.serviceInNFT(ctx, r.clusterIP)
+	if err := r.victim.serviceInNFT(ctx, r.clusterIP); err != nil {
+		return err
+	}
+	return r.victim.nftIdenticalToSnapshot(ctx, r.rep)
+}
+
+// nftIdenticalToSnapshot compares the live kube-proxy table, as nft lists
+// it, with the text the snapshot captured from kube-proxy before the reboot.
+func (n *Node) nftIdenticalToSnapshot(ctx context.Context, rep *Report) error {
+	out, err := exec.CommandContext(ctx, n.holdfastd(), "snapshot", "show", "--json", "--dir", n.SnapshotDir()).Output()
+	if err != nil {
+		return fmt.Errorf("snapshot show: %w", err)
+	}
+	var snap struct {
+		NFTables []struct{ Family, Name, Text string } `json:"nftables"`
+	}
+	if err := json.Unmarshal(out, &snap); err != nil {
+		return fmt.Errorf("snapshot show --json: %w", err)
+	}
+	want := ""
+	for _, t := range snap.NFTables {
+		if t.Family+" "+t.Name == kubeProxyTable {
+			want = t.Text
+		}
+	}
+	live, err := n.Exec(ctx, "nft", "--stateless", "list", "table", "ip", "kube-proxy")
+	if err != nil {
+		return err
+	}
+	if want == "" || live != want {
+		return fmt.Errorf("%s: live %s differs from the snapshot:\n--- snapshot\n%s\n--- live\n%s", n.Name, kubeProxyTable, want, live)
+	}
+	rep.Mark("node3 kube-proxy table", fmt.Sprintf("identical to the snapshot: %d lines, %d chains, %d maps, %d sets",
+		strings.Count(live, "\n"), strings.Count(live, "\n\tchain "), strings.Count(live, "\n\tmap "), strings.Count(live, "\n\tset ")))
+	return nil
 }
