@@ -63,7 +63,7 @@ func (n *Node) StartFlanneld() error {
 	if err := os.MkdirAll(filepath.Dir(conf), 0o755); err != nil {
 		return err
 	}
-	if err := os.WriteFile(conf, []byte(flannelNetConf), 0o644); err != nil {
+	if err := os.WriteFile(conf, []byte(n.flannelNetConf()), 0o644); err != nil {
 		return err
 	}
 	kc, err := n.kubeconfig("flannel-"+n.Name, FlannelUser)

@@ -16,8 +16,21 @@ import (
 // the offline ClusterIP checks of phase 3 run on the restored nftables table.
 const NFTablesNode = "node3"
 
-// kubeProxyTable is the table kube-proxy's nftables mode writes (IPv4).
-const kubeProxyTable = "ip kube-proxy"
+// kubeProxyTable is the table kube-proxy's nftables mode writes (IPv4);
+// flannelTable the one flanneld's nftables mode writes.
+const (
+	kubeProxyTable = "ip kube-proxy"
+	flannelTable   = "ip flannel-ipv4"
+)
+
+// flannelNetConf is net-conf.json for the node: flanneld (≥ v0.25) runs in
+// nftables mode on NFTablesNode, as a node without iptables would.
+func (n *Node) flannelNetConf() string {
+	if n.Name != NFTablesNode {
+		return flannelNetConf
+	}
+	return strings.Replace(flannelNetConf, `"EnableIPv4":true`, `"EnableIPv4":true,"EnableNFTables":true`, 1)
+}
 
 // proxyMode is the node's kube-proxy --proxy-mode.
 func (n *Node) proxyMode() string {
@@ -89,8 +102,9 @@ func (r *run) nftablesRestored(ctx context.Context, restoreOut string) error {
 	return r.victim.nftIdenticalToSnapshot(ctx, r.rep)
 }
 
-// nftIdenticalToSnapshot compares the live kube-proxy table, as nft lists
-// it, with the text the snapshot captured from kube-proxy before the reboot.
+// nftIdenticalToSnapshot compares kube-proxy's and flanneld's live tables,
+// as nft lists them, with the text the snapshot captured from them before
+// the reboot.
 func (n *Node) nftIdenticalToSnapshot(ctx context.Context, rep *Report) error {
 	out, err := exec.CommandContext(ctx, n.holdfastd(), "snapshot", "show", "--json", "--dir", n.SnapshotDir()).Output()
 	if err != nil {
@@ -102,20 +116,20 @@ func (n *Node) nftIdenticalToSnapshot(ctx context.Context, rep *Report) error {
 	if err := json.Unmarshal(out, &snap); err != nil {
 		return fmt.Errorf("snapshot show --json: %w", err)
 	}
-	want := ""
+	want := map[string]string{}
 	for _, t := range snap.NFTables {
-		if t.Family+" "+t.Name == kubeProxyTable {
-			want = t.Text
+		want[t.Family+" "+t.Name] = t.Text
+	}
+	for _, table := range []string{kubeProxyTable, flannelTable} {
+		live, err := n.Exec(ctx, "nft", append([]string{"--stateless", "list", "table"}, strings.Fields(table)...)...)
+		if err != nil {
+			return err
 		}
+		if want[table] == "" || live != want[table] {
+			return fmt.Errorf("%s: live %s differs from the snapshot:\n--- snapshot\n%s\n--- live\n%s", n.Name, table, want[table], live)
+		}
+		rep.Mark("node3 "+table, fmt.Sprintf("identical to the snapshot: %d lines, %d chains, %d maps, %d sets",
+			strings.Count(live, "\n"), strings.Count(live, "\n\tchain "), strings.Count(live, "\n\tmap "), strings.Count(live, "\n\tset ")))
 	}
-	live, err := n.Exec(ctx, "nft", "--stateless", "list", "table", "ip", "kube-proxy")
-	if err != nil {
-		return err
-	}
-	if want == "" || live != want {
-		return fmt.Errorf("%s: live %s differs from the snapshot:\n--- snapshot\n%s\n--- live\n%s", n.Name, kubeProxyTable, want, live)
-	}
-	rep.Mark("node3 kube-proxy table", fmt.Sprintf("identical to the snapshot: %d lines, %d chains, %d maps, %d sets",
-		strings.Count(live, "\n"), strings.Count(live, "\n\tchain "), strings.Count(live, "\n\tmap "), strings.Count(live, "\n\tset ")))
 	return nil
 }
