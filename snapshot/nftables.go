@@ -120,7 +120,7 @@ type nftCmd struct {
 	bin string
 }
 
-// liveTables lists the tables of the current network namespace over
+// liveNFTables lists the tables of the current network namespace over
 // netlink, as "family name" keys.
 func liveNFTables() (map[string]bool, error) {
 	c, err := nftables.New()
