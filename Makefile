@@ -16,7 +16,7 @@ export HOLDFAST_CACHE := $(CACHE)
 # systemd for `systemd-analyze verify` of the installed units.
 # gcc and libc6-dev: flanneld (built from its module for the tests) has a
 # cgo backend on amd64.
-DEB_PACKAGES := containerd runc iptables iproute2 busybox-static conntrack \
+DEB_PACKAGES := containerd runc iptables nftables iproute2 busybox-static conntrack \
 	etcd-server etcd-client systemd util-linux procps kmod ca-certificates git \
 	gcc libc6-dev
 

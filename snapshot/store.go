@@ -12,9 +12,10 @@ import (
 )
 
 const (
-	// Kind and Version identify the snapshot file schema.
+	// Kind and Version identify the snapshot file schema. Version 2 added
+	// the nftables tables; version 1 files (without them) are still read.
 	Kind    = "holdfast.network-snapshot"
-	Version = 1
+	Version = 2
 	// CurrentFile is the newest snapshot; PreviousFile the generation before
 	// it, kept so that a corrupt current file never leaves the node without
 	// a snapshot.

@@ -121,6 +121,10 @@ func FuzzDecode(f *testing.F) {
 	f.Add(good)
 	f.Add(good[:len(good)/2])
 	f.Add([]byte(`{"kind":"holdfast.network-snapshot","version":1,"sha256":"","payload":null}`))
+	withNFT := sampleSnapshot("node2")
+	withNFT.NFTables = []NFTable{{Family: "ip", Name: "kube-proxy", Text: goodNFT}}
+	nft, _ := Encode(withNFT)
+	f.Add(nft)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := Decode(data)
 		if err != nil {

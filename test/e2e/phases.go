@@ -327,6 +327,7 @@ func (r *run) bootSequence(ctx context.Context) (restoreErr, err error) {
 	}
 	out, restoreErr := victim.Restore(ctx)
 	r.rep.Mark("node3 snapshot restore", firstLines(strings.TrimSpace(out), 1))
+	r.rep.Check("reboot: restore put back node3's kube-proxy and flanneld nftables tables as captured (kube-proxy's maps web's ClusterIP) before they start", r.nftablesRestored(ctx, out))
 	if err := victim.StartContainerd(); err != nil {
 		return restoreErr, err
 	}
