@@ -63,8 +63,21 @@ func TestComputeVerdicts(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			got := ComputeVerdicts(nodes, c.leases, "holdfast.dev/unit", now)
 			for n, w := range c.want {
-				if got[n] != w {
+				if got[n].Verdict != w {
 					t.Errorf("%s: %s, want %s (all: %v)", n, got[n], w, got)
+				}
+			}
+			if c.name == "3|2 partition" {
+				if s := got["n1"].String(); s != "alive by 3 of 5 peers, views 0 s old" {
+					t.Errorf("n1: %q", s)
+				}
+				if s := got["n4"].String(); s != "dead by 3 of 5 peers, views 0 s old" {
+					t.Errorf("n4: %q", s)
+				}
+			}
+			if c.name == "only the minority's views: no quorum" {
+				if s := got["n1"].String(); s != "no quorum: 2 of 5 peers' views fresh, 3 needed" {
+					t.Errorf("n1: %q", s)
 				}
 			}
 			if _, ok := got["nokey"]; ok {

@@ -18,6 +18,7 @@ import (
 
 	admv1 "k8s.io/api/admissionregistration/v1"
 	authnv1 "k8s.io/api/authentication/v1"
+	coordv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -47,7 +48,7 @@ const (
 // rendered DaemonSets, Deployment, Service and Secret are left out: their
 // daemons run as processes here.
 func ApplyManifests(ctx context.Context, cs kubernetes.Interface, caPEM []byte, webhookURL string) error {
-	r, err := manifests.Render(manifests.Config{Image: "unused.invalid/holdfastd:e2e", NodeDNS: ClusterDNS, UnitLabel: "holdfast.dev/unit", NoQuorumPolicy: "retain"})
+	r, err := manifests.Render(manifests.Config{Image: "unused.invalid/holdfastd:e2e", NodeDNS: ClusterDNS, UnitLabel: "holdfast.dev/unit", Policy: "verdicts", NoQuorumPolicy: "retain"})
 	if err != nil {
 		return err
 	}
@@ -67,6 +68,8 @@ func ApplyManifests(ctx context.Context, cs kubernetes.Interface, caPEM []byte, 
 			_, err = cs.RbacV1().Roles(o.Namespace).Create(ctx, o, opts)
 		case *rbacv1.RoleBinding:
 			_, err = cs.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, opts)
+		case *coordv1.Lease:
+			_, err = cs.CoordinationV1().Leases(o.Namespace).Create(ctx, o, opts)
 		case *admv1.ValidatingAdmissionPolicy:
 			_, err = cs.AdmissionregistrationV1().ValidatingAdmissionPolicies().Create(ctx, o, opts)
 		case *admv1.ValidatingAdmissionPolicyBinding:
