@@ -110,6 +110,11 @@ func TestTaintEvents(t *testing.T) {
 	dry := strings.Replace(oldNode("expired", taintsOnlyNoExec), `"operation":"UPDATE"`, `"operation":"UPDATE","dryRun":true`, 1)
 	apply(t, m, dry)
 	apply(t, m, review("Node", "", node("within", "Unknown", `,"taints":[{"key":"dedicated","effect":"NoExecute"}]`)))
+	// An update of a node that already carries the taint adds none.
+	already := strings.Replace(review("Node", "", node("noquorum", "Unknown", taintsOnlyNoExec)), `"object":`, `"oldObject":`+node("noquorum", "Unknown", taintsOnlyNoExec)+`,"object":`, 1)
+	if _, ops := apply(t, m, already); len(ops) != 1 {
+		t.Fatalf("kept node's standing taints not dropped: %v", ops)
+	}
 	close(rec.Events)
 	var got []string
 	for e := range rec.Events {
