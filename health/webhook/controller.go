@@ -125,7 +125,7 @@ func (c *Controller) writeCondition(ctx context.Context, n *corev1.Node, d Decis
 // pods' endpoints of a not-Ready node are kept ready or released.
 func (c *Controller) endpointsEvent(n *corev1.Node, d Decision) {
 	since, notReady := notReadySince(n)
-	if !notReady {
+	if !notReady || since.IsZero() { // Ready, or just registered (no Ready condition yet)
 		delete(c.epEvents, n.Name)
 		return
 	}

@@ -234,3 +234,19 @@ func TestControllerTaintConflict(t *testing.T) {
 		t.Fatalf("stale patch applied: %v", n.Spec.Taints)
 	}
 }
+
+// A node that just registered has no Ready condition yet: no endpoints
+// event for it (it was never Ready, nothing is kept or released).
+func TestControllerNewNodeNoEvent(t *testing.T) {
+	f := newCtl(t, Verdicts)
+	fresh := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "fresh"}}
+	f.c.nodes = map[string]*corev1.Node{"fresh": fresh}
+	f.client.CoreV1().Nodes().Create(context.Background(), fresh, metav1.CreateOptions{})
+	f.sync(t)
+	if ev := f.events(); len(ev) != 0 {
+		t.Fatalf("events for a just registered node: %v", ev)
+	}
+	if c := condition(f.c.nodes["fresh"]); c == nil || c.Reason != "NoQuorum" {
+		t.Fatalf("condition %+v", c)
+	}
+}
