@@ -110,13 +110,16 @@ func runManifests(ctx context.Context, args []string) error {
 	image := fs.String("image", "ghcr.io/holdfast-edge/holdfastd:dev", "holdfastd image the DaemonSets and the webhook run (built by 'make image', imported with 'ctr images import')")
 	nodeDNS := fs.String("node-dns", "169.254.20.10", "address the DNS DaemonSet serves on (kubelet's clusterDNS)")
 	unitLabel := fs.String("unit-label", "holdfast.dev/unit", "Node label naming a node's health unit")
+	policy := fs.String("policy", "verdicts", "webhook policy: verdicts (the peers decide) or always-retain (every not-Ready node keeps its pods and endpoints, health not consulted; a really dead node keeps its endpoints until someone acts)")
 	noQuorum := fs.String("no-quorum", "retain", "webhook policy when a whole unit is cut off: retain or evict")
+	duration := fs.Duration("autonomy-duration", 0, "webhook default for nodes without the annotation holdfast.dev/autonomy-duration: keep a not-Ready node's pods at most this long (0: forever)")
 	validity := fs.Duration("cert-validity", 365*24*time.Hour, "lifetime of the generated CA and serving certificate")
 	out := fs.String("o", "-", "file to write (mode 0600), or - for stdout")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	r, err := manifests.Render(manifests.Config{Image: *image, NodeDNS: *nodeDNS, UnitLabel: *unitLabel, NoQuorumPolicy: *noQuorum, CertValidity: *validity})
+	r, err := manifests.Render(manifests.Config{Image: *image, NodeDNS: *nodeDNS, UnitLabel: *unitLabel,
+		Policy: *policy, NoQuorumPolicy: *noQuorum, AutonomyDuration: *duration, CertValidity: *validity})
 	if err != nil {
 		return exitError{2, err}
 	}
