@@ -55,8 +55,8 @@ func TestRebootRelaunchAndAdoption(t *testing.T) {
 			"--node-name", node.Name, "--restart-backoff", "2s", "--restart-backoff-max", "8s", "--metrics-addr", "127.0.0.1:9643"); err != nil {
 			t.Fatal(err)
 		}
-		if err := harness.Eventually(20*time.Second, func() error { _, err := os.Stat(sock); return err }); err != nil {
-			t.Fatalf("shim socket: %v\n%s", err, node.Logs("holdfastd-cri"))
+		if err := harness.WaitCRI(sock, 30*time.Second); err != nil {
+			t.Fatalf("shim not serving: %v\n%s", err, node.Logs("holdfastd-cri"))
 		}
 	}
 	startShim()
@@ -225,9 +225,20 @@ func TestRebootRelaunchAndAdoption(t *testing.T) {
 			t.Fatalf("after reboot: node2 -> %s over the overlay: %v", name, err)
 		}
 	}
-	if out, err := node.Exec(ctx, "busybox", "wget", "-qO-", "http://127.0.0.1:9643/metrics"); err != nil || !strings.Contains(out, `holdfast_cri_relaunch_total{outcome="relaunched"} 5`) ||
-		!strings.Contains(out, `holdfast_cri_relaunch_total{outcome="failed"} 1`) || !strings.Contains(out, `holdfast_cri_relaunch_total{outcome="unreadable"} 1`) {
-		t.Fatalf("metrics: %v\n%s", err, out)
+	// The records settle before the shim counts the outcomes.
+	if err := harness.Eventually(10*time.Second, func() error {
+		out, err := node.Exec(ctx, "busybox", "wget", "-qO-", "http://127.0.0.1:9643/metrics")
+		if err != nil {
+			return err
+		}
+		for _, want := range []string{`holdfast_cri_relaunch_total{outcome="relaunched"} 5`, `holdfast_cri_relaunch_total{outcome="failed"} 1`, `holdfast_cri_relaunch_total{outcome="unreadable"} 1`} {
+			if !strings.Contains(out, want) {
+				return fmt.Errorf("no %s in:\n%s", want, out)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("metrics: %v", err)
 	}
 
 	// kubelet reconnects and asks again, as after a lost pod list: it gets
@@ -272,6 +283,8 @@ func TestRebootRelaunchAndAdoption(t *testing.T) {
 	// Exited relaunched containers: "crasher" (Always) restarts with
 	// doubling backoff, "once" (Never) does not.
 	crasherRestarts := map[string]time.Time{}
+	// An observation window, not a readiness wait: count the instances the
+	// shim starts in 20 s.
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		st, _, err := record.Inspect(stateDir)
@@ -305,9 +318,14 @@ func TestRebootRelaunchAndAdoption(t *testing.T) {
 	}
 
 	// The shim restarts within the same boot: nothing is relaunched again.
+	// Proof it decided: its log says why it skips each pod.
 	node.Stop("holdfastd-cri", 10*time.Second)
 	startShim()
-	time.Sleep(2 * time.Second)
+	if err := harness.Eventually(20*time.Second, func() error {
+		return skipLogged(node.Logs("holdfastd-cri"), pods["initpod"].Spec.UID, pods["twoapps"].Spec.UID, pods["hostnet"].Spec.UID)
+	}); err != nil {
+		t.Fatalf("restarted shim: %v", err)
+	}
 	for _, name := range []string{"initpod", "twoapps", "hostnet"} {
 		if ready, _ := kubelet.ReadySandboxes(ctx, pods[name].Spec.UID); len(ready) != 1 {
 			t.Fatalf("%s: %d ready sandboxes after a shim restart in the same boot", name, len(ready))
@@ -381,4 +399,22 @@ func sortTimes(ts []time.Time) {
 			ts[j], ts[j-1] = ts[j-1], ts[j]
 		}
 	}
+}
+
+// skipLogged checks that the last start in a holdfastd cri log (the harness
+// marks each start with "=== ") logged "not relaunching pod" for every uid.
+func skipLogged(log string, uids ...string) error {
+	if i := strings.LastIndex(log, "\n=== "); i >= 0 {
+		log = log[i:]
+	}
+	for _, uid := range uids {
+		found := false
+		for _, l := range strings.Split(log, "\n") {
+			found = found || (strings.Contains(l, "not relaunching pod") && strings.Contains(l, uid))
+		}
+		if !found {
+			return fmt.Errorf("no \"not relaunching pod\" line for uid %s since the last start:\n%s", uid, log)
+		}
+	}
+	return nil
 }

@@ -279,14 +279,21 @@ func waitRelaunched(ctx context.Context, c *harness.CRI, pods []*podState, tl *T
 	}
 	deadline := time.Now().Add(90 * time.Second)
 	for len(pending) > 0 {
+		seen := runningPods(ctx, c)
 		if time.Now().After(deadline) {
 			var names []string
-			for _, p := range pending {
-				names = append(names, p.spec.Name)
+			for uid, p := range pending {
+				sb, ok := seen[uid]
+				last := "no single ready sandbox"
+				if ok {
+					last = fmt.Sprintf("sandbox %s, %d of %d containers running", sb.id, sb.running, len(p.spec.Containers))
+				}
+				names = append(names, p.spec.Name+" ("+last+")")
 			}
-			return fmt.Errorf("pods not relaunched after 90s: %v", names)
+			sort.Strings(names)
+			return fmt.Errorf("pods not relaunched after 90s, last seen: %v", names)
 		}
-		for uid, sb := range runningPods(ctx, c) {
+		for uid, sb := range seen {
 			p := pending[uid]
 			if p == nil || sb.running < len(p.spec.Containers) {
 				continue
@@ -384,7 +391,7 @@ func mesh(ctx context.Context, pods, focus []*podState) error {
 			sem <- struct{}{}
 			go func(a, b *podState) {
 				defer func() { <-sem; wg.Done() }()
-				err := harness.Eventually(10*time.Second, func() error {
+				err := harness.Eventually(30*time.Second, func() error {
 					if err := harness.Ping(ctx, a.netns, b.ip); err != nil {
 						return err
 					}
