@@ -329,8 +329,11 @@ current-context: c
 		t.Fatal(err)
 	}
 	t.Logf("after offline reboot: first correct answer %s after process start (no apiserver, no seed)", restart)
-	if restart > 100*time.Millisecond {
-		t.Errorf("start to first answer %s, want < 100ms", restart)
+	// From its snapshot, without waiting for the apiserver (that would take
+	// seconds). The bound holds on a loaded box: with two CPU spinners and
+	// other builds beside it this measured 195 ms.
+	if restart > time.Second {
+		t.Errorf("start to first answer %s, want < 1s: does it wait for the apiserver?", restart)
 	}
 	after := answerAll(t, node.NSPath)
 	for k, v := range before {
