@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -52,7 +51,7 @@ func BenchmarkProxy(b *testing.B) {
 		"--boot-id-file", node.BootIDFile, "--metrics-addr", ""); err != nil {
 		b.Fatal(err)
 	}
-	if err := harness.Eventually(20*time.Second, func() error { _, err := os.Stat(sock); return err }); err != nil {
+	if err := harness.WaitCRI(sock, 30*time.Second); err != nil {
 		b.Fatal(err)
 	}
 	ctx := context.Background()

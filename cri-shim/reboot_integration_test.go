@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -55,8 +56,8 @@ func TestRebootRelaunchAndAdoption(t *testing.T) {
 			"--node-name", node.Name, "--restart-backoff", "2s", "--restart-backoff-max", "8s", "--metrics-addr", "127.0.0.1:9643"); err != nil {
 			t.Fatal(err)
 		}
-		if err := harness.Eventually(20*time.Second, func() error { _, err := os.Stat(sock); return err }); err != nil {
-			t.Fatalf("shim socket: %v\n%s", err, node.Logs("holdfastd-cri"))
+		if err := harness.WaitCRI(sock, 30*time.Second); err != nil {
+			t.Fatalf("shim not serving: %v\n%s", err, node.Logs("holdfastd-cri"))
 		}
 	}
 	startShim()
@@ -225,9 +226,20 @@ func TestRebootRelaunchAndAdoption(t *testing.T) {
 			t.Fatalf("after reboot: node2 -> %s over the overlay: %v", name, err)
 		}
 	}
-	if out, err := node.Exec(ctx, "busybox", "wget", "-qO-", "http://127.0.0.1:9643/metrics"); err != nil || !strings.Contains(out, `holdfast_cri_relaunch_total{outcome="relaunched"} 5`) ||
-		!strings.Contains(out, `holdfast_cri_relaunch_total{outcome="failed"} 1`) || !strings.Contains(out, `holdfast_cri_relaunch_total{outcome="unreadable"} 1`) {
-		t.Fatalf("metrics: %v\n%s", err, out)
+	// The records settle before the shim counts the outcomes.
+	if err := harness.Eventually(10*time.Second, func() error {
+		out, err := node.Exec(ctx, "busybox", "wget", "-qO-", "http://127.0.0.1:9643/metrics")
+		if err != nil {
+			return err
+		}
+		for _, want := range []string{`holdfast_cri_relaunch_total{outcome="relaunched"} 5`, `holdfast_cri_relaunch_total{outcome="failed"} 1`, `holdfast_cri_relaunch_total{outcome="unreadable"} 1`} {
+			if !strings.Contains(out, want) {
+				return fmt.Errorf("no %s in:\n%s", want, out)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("metrics: %v", err)
 	}
 
 	// kubelet reconnects and asks again, as after a lost pod list: it gets
@@ -270,34 +282,33 @@ func TestRebootRelaunchAndAdoption(t *testing.T) {
 	}
 
 	// Exited relaunched containers: "crasher" (Always) restarts with
-	// doubling backoff, "once" (Never) does not.
-	crasherRestarts := map[string]time.Time{}
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		st, _, err := record.Inspect(stateDir)
-		if err == nil {
-			if p, ok := st.Get(pods["crasher"].Spec.UID); ok {
-				if id := p.Relaunch.Containers["c"]; crasherRestarts[id].IsZero() {
-					crasherRestarts[id] = time.Now()
-				}
-			}
+	// doubling backoff, "once" (Never) does not. Each wait is measured from
+	// one instance's exit to the next one's start, as the runtime reports
+	// them (not when a poll first saw an instance: a slow poll made a gap
+	// look short).
+	var runs []containerRun
+	if err := harness.Eventually(40*time.Second, func() error {
+		var err error
+		if runs, err = containerRuns(ctx, kubelet, outcome["crasher"].Relaunch.SandboxID); err != nil {
+			return err
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	if len(crasherRestarts) < 3 {
-		t.Fatalf("crasher: %d container instances in 20s, want ≥3 (relaunch + 2 restarts)\n%s", len(crasherRestarts), node.Logs("holdfastd-cri"))
-	}
-	var times []time.Time
-	for _, at := range crasherRestarts {
-		times = append(times, at)
-	}
-	sortTimes(times)
-	for i := 1; i < len(times); i++ {
-		gap := times[i].Sub(times[i-1])
-		want := min(time.Duration(1<<(i-1))*2*time.Second, 8*time.Second) // 2s, 4s, 8s cap (+1s run time each)
-		if gap < want {
-			t.Fatalf("crasher restart %d came %v after the previous, backoff wants ≥ %v", i, gap, want)
+		if len(runs) < 3 {
+			return fmt.Errorf("%d container instances started in the relaunched sandbox, want ≥3 (relaunch + 2 restarts)", len(runs))
 		}
+		return nil
+	}); err != nil {
+		t.Fatalf("crasher: %v\n%s", err, node.Logs("holdfastd-cri"))
+	}
+	for i := 1; i < len(runs); i++ {
+		if runs[i-1].finished.IsZero() {
+			t.Fatalf("crasher instance %d restarted before it exited: runs %v", i-1, runs)
+		}
+		wait := runs[i].started.Sub(runs[i-1].finished)
+		want := min(time.Duration(1<<(i-1))*2*time.Second, 8*time.Second) // 2s, 4s, 8s cap
+		if wait < want {
+			t.Fatalf("crasher restart %d started %v after the previous exit, backoff wants ≥ %v (runs %v)", i, wait, want, runs)
+		}
+		t.Logf("crasher restart %d started %v after the previous exit (backoff %v)", i, wait.Round(time.Millisecond), want)
 	}
 	p, _ := kubelet.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{LabelSelector: map[string]string{harness.LabelPodUID: pods["once"].Spec.UID}}})
 	if len(p.Containers) != 2 { // the pre-reboot one and the relaunched one
@@ -305,9 +316,22 @@ func TestRebootRelaunchAndAdoption(t *testing.T) {
 	}
 
 	// The shim restarts within the same boot: nothing is relaunched again.
+	// The shim decides whether this is a new boot before it serves, so
+	// once it answers its log says which it took.
 	node.Stop("holdfastd-cri", 10*time.Second)
 	startShim()
-	time.Sleep(2 * time.Second)
+	var log string
+	if err := harness.Eventually(10*time.Second, func() error {
+		if log = sinceLastStart(node.Logs("holdfastd-cri")); !strings.Contains(log, "serving CRI") {
+			return fmt.Errorf("no \"serving CRI\" in:\n%s", log)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("restarted shim: %v", err)
+	}
+	if strings.Contains(log, "boot id changed") {
+		t.Fatalf("restarted shim in the same boot took it for a new boot:\n%s", log)
+	}
 	for _, name := range []string{"initpod", "twoapps", "hostnet"} {
 		if ready, _ := kubelet.ReadySandboxes(ctx, pods[name].Spec.UID); len(ready) != 1 {
 			t.Fatalf("%s: %d ready sandboxes after a shim restart in the same boot", name, len(ready))
@@ -375,10 +399,45 @@ func readFile(t *testing.T, path string) string {
 	return string(data)
 }
 
-func sortTimes(ts []time.Time) {
-	for i := 1; i < len(ts); i++ {
-		for j := i; j > 0 && ts[j].Before(ts[j-1]); j-- {
-			ts[j], ts[j-1] = ts[j-1], ts[j]
-		}
+type containerRun struct{ started, finished time.Time }
+
+func (r containerRun) String() string {
+	return r.started.Format("15:04:05.000") + "→" + r.finished.Format("15:04:05.000")
+}
+
+// containerRuns returns when each container of a sandbox started and (if it
+// did) exited, oldest first.
+func containerRuns(ctx context.Context, c *harness.CRI, sandboxID string) ([]containerRun, error) {
+	resp, err := c.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: sandboxID}})
+	if err != nil {
+		return nil, err
 	}
+	var runs []containerRun
+	for _, ct := range resp.Containers {
+		st, err := c.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: ct.Id})
+		if err != nil {
+			return nil, fmt.Errorf("status of %s: %w", ct.Id, err)
+		}
+		var r containerRun
+		if at := st.GetStatus().GetStartedAt(); at > 0 {
+			r.started = time.Unix(0, at)
+		} else {
+			continue
+		}
+		if at := st.GetStatus().GetFinishedAt(); at > 0 {
+			r.finished = time.Unix(0, at)
+		}
+		runs = append(runs, r)
+	}
+	sort.Slice(runs, func(i, j int) bool { return runs[i].started.Before(runs[j].started) })
+	return runs, nil
+}
+
+// sinceLastStart is the part of a process log (the harness marks each
+// start with a "=== " line) written since its last start.
+func sinceLastStart(log string) string {
+	if i := strings.LastIndex(log, "\n=== "); i >= 0 {
+		return log[i:]
+	}
+	return log
 }

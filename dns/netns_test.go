@@ -165,32 +165,37 @@ func answerAll(t *testing.T, nsPath string) map[string]string {
 // right answer arrives and returns the time since t0.
 func firstAnswer(t *testing.T, nsPath string, t0 time.Time) time.Duration {
 	t.Helper()
-	deadline := t0.Add(10 * time.Second)
+	const want = "NOERROR web.default.svc.cluster.local. 5 IN A 10.96.0.10"
+	deadline := t0.Add(20 * time.Second)
+	var last string
 	for time.Now().Before(deadline) {
 		m, err := exchange(nsPath, "udp", "web.default.svc.cluster.local.", dns.TypeA, 20*time.Millisecond)
-		if err == nil && render(m) == "NOERROR web.default.svc.cluster.local. 5 IN A 10.96.0.10" {
+		if err == nil && render(m) == want {
 			return time.Since(t0)
+		}
+		if last = fmt.Sprint(err); err == nil {
+			last = render(m)
 		}
 		time.Sleep(500 * time.Microsecond)
 	}
-	t.Fatalf("no correct answer within 10s")
+	t.Fatalf("no %q within 20s; last: %s", want, last)
 	return 0
 }
 
 func waitHeadless(t *testing.T, nsPath, want string) {
 	t.Helper()
-	var got string
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
+	if err := harness.Eventually(10*time.Second, func() error {
 		m, err := exchange(nsPath, "udp", "db.default.svc.cluster.local.", dns.TypeA, time.Second)
-		if err == nil {
-			if got = render(m); got == want {
-				return
-			}
+		if err != nil {
+			return err
 		}
-		time.Sleep(20 * time.Millisecond)
+		if got := render(m); got != want {
+			return fmt.Errorf("answer %q", got)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("headless answer, want %q: %v", want, err)
 	}
-	t.Fatalf("headless answer %q, want %q", got, want)
 }
 
 // TestNodeDNSOfflineInNetns: holdfastd dns in a harness node netns, cloud
@@ -292,10 +297,15 @@ current-context: c
 	if got := fwd(); got != "NOERROR www.example.org. 1 IN A 203.0.113.7" {
 		t.Fatalf("forwarded: %q", got)
 	}
+	// Until the TTL of 1 s runs out the cache answers fresh (TTL 1 or 0).
 	stopUpstream()
-	time.Sleep(1200 * time.Millisecond)
-	if got := fwd(); got != "NOERROR www.example.org. 30 IN A 203.0.113.7" {
-		t.Fatalf("stale: %q", got)
+	if err := harness.Eventually(10*time.Second, func() error {
+		if got := fwd(); got != "NOERROR www.example.org. 30 IN A 203.0.113.7" {
+			return fmt.Errorf("answer %q", got)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("stale answer: %v", err)
 	}
 
 	// holdfastd dns show reads the snapshot.
@@ -319,8 +329,11 @@ current-context: c
 		t.Fatal(err)
 	}
 	t.Logf("after offline reboot: first correct answer %s after process start (no apiserver, no seed)", restart)
-	if restart > 100*time.Millisecond {
-		t.Errorf("start to first answer %s, want < 100ms", restart)
+	// From its snapshot, without waiting for the apiserver (that would take
+	// seconds). The bound holds on a loaded box: with two CPU spinners and
+	// other builds beside it this measured 195 ms.
+	if restart > time.Second {
+		t.Errorf("start to first answer %s, want < 1s: does it wait for the apiserver?", restart)
 	}
 	after := answerAll(t, node.NSPath)
 	for k, v := range before {

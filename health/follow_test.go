@@ -170,7 +170,7 @@ func TestFollowStaggeredStart(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatalf("%s never watched Nodes", name)
 		}
-		time.Sleep(udpPeriod)
+		time.Sleep(udpPeriod) // daemons start a period apart, as on real nodes
 	}
 	deadline := time.Now().Add(10 * udpPeriod)
 	for {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -235,15 +236,24 @@ func TestFiveNodes(t *testing.T) {
 	for _, c := range cases {
 		send(c.data)
 	}
-	time.Sleep(300 * time.Millisecond)
-	for _, c := range cases {
-		want := before[c.reason] + 1
-		if c.reason == "forged" {
-			want = before[c.reason] + 2
+	// The daemon counts each datagram once it has read it: poll.
+	if err := harness.Eventually(10*time.Second, func() error {
+		var short []string
+		for _, c := range cases {
+			want := before[c.reason] + 1
+			if c.reason == "forged" {
+				want = before[c.reason] + 2
+			}
+			if got := metric(t, target, c.reason); got < want {
+				short = append(short, fmt.Sprintf("rejected{reason=%q} = %d, want ≥ %d", c.reason, got, want))
+			}
 		}
-		if got := metric(t, target, c.reason); got < want {
-			t.Errorf("rejected{reason=%q} = %d, want ≥ %d", c.reason, got, want)
+		if len(short) > 0 {
+			return errors.New(strings.Join(short, "; "))
 		}
+		return nil
+	}); err != nil {
+		t.Error(err)
 	}
 	// One node's lying view is one vote: nothing changed.
 	s.waitVerdicts([]*harness.Node{hs.Node(3), hs.Node(4), hs.Node(5)}, alive, period)

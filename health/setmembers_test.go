@@ -215,7 +215,7 @@ func TestSetMembersUDP(t *testing.T) {
 	c.start(t, a, b, c)
 	first := time.Now()
 	a.set(t, a, b, c)
-	time.Sleep(udpPeriod)
+	time.Sleep(udpPeriod) // the two apply the change a period apart, as Node watches may
 	b.set(t, a, b, c)
 	el = waitAlive(t, 6*udpPeriod, []*udpNode{a, b, c}, a, b, c)
 	t.Logf("unit of 3 alive everywhere %s after the last daemon applied the added member (%s after the first)", el, time.Since(first))
@@ -232,13 +232,13 @@ func TestSetMembersUDP(t *testing.T) {
 	}
 	before := unknownSender()
 	a.set(t, a, b)
-	time.Sleep(udpPeriod / 2)
+	time.Sleep(udpPeriod / 2) // applied half a period apart
 	b.set(t, a, b)
 	el = waitAlive(t, 4*udpPeriod, []*udpNode{a, b}, a, b)
 	t.Logf("unit of 2 again %s after the removal", el)
-	time.Sleep(4 * udpPeriod) // c keeps sending to a and b meanwhile
+	time.Sleep(4 * udpPeriod) // observation window: c keeps sending to a and b meanwhile
 	c.halt()
-	time.Sleep(4 * udpPeriod)
+	time.Sleep(4 * udpPeriod) // observation window: no flap after c is gone
 	waitAlive(t, 0, []*udpNode{a, b}, a, b)
 
 	dead, unknown := flaps.end()

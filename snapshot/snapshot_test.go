@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/holdfast-edge/holdfast/internal/statefile"
+	"github.com/holdfast-edge/holdfast/internal/vtepmac"
 )
 
 func captureOpts(n *testNS, dir string) CaptureOptions {
@@ -194,16 +195,29 @@ func TestRestorePartialAddsOnlyMissingAndKeepsDiffering(t *testing.T) {
 	}
 }
 
+// The pin is made before the first save, while no device exists, so it is
+// derived from the node name; the live device then carries another MAC.
+// Restore must create the device with the pin, not with the captured MAC.
 func TestRestoreCreatesDeviceWithPinnedMAC(t *testing.T) {
 	n, dir := newTestNS(t), t.TempDir()
-	saveNode(t, n, dir, 1)
+	pin, err := vtepmac.Ensure(dir, "node2", 1, nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := vtepmac.Derive("node2", 1).String(); pin.MAC != want || pin.Source != vtepmac.Derived {
+		t.Fatalf("pin %+v, want derived %s", pin, want)
+	}
+	saved := saveNode(t, n, dir, 1)
+	if d := saved.Devices[0]; d.MAC != "0e:aa:bb:cc:dd:02" || d.PinnedMAC != pin.MAC {
+		t.Fatalf("setup: captured MAC %s pin %s, want live 0e:aa:bb:cc:dd:02 and pin %s", d.MAC, d.PinnedMAC, pin.MAC)
+	}
 	wipe(t, n, dir)
 	if _, err := Restore(context.Background(), RestoreOptions{Dir: dir, NodeName: "node2", NetNS: n.path}); err != nil {
 		t.Fatal(err)
 	}
 	out := n.run(t, "", "ip", "-d", "link", "show", "flannel.1")
-	if !strings.Contains(out, "link/ether 0e:aa:bb:cc:dd:02") || !strings.Contains(out, "vxlan id 1 local 198.51.100.12 dev hf-ul0") || !strings.Contains(out, "mtu 1450") {
-		t.Fatalf("restored device: %s", out)
+	if !strings.Contains(out, "link/ether "+pin.MAC) || !strings.Contains(out, "vxlan id 1 local 198.51.100.12 dev hf-ul0") || !strings.Contains(out, "mtu 1450") {
+		t.Fatalf("restored device, want MAC %s (the pin, not the captured %s): %s", pin.MAC, saved.Devices[0].MAC, out)
 	}
 }
 

@@ -24,6 +24,9 @@ func seededStore(t testing.TB) *store.Store {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Before TempDir's removal: a debounced save into the removed dir made
+	// RemoveAll fail ("directory not empty") on a loaded box.
+	t.Cleanup(func() { st.Close() })
 	snap, err := store.LoadSeed("../testdata/seed.json")
 	if err != nil {
 		t.Fatal(err)

@@ -126,6 +126,7 @@ type Store struct {
 	subs     []chan struct{}
 
 	timer      *time.Timer
+	saveMu     sync.Mutex // held across a save
 	firstDirty time.Time
 	saveErr    error
 	closed     bool
@@ -358,8 +359,11 @@ func (s *Store) saveFromTimer() {
 	}
 }
 
-// Flush saves now if anything changed since the last save.
+// Flush saves now if anything changed since the last save. Saves are
+// serialised, so Close also waits for a timer's save already under way.
 func (s *Store) Flush() error {
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
 	s.mu.Lock()
 	if s.timer != nil {
 		s.timer.Stop()

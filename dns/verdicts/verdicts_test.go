@@ -61,7 +61,7 @@ func TestPollerFollowsSourceAndForgetsStale(t *testing.T) {
 	if p.Current() == nil || p.LastError() == nil {
 		t.Fatalf("failure within max age dropped verdicts")
 	}
-	time.Sleep(60 * time.Millisecond)
+	time.Sleep(60 * time.Millisecond) // age past MaxAge (50 ms): time passing, not a readiness wait
 	p.PollOnce(ctx)
 	if p.Current() != nil || len(changes) != 3 || changes[2] != nil {
 		t.Fatalf("stale verdicts kept: %v changes %v", p.Current(), changes)

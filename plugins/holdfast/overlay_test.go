@@ -17,6 +17,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ns"
 
+	"github.com/holdfast-edge/holdfast/internal/vtepmac"
 	"github.com/holdfast-edge/holdfast/snapshot"
 )
 
@@ -34,8 +35,18 @@ func ipIn(t testing.TB, n ns.NetNS, args ...string) {
 func TestOverlayRestoredOnceAndStatus(t *testing.T) {
 	e := newCNIEnv(t)
 	snapDir := filepath.Join(e.dir, "snapshot")
-	const mac = "0e:11:22:33:44:55"
-	ipIn(t, e.host, "link", "add", "hf-vx1", "address", mac, "type", "vxlan", "id", "7", "dstport", "8472", "nolearning")
+	// The pin is made (derived from the node name) before the live device
+	// exists, so the captured MAC differs from it: restore must use the pin.
+	pin, err := vtepmac.Ensure(snapDir, "hf-node", 7, nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const live = "0e:11:22:33:44:55"
+	mac := pin.MAC
+	if mac == live {
+		t.Fatalf("setup: pin %s equals the live MAC", mac)
+	}
+	ipIn(t, e.host, "link", "add", "hf-vx1", "address", live, "type", "vxlan", "id", "7", "dstport", "8472", "nolearning")
 	ipIn(t, e.host, "addr", "add", "10.244.1.0/32", "dev", "hf-vx1")
 	ipIn(t, e.host, "link", "set", "hf-vx1", "up")
 	s, err := snapshot.Capture(context.Background(), snapshot.CaptureOptions{NodeName: "hf-node", Devices: []string{"hf-vx1"}, NetNS: e.host.Path()})
@@ -67,7 +78,7 @@ func TestOverlayRestoredOnceAndStatus(t *testing.T) {
 		t.Fatalf("overlay restored %d times by 8 concurrent ADDs, want once:\n%s", n, log)
 	}
 	if got := linkMAC(t, e.host.Path(), "hf-vx1"); got != mac {
-		t.Fatalf("restored device MAC %s, pinned %s", got, mac)
+		t.Fatalf("restored device MAC %s, pinned %s (captured %s)", got, mac, live)
 	}
 	status := func() error {
 		return e.host.Do(func(ns.NetNS) error { return e.cni.GetStatusNetworkList(context.Background(), list) })

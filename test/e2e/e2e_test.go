@@ -283,7 +283,8 @@ func (s *site) reachable(ctx context.Context, pods []corev1.Pod) error {
 	var errs []error
 	for _, n := range s.nodes {
 		for _, p := range pods {
-			if err := harness.HTTP(ctx, n.NSPath, p.Status.PodIP); err != nil {
+			// Ready in the apiserver is not yet listening: poll.
+			if err := harness.Eventually(30*time.Second, func() error { return harness.HTTP(ctx, n.NSPath, p.Status.PodIP) }); err != nil {
 				errs = append(errs, fmt.Errorf("from %s to %s (%s): %w", n.Name, p.Name, p.Status.PodIP, err))
 			}
 		}

@@ -310,7 +310,8 @@ func (r *run) reboot(ctx context.Context) bool {
 	rep.Check("reboot: node1 reaches node3's relaunched web pods through the ClusterIP", r.serviceReaches(ctx, r.peer, podsOn(r.before, WebApp)))
 	rep.Check("reboot: node1 and node2 vote node3 alive after its reboot", WaitVerdicts(ctx, []*Node{s.node("node1"), s.node("node2")}, map[string]string{victim.Name: "alive"}, 15*time.Second))
 
-	// Offline, kubelet must kill nothing: give it time to try.
+	// Offline, kubelet must kill nothing: an observation window (not a
+	// readiness wait) that gives it time to try.
 	time.Sleep(20 * time.Second)
 	rep.Check("reboot: offline kubelet leaves the relaunched pods alone (20s)", checkPods(ctx, victim, r.before, func(v podView, p criPod) error {
 		was := r.relaunched[v.UID]
@@ -419,6 +420,8 @@ func (r *run) reconnect(ctx context.Context) bool {
 		return samePodsAdopted(ctx, s, r.before, r.relaunched)
 	})
 	rep.Mark("node3 pods reported", fmt.Sprintf("%.1fs after reconnect", time.Since(reconnectAt).Seconds()))
+	// An observation window, not a readiness wait: adoption must change
+	// nothing over 20 s more of kubelet syncs.
 	time.Sleep(20 * time.Second)
 	err2 := samePodsAdopted(ctx, s, r.before, r.relaunched)
 	rep.Check("reconnect: apiserver shows the relaunched containers, same pods, restartCount = before+1 (the relaunch) and unchanged by adoption", errors.Join(err, err2))

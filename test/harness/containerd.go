@@ -85,21 +85,28 @@ func (n *Node) StartContainerd() error {
 
 // WaitContainerd waits until the node's containerd answers CRI Version.
 func (n *Node) WaitContainerd(timeout time.Duration) error {
-	err := waitFor(timeout, func() error {
-		c, err := DialCRI(n.ContainerdSock)
+	if err := WaitCRI(n.ContainerdSock, timeout); err != nil {
+		return fmt.Errorf("%s: containerd not ready: %w\n%s", n.Name, err, tail(n.Logs("containerd"), 2000))
+	}
+	return nil
+}
+
+// WaitCRI waits until the CRI endpoint at sock (containerd, the shim)
+// answers Version: a socket file alone may exist before anything serves it.
+func WaitCRI(sock string, timeout time.Duration) error {
+	return waitFor(timeout, func() error {
+		c, err := DialCRI(sock)
 		if err != nil {
 			return err
 		}
 		defer c.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		_, err = c.Version(ctx)
-		return err
+		if _, err := c.Version(ctx); err != nil {
+			return fmt.Errorf("CRI Version on %s: %w", sock, err)
+		}
+		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("%s: containerd not ready after %v: %w\n%s", n.Name, timeout, err, tail(n.Logs("containerd"), 2000))
-	}
-	return nil
 }
 
 func (n *Node) importImages() error {

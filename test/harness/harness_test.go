@@ -119,7 +119,7 @@ func TestSiteOverlayRebootAndCleanup(t *testing.T) {
 		t.Fatal("reboot kept the boot id")
 	}
 	// node1 and node3 never noticed.
-	if err := harness.Ping(ctx, pods["node1"].NetNSPath, pods["node3"].IP); err != nil {
+	if err := harness.Eventually(10*time.Second, func() error { return harness.Ping(ctx, pods["node1"].NetNSPath, pods["node3"].IP) }); err != nil {
 		t.Fatalf("node1 and node3 lost each other during node2's reboot: %v", err)
 	}
 
@@ -153,10 +153,13 @@ func meshOK(t *testing.T, ctx context.Context, pods map[string]*harness.Pod) {
 			if from == to {
 				continue
 			}
-			if err := harness.Eventually(5*time.Second, func() error { return harness.Ping(ctx, p.NetNSPath, q.IP) }); err != nil {
-				t.Fatalf("pod on %s -> pod on %s: %v", from, to, err)
-			}
-			if err := harness.HTTP(ctx, p.NetNSPath, q.IP); err != nil {
+			// The pod's httpd may not listen yet when RunPod returns.
+			if err := harness.Eventually(30*time.Second, func() error {
+				if err := harness.Ping(ctx, p.NetNSPath, q.IP); err != nil {
+					return err
+				}
+				return harness.HTTP(ctx, p.NetNSPath, q.IP)
+			}); err != nil {
 				t.Fatalf("pod on %s -> pod on %s: %v", from, to, err)
 			}
 		}

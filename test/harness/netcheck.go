@@ -53,7 +53,10 @@ func HTTP(ctx context.Context, netns, ip string) error {
 	return nil
 }
 
-// Eventually retries f until it succeeds or timeout passes.
+// Eventually retries f until it succeeds or timeout passes; on timeout its
+// error says how long it tried and wraps f's last error. It is the one
+// readiness wait of the tests: pods serving, daemons listening, state
+// converged are polled with it, never assumed after a fixed sleep.
 func Eventually(timeout time.Duration, f func() error) error { return waitFor(timeout, f) }
 
 func execCtx(ctx context.Context, name string, args ...string) (string, error) {

@@ -374,16 +374,19 @@ func runAll(cmds ...[]string) error {
 	return nil
 }
 
-// waitFor polls cond until it returns nil or the timeout passes.
+// waitFor polls cond until it returns nil or the timeout passes. On timeout
+// it returns cond's last error, saying how long and how often it tried, so
+// a failure on a busy machine shows what the wait last saw.
 func waitFor(timeout time.Duration, cond func() error) error {
-	deadline := time.Now().Add(timeout)
-	for {
+	start := time.Now()
+	deadline := start.Add(timeout)
+	for tries := 1; ; tries++ {
 		err := cond()
 		if err == nil {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return err
+			return fmt.Errorf("still failing after %v (%d tries), last: %w", time.Since(start).Round(time.Millisecond), tries, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

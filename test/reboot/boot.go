@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/holdfast-edge/holdfast/test/harness"
@@ -46,10 +47,13 @@ func (n Node) StartWatch() error {
 // WaitSnapshot waits until the watcher has saved a snapshot holding the
 // overlay device.
 func (n Node) WaitSnapshot(ctx context.Context) error {
-	return harness.Eventually(15*time.Second, func() error {
+	return harness.Eventually(30*time.Second, func() error {
 		out, err := exec.CommandContext(ctx, n.holdfastd(), "snapshot", "show", "--dir", n.SnapshotDir()).CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("snapshot show: %v: %s", err, out)
+		}
+		if !strings.Contains(string(out), "device "+harness.VXLANDevice+":") {
+			return fmt.Errorf("snapshot holds no %s yet:\n%s", harness.VXLANDevice, out)
 		}
 		return nil
 	})
@@ -74,17 +78,7 @@ func (n Node) StartShim() error {
 	if err != nil {
 		return err
 	}
-	return harness.Eventually(15*time.Second, func() error {
-		c, err := harness.DialCRI(n.ShimSock())
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_, err = c.Version(cctx)
-		return err
-	})
+	return harness.WaitCRI(n.ShimSock(), 30*time.Second)
 }
 
 // BringUp starts a node the first time: CNI config, containerd, the shim

@@ -215,7 +215,7 @@ func rebootOnce(ctx context.Context, victim Node, victimPods, all []*podState, r
 	}
 	rep.Timeline = append(rep.Timeline, tl.Events()...)
 	gcDeadSandboxes(ctx, shim, victimPods)
-	stats := RebootStats{Counts: counts(ctx, victim)}
+	stats := RebootStats{Counts: settledCounts(ctx, victim, rep.firstCounts())}
 	if done := tl.At("all pods reachable"); done >= 0 {
 		stats.TotalMs = done
 		stats.RecoveryMs = done - tl.At("containerd ready")
@@ -279,14 +279,21 @@ func waitRelaunched(ctx context.Context, c *harness.CRI, pods []*podState, tl *T
 	}
 	deadline := time.Now().Add(90 * time.Second)
 	for len(pending) > 0 {
+		seen := runningPods(ctx, c)
 		if time.Now().After(deadline) {
 			var names []string
-			for _, p := range pending {
-				names = append(names, p.spec.Name)
+			for uid, p := range pending {
+				sb, ok := seen[uid]
+				last := "no single ready sandbox"
+				if ok {
+					last = fmt.Sprintf("sandbox %s, %d of %d containers running", sb.id, sb.running, len(p.spec.Containers))
+				}
+				names = append(names, p.spec.Name+" ("+last+")")
 			}
-			return fmt.Errorf("pods not relaunched after 90s: %v", names)
+			sort.Strings(names)
+			return fmt.Errorf("pods not relaunched after 90s, last seen: %v", names)
 		}
-		for uid, sb := range runningPods(ctx, c) {
+		for uid, sb := range seen {
 			p := pending[uid]
 			if p == nil || sb.running < len(p.spec.Containers) {
 				continue
@@ -384,7 +391,7 @@ func mesh(ctx context.Context, pods, focus []*podState) error {
 			sem <- struct{}{}
 			go func(a, b *podState) {
 				defer func() { <-sem; wg.Done() }()
-				err := harness.Eventually(10*time.Second, func() error {
+				err := harness.Eventually(30*time.Second, func() error {
 					if err := harness.Ping(ctx, a.netns, b.ip); err != nil {
 						return err
 					}
@@ -449,6 +456,34 @@ func gcDeadSandboxes(ctx context.Context, c *harness.CRI, pods []*podState) {
 			c.RemovePod(ctx, sb.Id)
 		}
 	}
+}
+
+func (r *Report) firstCounts() map[string]int {
+	if len(r.Reboots) == 0 {
+		return nil
+	}
+	return r.Reboots[0].Counts
+}
+
+// settledCounts reads the node's counts once they settle: equal to want
+// (the first reboot's), or with want nil unchanged over half a second.
+// Right after a reboot the kernel and containerd may still be tearing down
+// (a loaded run counted one link more after reboot 1 than after the rest);
+// a real leak never settles to want and is reported as last seen.
+func settledCounts(ctx context.Context, n Node, want map[string]int) map[string]int {
+	last := counts(ctx, n)
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); {
+		if want != nil && equalCounts(last, want) {
+			return last
+		}
+		time.Sleep(500 * time.Millisecond)
+		now := counts(ctx, n)
+		if want == nil && equalCounts(now, last) {
+			return now
+		}
+		last = now
+	}
+	return last
 }
 
 // counts is what a reboot could leak on the node.

@@ -37,7 +37,11 @@ func TestLockTimeoutThenRelease(t *testing.T) {
 	a.Lock()
 	got := make(chan error)
 	go func() { got <- b.Lock() }()
-	time.Sleep(50 * time.Millisecond)
+	select { // an observation window: b stays blocked while a holds the lock
+	case err := <-got:
+		t.Fatalf("second Lock returned (%v) while the first held the lock", err)
+	case <-time.After(50 * time.Millisecond):
+	}
 	a.Unlock()
 	if err := <-got; err != nil {
 		t.Fatal(err)
