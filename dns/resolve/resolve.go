@@ -494,7 +494,9 @@ func (ix *Index) InZone(name string) bool {
 // own: outside the zone, or a reverse name that is no Service or endpoint IP
 // (the caller forwards those). Within the zone it returns NOERROR with
 // records, NODATA (NOERROR, no answer, SOA) for a name that exists without
-// that type, or NXDOMAIN with the SOA.
+// that type, or NXDOMAIN with the SOA. Like CoreDNS, answers carry the
+// lower-case owner name whatever the question's case (the question section
+// echoes the asker's case, which is what DNS 0x20 checks).
 func (ix *Index) Answer(qname string, qtype uint16) (res Result, ours bool) {
 	name := strings.ToLower(qname)
 	if strings.HasSuffix(name, ".in-addr.arpa.") || strings.HasSuffix(name, ".ip6.arpa.") {
@@ -505,7 +507,7 @@ func (ix *Index) Answer(qname string, qtype uint16) (res Result, ours bool) {
 		if qtype != dns.TypePTR && qtype != dns.TypeANY {
 			return Result{Rcode: dns.RcodeSuccess, Ns: ix.soa}, true
 		}
-		return Result{Rcode: dns.RcodeSuccess, Answer: rename(ptrs, qname, name)}, true
+		return Result{Rcode: dns.RcodeSuccess, Answer: ptrs}, true
 	}
 	if !ix.InZone(name) {
 		return Result{}, false
@@ -516,12 +518,12 @@ func (ix *Index) Answer(qname string, qtype uint16) (res Result, ours bool) {
 			if len(rrs) == 0 {
 				return Result{Rcode: dns.RcodeSuccess, Ns: ix.soa}, true
 			}
-			return Result{Rcode: dns.RcodeSuccess, Answer: rename(rrs, qname, name)}, true
+			return Result{Rcode: dns.RcodeSuccess, Answer: rrs}, true
 		}
 		return Result{Rcode: dns.RcodeNameError, Ns: ix.soa}, true
 	}
 	if e.cname != nil && qtype != dns.TypeCNAME {
-		return Result{Rcode: dns.RcodeSuccess, Answer: rename([]dns.RR{e.cname}, qname, name)}, true
+		return Result{Rcode: dns.RcodeSuccess, Answer: []dns.RR{e.cname}}, true
 	}
 	rrs := e.rrs[qtype]
 	if qtype == dns.TypeANY {
@@ -530,7 +532,7 @@ func (ix *Index) Answer(qname string, qtype uint16) (res Result, ours bool) {
 	if len(rrs) == 0 {
 		return Result{Rcode: dns.RcodeSuccess, Ns: ix.soa}, true
 	}
-	return Result{Rcode: dns.RcodeSuccess, Answer: rename(rrs, qname, name), Extra: e.extra[qtype]}, true
+	return Result{Rcode: dns.RcodeSuccess, Answer: rrs, Extra: e.extra[qtype]}, true
 }
 
 // podAnswer answers <a-b-c-d>.<ns>.pod.<zone> like CoreDNS's `pods
@@ -567,14 +569,4 @@ func (ix *Index) podAnswer(name string, qtype uint16) ([]dns.RR, bool) {
 		return []dns.RR{}, true
 	}
 	return rrs, true
-}
-
-// rename returns the records as they are: like CoreDNS, answers carry the
-// lower-case owner name whatever the question's case (the question section
-// itself echoes the asker's case, which is what DNS 0x20 checks).
-func rename(rrs []dns.RR, qname, lower string) []dns.RR { return rrs }
-
-// IsReverse reports whether a lower-case name is in a reverse zone.
-func IsReverse(name string) bool {
-	return strings.HasSuffix(name, ".in-addr.arpa.") || strings.HasSuffix(name, ".ip6.arpa.")
 }

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"strings"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -74,10 +73,6 @@ func (m *Mutator) keep(node string, cloudReady bool) bool {
 func (m *Mutator) keepByName(node string) bool {
 	ready, ok := m.State.CloudReady(node)
 	return ok && m.keep(node, ready)
-}
-
-func escape(s string) string {
-	return strings.NewReplacer("~", "~0", "/", "~1").Replace(s)
 }
 
 // NodePatch drops the node.kubernetes.io/unreachable and not-ready NoExecute
@@ -156,6 +151,8 @@ func (m *Mutator) EndpointSlicePatch(s *discoveryv1.EndpointSlice) []Op {
 
 // EndpointsPatch moves notReadyAddresses on kept nodes to addresses, per
 // subset; addresses without nodeName stay where they are.
+//
+//lint:ignore SA1019 kube-proxy and clients still read v1 Endpoints on 1.34; the webhook keeps both kinds in step
 func (m *Mutator) EndpointsPatch(e *corev1.Endpoints) []Op {
 	var ops []Op
 	for i, sub := range e.Subsets {
@@ -217,6 +214,7 @@ func (m *Mutator) review(body []byte) ([]byte, string, bool, error) {
 			ops = m.EndpointSlicePatch(&s)
 		}
 	case "/Endpoints":
+		//lint:ignore SA1019 see EndpointsPatch
 		var e corev1.Endpoints
 		if err = json.Unmarshal(req.Object.Raw, &e); err == nil {
 			ops = m.EndpointsPatch(&e)
