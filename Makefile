@@ -31,7 +31,7 @@ require-root:
 		echo "make: this target needs root (apt-get, network namespaces, containerd). Run it as root, e.g. 'sudo make $(MAKECMDGOALS)'." >&2; exit 1; fi
 
 go-check:
-	@command -v $(GO) >/dev/null || { echo "make: Go is not on PATH; install Go >= 1.24 (this machine image has it in /usr/local/go)" >&2; exit 1; }
+	@command -v $(GO) >/dev/null || { echo "make: Go is not on PATH; install Go >= 1.26, as go.mod says (this machine image has it in /usr/local/go)" >&2; exit 1; }
 
 # Idempotent: installs only what is missing, and is silent when nothing is.
 deps: require-root go-check
