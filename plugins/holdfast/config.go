@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/holdfast-edge/holdfast/internal/cniplugin"
 	"net"
 	"strings"
 	"time"
@@ -11,6 +10,8 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/holdfast-edge/holdfast/internal/cniplugin"
 )
 
 // DefaultDataDir is where attachment records live when dataDir is unset.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/holdfast-edge/holdfast/internal/cniplugin"
 	"log/slog"
 	"net"
 	"os"
@@ -16,6 +15,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
+	"github.com/holdfast-edge/holdfast/internal/cniplugin"
 	"github.com/holdfast-edge/holdfast/internal/stablemac"
 	"github.com/holdfast-edge/holdfast/plugins/holdfast/attachment"
 )
