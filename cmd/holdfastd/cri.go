@@ -48,7 +48,7 @@ func runCRIServe(ctx context.Context, args []string) error {
 	stateDir := fs.String("state-dir", "/var/lib/holdfast/cri", "durable directory of the pod records (must survive reboots)")
 	relaunchMode := fs.String("relaunch", "auto", "auto: relaunch recorded running pods when the boot id changed; never: only record and relay")
 	par := fs.Int("relaunch-parallelism", 4, "how many pods are relaunched at once")
-	kubeconfig := fs.String("kubeconfig", "", "optional kubeconfig: read restartPolicy, init containers and owner of recorded pods from the apiserver when reachable (persisted for offline use)")
+	kubeconfig := fs.String("kubeconfig", "", "optional kubeconfig ('-': in-cluster config; empty: none): read restartPolicy, init containers and owner of recorded pods from the apiserver when reachable (persisted for offline use)")
 	bootIDFile := fs.String("boot-id-file", "/proc/sys/kernel/random/boot_id", "file holding the boot id; a change since the last run means the node rebooted")
 	metrics := fs.String("metrics-addr", "127.0.0.1:9643", "host:port serving /healthz and /metrics (empty: off)")
 	node := fs.String("node-name", "", "node name used in logs (default: the host name)")
