@@ -100,11 +100,7 @@ func snapshotSave(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	s, err := snapshot.Capture(ctx, opts)
-	if err != nil {
-		return err
-	}
-	warns, err := snapshot.PinMACs(f.dir, s, time.Now())
+	s, warns, err := snapshot.CapturePinned(ctx, f.dir, opts, time.Now())
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,17 @@ import (
 // WriteFile atomically replaces path with data. The parent directory is
 // created (0755) if missing.
 func WriteFile(path string, data []byte, perm os.FileMode) error {
+	if err := WriteFileNoDirSync(path, data, perm); err != nil {
+		return err
+	}
+	return SyncDir(filepath.Dir(path))
+}
+
+// WriteFileNoDirSync is WriteFile without the directory fsync: readers see
+// the old or the new content at once, but the rename is durable only after
+// the caller's SyncDir (which batches the fsyncs of many writes, as the CRI
+// record store does).
+func WriteFileNoDirSync(path string, data []byte, perm os.FileMode) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create dir for %s: %w", path, err)
@@ -45,7 +56,7 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 		return fmt.Errorf("rename %s to %s: %w", tmpName, path, err)
 	}
 	ok = true
-	return SyncDir(dir)
+	return nil
 }
 
 // SyncDir fsyncs a directory so that a rename or unlink in it is durable.

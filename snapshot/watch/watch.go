@@ -168,11 +168,11 @@ func (w *Watcher) Run(ctx context.Context) error {
 // Once captures live state and writes the snapshot if it changed.
 func (w *Watcher) Once(ctx context.Context) error {
 	start := time.Now()
-	s, err := snapshot.Capture(ctx, w.cfg.Capture)
+	s, warns, err := snapshot.CapturePinned(ctx, w.cfg.Dir, w.cfg.Capture, start)
 	w.captures.Inc()
 	w.duration.Observe(time.Since(start).Seconds())
 	if err == nil {
-		err = w.maybeWrite(s)
+		err = w.maybeWrite(s, warns)
 	}
 	w.mu.Lock()
 	w.lastErr = err
@@ -183,11 +183,7 @@ func (w *Watcher) Once(ctx context.Context) error {
 	return err
 }
 
-func (w *Watcher) maybeWrite(s *snapshot.Snapshot) error {
-	warns, err := snapshot.PinMACs(w.cfg.Dir, s, time.Now())
-	if err != nil {
-		return err
-	}
+func (w *Watcher) maybeWrite(s *snapshot.Snapshot, warns []string) error {
 	for _, m := range warns {
 		w.log.Warn("VTEP MAC differs from pin", "detail", m)
 	}
