@@ -33,6 +33,9 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/statefile"
 )
 
+// DefaultDir is holdfastd cri's state directory (the records).
+const DefaultDir = "/var/lib/holdfast/cri"
+
 const (
 	// PodKind and PodVersion identify a pod record file.
 	PodKind    = "holdfast.cri.pod"

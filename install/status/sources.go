@@ -12,9 +12,11 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/holdfast-edge/holdfast/cri-shim/record"
+	"github.com/holdfast-edge/holdfast/dns"
 	dnsstore "github.com/holdfast-edge/holdfast/dns/store"
 	"github.com/holdfast-edge/holdfast/health"
 	"github.com/holdfast-edge/holdfast/internal/statefile"
+	ipamconfig "github.com/holdfast-edge/holdfast/plugins/holdfast-ipam/config"
 	ipamstore "github.com/holdfast-edge/holdfast/plugins/holdfast-ipam/store"
 	"github.com/holdfast-edge/holdfast/snapshot"
 )
@@ -26,8 +28,8 @@ type Dirs struct {
 
 // DefaultDirs are the components' defaults under /var/lib/holdfast.
 func DefaultDirs() Dirs {
-	return Dirs{Snapshot: snapshot.DefaultDir, CRI: "/var/lib/holdfast/cri", IPAM: "/var/lib/holdfast/ipam",
-		Health: "/var/lib/holdfast/health", DNS: "/var/lib/holdfast/dns"}
+	return Dirs{Snapshot: snapshot.DefaultDir, CRI: record.DefaultDir, IPAM: ipamconfig.DefaultDataDir,
+		Health: health.DefaultStateDir, DNS: dns.DefaultStateDir}
 }
 
 // NodeSources reads the real state files (read-only: nothing is created,

@@ -59,16 +59,23 @@ type Watcher struct {
 	duration                       prometheus.Histogram
 }
 
+// Defaults of the full capture period (without events) and of the least
+// time between two captures.
+const (
+	DefaultInterval = 30 * time.Second
+	DefaultMinGap   = time.Second
+)
+
 // New builds a Watcher; it does not start it.
 func New(cfg Config) (*Watcher, error) {
 	if cfg.Dir == "" || cfg.Capture.NodeName == "" {
 		return nil, errors.New("watch: snapshot dir and node name are required")
 	}
 	if cfg.Interval <= 0 {
-		cfg.Interval = 30 * time.Second
+		cfg.Interval = DefaultInterval
 	}
 	if cfg.MinGap <= 0 {
-		cfg.MinGap = time.Second
+		cfg.MinGap = DefaultMinGap
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
