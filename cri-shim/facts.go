@@ -10,9 +10,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/holdfast-edge/holdfast/cri-shim/record"
+	"github.com/holdfast-edge/holdfast/internal/kubeclient"
 )
 
 // FactsFromPod extracts what kubelet does not put into CRI.
@@ -47,15 +47,9 @@ type factsFetcher struct {
 }
 
 func newFactsFetcher(kubeconfig string, store *record.Store, log *slog.Logger) (*factsFetcher, error) {
-	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	client, err := kubeclient.Client(kubeconfig, "holdfastd-cri")
 	if err != nil {
-		return nil, fmt.Errorf("kubeconfig %s: %w", kubeconfig, err)
-	}
-	cfg.Timeout = 5 * time.Second
-	cfg.UserAgent = "holdfastd-cri"
-	client, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("kubeconfig %s: %w", kubeconfig, err)
+		return nil, err
 	}
 	return &factsFetcher{client: client, store: store, log: log}, nil
 }

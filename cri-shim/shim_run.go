@@ -51,8 +51,6 @@ type Shim struct {
 	locks  *podLocks
 	facts  *factsFetcher
 
-	mu       sync.Mutex
-	results  []relaunch.Result
 	done     chan struct{} // closed when the boot relaunch finished
 	badFiles []record.LoadError
 
@@ -140,19 +138,9 @@ func New(cfg Config) (*Shim, error) {
 // Store returns the record store.
 func (s *Shim) Store() *record.Store { return s.store }
 
-// BootID returns the boot id the shim runs under.
-func (s *Shim) BootID() string { return s.bootID }
-
 // Relaunched is closed once the boot's relaunch is over (at once when there
 // was nothing to do).
 func (s *Shim) Relaunched() <-chan struct{} { return s.done }
-
-// Results returns the boot relaunch's results.
-func (s *Shim) Results() []relaunch.Result {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]relaunch.Result(nil), s.results...)
-}
 
 // Healthy reports an error when the runtime does not answer.
 func (s *Shim) Healthy(ctx context.Context) error {
@@ -278,9 +266,6 @@ func (s *Shim) bootRelaunch(ctx context.Context) {
 			s.outcomes.WithLabelValues(record.OutcomeRelaunched).Inc()
 		}
 	}
-	s.mu.Lock()
-	s.results = res
-	s.mu.Unlock()
 	s.log.Info("relaunch done", "relaunched", ok, "failed", len(res)-ok, "took", time.Since(start).Round(time.Millisecond))
 }
 

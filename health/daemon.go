@@ -25,6 +25,12 @@ import (
 // DefaultPort is the health port (UDP for views, TCP for HTTP).
 const DefaultPort = 51005
 
+// Default paths of holdfastd health's state and key.
+const (
+	DefaultStateDir = "/var/lib/holdfast/health"
+	DefaultKeyFile  = DefaultStateDir + "/node.key"
+)
+
 // Config is everything the daemon needs; the command line builds it.
 type Config struct {
 	NodeName  string

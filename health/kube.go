@@ -18,10 +18,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/holdfast-edge/holdfast/health/members"
+	"github.com/holdfast-edge/holdfast/internal/kubeclient"
 )
 
 // Names shared with the webhook and the manifests.
@@ -44,20 +43,9 @@ type Kube struct {
 	log       *slog.Logger
 }
 
-// NewKube builds a client from a kubeconfig path ("-": in-cluster).
+// NewKube builds a client from a kubeconfig path (kubeclient's rule).
 func NewKube(ctx context.Context, kubeconfig, node, unitLabel string, log *slog.Logger) (*Kube, error) {
-	var cfg *rest.Config
-	var err error
-	if kubeconfig == "-" {
-		cfg, err = rest.InClusterConfig()
-	} else {
-		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("kubeconfig %s: %w", kubeconfig, err)
-	}
-	cfg.Timeout = 10 * time.Second
-	cs, err := kubernetes.NewForConfig(cfg)
+	cs, err := kubeclient.Client(kubeconfig, "holdfastd-health")
 	if err != nil {
 		return nil, err
 	}

@@ -113,6 +113,21 @@ func Capture(ctx context.Context, opts CaptureOptions) (*Snapshot, error) {
 	return s, nil
 }
 
+// CapturePinned captures live state and pins each device's MAC in dir
+// (PinMACs): the one way `snapshot save` and `snapshot watch` take the
+// snapshot they write. It returns PinMACs's warnings.
+func CapturePinned(ctx context.Context, dir string, opts CaptureOptions, now time.Time) (*Snapshot, []string, error) {
+	s, err := Capture(ctx, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	warns, err := PinMACs(dir, s, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, warns, nil
+}
+
 // PinMACs fills each device's PinnedMAC from the pins in dir, making a pin
 // for a device that has none (adopting its live MAC: internal/vtepmac). It
 // returns a warning for each device whose live MAC differs from its pin.

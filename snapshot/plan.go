@@ -98,15 +98,36 @@ func planNFTable(want *NFTable, live map[string]string) Action {
 }
 
 func planDevice(d *Device, live *liveDevice, withLiveOnly bool) []Action {
-	var acts []Action
 	act := func(op Op, kind, entry, reason string) Action {
 		return Action{Op: op, Kind: kind, Device: d.Name, Entry: entry, Reason: reason, dev: d}
 	}
+	acts, live, ours := planLink(d, live, act)
+	if !ours {
+		return acts
+	}
+	var liveOnly []Action
+	add := func(a, l []Action) {
+		acts = append(acts, a...)
+		liveOnly = append(liveOnly, l...)
+	}
+	add(planEntries(addrEntries, d.Addrs, live.Addrs, act))
+	add(planEntries(neighEntries, d.Neighbors, live.Neighbors, act))
+	add(planEntries(fdbEntries, d.FDB, live.FDB, act))
+	add(planEntries(routeEntries, d.Routes, live.Routes, act))
+	if withLiveOnly {
+		acts = append(acts, liveOnly...)
+	}
+	return acts
+}
+
+// planLink plans the device link itself. ours is false when another link
+// holds the name (its entries are then skipped too); a missing device is
+// planned as new and empty.
+func planLink(d *Device, live *liveDevice, act func(op Op, kind, entry, reason string) Action) (acts []Action, _ *liveDevice, ours bool) {
 	link := fmt.Sprintf("vxlan id %d mac %s", d.VNI, d.PinnedMAC)
 	switch {
 	case live == nil:
-		acts = append(acts, act(OpAdd, "link", link, ""))
-		live = &liveDevice{} // a new device starts empty
+		return []Action{act(OpAdd, "link", link, "")}, &liveDevice{}, true
 	case live.kind != "vxlan" || live.VNI != d.VNI:
 		// Another device holds the name: touch nothing of it.
 		reason := fmt.Sprintf("live link is %s", live.kind)
@@ -114,121 +135,110 @@ func planDevice(d *Device, live *liveDevice, withLiveOnly bool) []Action {
 			reason = fmt.Sprintf("live vxlan has id %d", live.VNI)
 		}
 		acts = append(acts, act(OpSkip, "link", link, reason))
-		n := len(d.Addrs) + len(d.Neighbors) + len(d.FDB) + len(d.Routes)
-		if n > 0 {
+		if n := len(d.Addrs) + len(d.Neighbors) + len(d.FDB) + len(d.Routes); n > 0 {
 			acts = append(acts, act(OpSkip, "entries", fmt.Sprintf("%d entries", n), "device not restored"))
 		}
-		return acts
-	default:
-		reason := ""
-		if !strings.EqualFold(live.MAC, d.PinnedMAC) {
-			reason = fmt.Sprintf("live MAC %s differs from pin %s: live kept", live.MAC, d.PinnedMAC)
-		}
-		acts = append(acts, act(OpKeep, "link", link, reason))
-		if !live.up {
-			acts = append(acts, act(OpAdd, "link-up", "up", "device was down"))
-		}
+		return acts, live, false
 	}
+	reason := ""
+	if !strings.EqualFold(live.MAC, d.PinnedMAC) {
+		reason = fmt.Sprintf("live MAC %s differs from pin %s: live kept", live.MAC, d.PinnedMAC)
+	}
+	acts = append(acts, act(OpKeep, "link", link, reason))
+	if !live.up {
+		acts = append(acts, act(OpAdd, "link-up", "up", "device was down"))
+	}
+	return acts, live, true
+}
 
-	liveAddrs := map[string]bool{}
-	for _, a := range live.Addrs {
-		liveAddrs[a] = true
-	}
-	wantAddrs := map[string]bool{}
-	for _, a := range d.Addrs {
-		wantAddrs[a] = true
-		a2 := act(OpAdd, "addr", a, "")
-		if liveAddrs[a] {
-			a2.Op = OpKeep
-		}
-		a2.addr = a
-		acts = append(acts, a2)
-	}
+// entryKind is what planEntries needs to know of one kind of device entry.
+type entryKind[E any] struct {
+	kind string
+	key  func(E) string            // identity: an entry and a live one with its key are the same entry
+	show func(E) string            // the Action's Entry text
+	diff func(want, live E) string // why a live entry with the key differs ("" = it does not)
+	set  func(*Action, E)          // records the entry an Add restores
+}
 
-	liveNeigh := map[string]Neighbor{}
-	for _, n := range live.Neighbors {
-		liveNeigh[n.IP] = n
+// planEntries plans want against live: Add what is missing, Keep what is
+// there, Skip (keeping it) a live entry that differs; liveOnly lists the
+// live entries not in want.
+func planEntries[E any](k entryKind[E], want, live []E, act func(op Op, kind, entry, reason string) Action) (acts, liveOnly []Action) {
+	byKey := make(map[string]E, len(live))
+	for _, l := range live {
+		byKey[k.key(l)] = l
 	}
-	wantNeigh := map[string]bool{}
-	for _, n := range d.Neighbors {
-		wantNeigh[n.IP] = true
-		a := act(OpAdd, "neigh", n.IP+" lladdr "+n.MAC, "")
-		if l, ok := liveNeigh[n.IP]; ok {
+	wanted := make(map[string]bool, len(want))
+	for _, w := range want {
+		wanted[k.key(w)] = true
+		a := act(OpAdd, k.kind, k.show(w), "")
+		if l, ok := byKey[k.key(w)]; ok {
 			a.Op = OpKeep
-			if !strings.EqualFold(l.MAC, n.MAC) {
-				a.Op, a.Reason = OpSkip, "live lladdr "+l.MAC
+			if reason := k.diff(w, l); reason != "" {
+				a.Op, a.Reason = OpSkip, reason
 			}
 		}
-		a.neigh = n
+		k.set(&a, w)
 		acts = append(acts, a)
 	}
+	for _, l := range live {
+		if !wanted[k.key(l)] {
+			liveOnly = append(liveOnly, act(OpLiveOnly, k.kind, k.show(l), ""))
+		}
+	}
+	return acts, liveOnly
+}
 
-	fdbKey := func(e FDBEntry) string {
+var addrEntries = entryKind[string]{
+	kind: "addr",
+	key:  func(a string) string { return a },
+	show: func(a string) string { return a },
+	diff: func(string, string) string { return "" },
+	set:  func(act *Action, a string) { act.addr = a },
+}
+
+var neighEntries = entryKind[Neighbor]{
+	kind: "neigh",
+	key:  func(n Neighbor) string { return n.IP },
+	show: func(n Neighbor) string { return n.IP + " lladdr " + n.MAC },
+	diff: func(w, l Neighbor) string {
+		if !strings.EqualFold(l.MAC, w.MAC) {
+			return "live lladdr " + l.MAC
+		}
+		return ""
+	},
+	set: func(act *Action, n Neighbor) { act.neigh = n },
+}
+
+var fdbEntries = entryKind[FDBEntry]{
+	kind: "fdb",
+	key: func(e FDBEntry) string {
 		if e.MAC == "00:00:00:00:00:00" {
 			return e.MAC + "/" + e.Dst // default destinations may be several
 		}
 		return strings.ToLower(e.MAC)
-	}
-	liveFDB := map[string]FDBEntry{}
-	for _, e := range live.FDB {
-		liveFDB[fdbKey(e)] = e
-	}
-	wantFDB := map[string]bool{}
-	for _, e := range d.FDB {
-		wantFDB[fdbKey(e)] = true
-		a := act(OpAdd, "fdb", e.MAC+" dst "+e.Dst, "")
-		if l, ok := liveFDB[fdbKey(e)]; ok {
-			a.Op = OpKeep
-			if l.Dst != e.Dst {
-				a.Op, a.Reason = OpSkip, "live dst "+l.Dst
-			}
+	},
+	show: func(e FDBEntry) string { return e.MAC + " dst " + e.Dst },
+	diff: func(w, l FDBEntry) string {
+		if l.Dst != w.Dst {
+			return "live dst " + l.Dst
 		}
-		a.fdb = e
-		acts = append(acts, a)
-	}
+		return ""
+	},
+	set: func(act *Action, e FDBEntry) { act.fdb = e },
+}
 
-	routeKey := func(r Route) string { return fmt.Sprintf("%s metric %d", r.Dst, r.Metric) }
-	liveRoutes := map[string]Route{}
-	for _, r := range live.Routes {
-		liveRoutes[routeKey(r)] = r
-	}
-	wantRoutes := map[string]bool{}
-	for _, r := range d.Routes {
-		wantRoutes[routeKey(r)] = true
-		a := act(OpAdd, "route", r.String(), "")
-		if l, ok := liveRoutes[routeKey(r)]; ok {
-			a.Op = OpKeep
-			if l.Via != r.Via || l.OnLink != r.OnLink || r.Src != "" && l.Src != r.Src {
-				a.Op, a.Reason = OpSkip, "live: "+l.String()
-			}
+var routeEntries = entryKind[Route]{
+	kind: "route",
+	key:  func(r Route) string { return fmt.Sprintf("%s metric %d", r.Dst, r.Metric) },
+	show: Route.String,
+	diff: func(w, l Route) string {
+		if l.Via != w.Via || l.OnLink != w.OnLink || w.Src != "" && l.Src != w.Src {
+			return "live: " + l.String()
 		}
-		a.route = r
-		acts = append(acts, a)
-	}
-
-	if withLiveOnly {
-		for _, a := range live.Addrs {
-			if !wantAddrs[a] {
-				acts = append(acts, act(OpLiveOnly, "addr", a, ""))
-			}
-		}
-		for _, n := range live.Neighbors {
-			if !wantNeigh[n.IP] {
-				acts = append(acts, act(OpLiveOnly, "neigh", n.IP+" lladdr "+n.MAC, ""))
-			}
-		}
-		for _, e := range live.FDB {
-			if !wantFDB[fdbKey(e)] {
-				acts = append(acts, act(OpLiveOnly, "fdb", e.MAC+" dst "+e.Dst, ""))
-			}
-		}
-		for _, r := range live.Routes {
-			if !wantRoutes[routeKey(r)] {
-				acts = append(acts, act(OpLiveOnly, "route", r.String(), ""))
-			}
-		}
-	}
-	return acts
+		return ""
+	},
+	set: func(act *Action, r Route) { act.route = r },
 }
 
 func planSubnetEnv(want, live *FileCopy) []Action {

@@ -9,10 +9,10 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	crishim "github.com/holdfast-edge/holdfast/cri-shim"
 	"github.com/holdfast-edge/holdfast/cri-shim/record"
+	"github.com/holdfast-edge/holdfast/cri-shim/relaunch"
 	"github.com/holdfast-edge/holdfast/internal/daemon"
 )
 
@@ -45,15 +45,15 @@ func runCRIServe(ctx context.Context, args []string) error {
 	fs := newFlagSet("cri [run]", criSummary)
 	listen := fs.String("listen", "/run/holdfast/cri.sock", "unix socket kubelet connects to (--container-runtime-endpoint=unix://<this>); created mode 0660")
 	endpoint := fs.String("runtime-endpoint", "unix:///run/containerd/containerd.sock", "containerd's CRI socket the shim relays to")
-	stateDir := fs.String("state-dir", "/var/lib/holdfast/cri", "durable directory of the pod records (must survive reboots)")
+	stateDir := fs.String("state-dir", record.DefaultDir, "durable directory of the pod records (must survive reboots)")
 	relaunchMode := fs.String("relaunch", "auto", "auto: relaunch recorded running pods when the boot id changed; never: only record and relay")
 	par := fs.Int("relaunch-parallelism", 4, "how many pods are relaunched at once")
-	kubeconfig := fs.String("kubeconfig", "", "optional kubeconfig: read restartPolicy, init containers and owner of recorded pods from the apiserver when reachable (persisted for offline use)")
+	kubeconfig := fs.String("kubeconfig", "", "optional kubeconfig ('-': in-cluster config; empty: none): read restartPolicy, init containers and owner of recorded pods from the apiserver when reachable (persisted for offline use)")
 	bootIDFile := fs.String("boot-id-file", "/proc/sys/kernel/random/boot_id", "file holding the boot id; a change since the last run means the node rebooted")
 	metrics := fs.String("metrics-addr", "127.0.0.1:9643", "host:port serving /healthz and /metrics (empty: off)")
 	node := fs.String("node-name", "", "node name used in logs (default: the host name)")
-	backoff := fs.Duration("restart-backoff", 10*time.Second, "first delay before restarting an exited relaunched container; doubles per restart (kubelet: 10s)")
-	backoffMax := fs.Duration("restart-backoff-max", 5*time.Minute, "longest delay between restarts (kubelet: 5m)")
+	backoff := fs.Duration("restart-backoff", relaunch.DefaultBackoffBase, "first delay before restarting an exited relaunched container; doubles per restart (kubelet: 10s)")
+	backoffMax := fs.Duration("restart-backoff-max", relaunch.DefaultBackoffMax, "longest delay between restarts (kubelet: 5m)")
 	debug := fs.Bool("debug", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -61,10 +61,10 @@ func runCRIServe(ctx context.Context, args []string) error {
 	if fs.NArg() > 0 {
 		return exitError{2, fmt.Errorf("unexpected arguments %q", fs.Args())}
 	}
-	var relaunch bool
+	var doRelaunch bool
 	switch *relaunchMode {
 	case "auto":
-		relaunch = true
+		doRelaunch = true
 	case "never":
 	default:
 		return exitError{2, fmt.Errorf("--relaunch %q: want auto or never", *relaunchMode)}
@@ -81,7 +81,7 @@ func runCRIServe(ctx context.Context, args []string) error {
 	log := daemon.NewLogger("cri", *debug)
 	reg := daemon.NewRegistry()
 	shim, err := crishim.New(crishim.Config{
-		Listen: *listen, RuntimeEndpoint: *endpoint, StateDir: *stateDir, Relaunch: relaunch,
+		Listen: *listen, RuntimeEndpoint: *endpoint, StateDir: *stateDir, Relaunch: doRelaunch,
 		Parallelism: *par, BootIDFile: *bootIDFile, Kubeconfig: *kubeconfig, NodeName: *node,
 		BackoffBase: *backoff, BackoffMax: *backoffMax, Log: log, Registry: reg,
 	})
@@ -110,7 +110,7 @@ type podRow struct {
 
 func runCRIPods(_ context.Context, args []string) error {
 	fs := newFlagSet("cri pods", "List the pods the CRI shim has recorded, with their relaunch outcome.\nUnreadable record files are listed with their error.")
-	stateDir := fs.String("state-dir", "/var/lib/holdfast/cri", "the shim's state directory")
+	stateDir := fs.String("state-dir", record.DefaultDir, "the shim's state directory")
 	output := fs.String("o", "table", "output format: table or json")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -38,11 +38,11 @@ func runHealthDaemon(ctx context.Context, args []string) error {
 	period := fs.Duration("probe-period", 2*time.Second, "how often each member sends its signed view (its heartbeat) to every other member")
 	deadAfter := fs.Duration("dead-after", 0, "a member not heard from for this long is dead in this node's view (default 2.5 × probe-period)")
 	maxSkew := fs.Duration("max-clock-skew", 90*time.Second, "refuse views whose timestamp is further than this from the local clock")
-	keyFile := fs.String("key-file", "/var/lib/holdfast/health/node.key", "this node's Ed25519 private key (make one with 'holdfastd health keygen --out FILE')")
+	keyFile := fs.String("key-file", health.DefaultKeyFile, "this node's Ed25519 private key (make one with 'holdfastd health keygen --out FILE')")
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig: members and public keys from Node objects (listed at start, then Node changes followed and applied without a restart; the persisted list is used while the apiserver is unreachable), own key published on its Node, own view written to Lease holdfast-view-<node>; '-' for in-cluster config")
 	membersFile := fs.String("members-file", "", "JSON list of {\"name\",\"address\",\"unit\",\"publicKey\"} (sites without an apiserver, tests); exclusive with --kubeconfig")
 	unitLabel := fs.String("unit-label", "holdfast.dev/unit", "Node label that names a node's unit (unlabelled nodes form the cluster-wide unit)")
-	stateDir := fs.String("state-dir", "/var/lib/holdfast/health", "where the member list, sequence epoch and last verdicts are kept across reboots")
+	stateDir := fs.String("state-dir", health.DefaultStateDir, "where the member list, sequence epoch and last verdicts are kept across reboots")
 	debug := fs.Bool("debug", false, "log every refused message")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -124,7 +124,7 @@ func runHealthKeygen(args []string) error {
 
 func runHealthShow(args []string) error {
 	fs := newFlagSet("health show", "Print the persisted member list and last verdicts (and a key file's public half) as JSON.")
-	stateDir := fs.String("state-dir", "/var/lib/holdfast/health", "state dir of the health daemon")
+	stateDir := fs.String("state-dir", health.DefaultStateDir, "state dir of the health daemon")
 	keyFile := fs.String("key-file", "", "also show this key file's public key (never the private key)")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -107,11 +107,7 @@ func snapshotSave(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	s, err := snapshot.Capture(ctx, opts)
-	if err != nil {
-		return err
-	}
-	warns, err := snapshot.PinMACs(f.dir, s, time.Now())
+	s, warns, err := snapshot.CapturePinned(ctx, f.dir, opts, time.Now())
 	if err != nil {
 		return err
 	}
@@ -166,8 +162,8 @@ func snapshotWatch(ctx context.Context, args []string) error {
 	fs := newFlagSet("snapshot watch", "Daemon: capture the overlay on every netlink link/route/neighbour change (at most once per --min-gap) and every --interval; write the snapshot only when it changed. Serves /healthz and /metrics.")
 	var f snapshotFlags
 	f.register(fs)
-	interval := fs.Duration("interval", 30*time.Second, "full capture period without events")
-	gap := fs.Duration("min-gap", time.Second, "least time between two captures")
+	interval := fs.Duration("interval", watch.DefaultInterval, "full capture period without events")
+	gap := fs.Duration("min-gap", watch.DefaultMinGap, "least time between two captures")
 	listen := fs.String("listen", "127.0.0.1:9641", "address of /healthz and /metrics (empty: off)")
 	debug := fs.Bool("debug", false, "debug logging")
 	if err := fs.Parse(args); err != nil {

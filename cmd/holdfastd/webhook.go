@@ -13,14 +13,13 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/tools/record"
 
 	"github.com/holdfast-edge/holdfast/health/webhook"
 	"github.com/holdfast-edge/holdfast/internal/daemon"
+	"github.com/holdfast-edge/holdfast/internal/kubeclient"
 )
 
 // runWebhook: holdfastd webhook [flags].
@@ -57,17 +56,7 @@ func runWebhook(ctx context.Context, args []string) error {
 		return exitError{2, errors.New("--tls-cert-file and --tls-key-file are required")}
 	}
 	log := daemon.NewLogger("webhook", *debug)
-	var cfg *rest.Config
-	if *kubeconfig == "" || *kubeconfig == "-" {
-		cfg, err = rest.InClusterConfig()
-	} else {
-		cfg, err = clientcmd.BuildConfigFromFlags("", *kubeconfig)
-	}
-	if err != nil {
-		return fmt.Errorf("kubeconfig: %w", err)
-	}
-	cfg.Timeout = 10 * time.Second
-	cs, err := kubernetes.NewForConfig(cfg)
+	cs, err := kubeclient.Client(*kubeconfig, "holdfastd-webhook")
 	if err != nil {
 		return err
 	}

@@ -92,12 +92,10 @@ type Observer func(method string, intercepted bool, code codes.Code, d time.Dura
 
 // Server is the proxy.
 type Server struct {
-	conn     *grpc.ClientConn
-	routes   map[string]route
-	observe  Observer
-	grpc     *grpc.Server
-	mu       sync.Mutex
-	listener net.Listener
+	conn    *grpc.ClientConn
+	routes  map[string]route
+	observe Observer
+	grpc    *grpc.Server
 }
 
 // Dial connects (lazily, reconnecting with backoff) to the runtime endpoint,

@@ -33,6 +33,9 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/statefile"
 )
 
+// DefaultDir is holdfastd cri's state directory (the records).
+const DefaultDir = "/var/lib/holdfast/cri"
+
 const (
 	// PodKind and PodVersion identify a pod record file.
 	PodKind    = "holdfast.cri.pod"
@@ -466,25 +469,8 @@ func (s *Store) write(p *Pod) error {
 	if err != nil {
 		return err
 	}
-	path := s.path(p.UID)
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, atomicfile.TempPattern(filepath.Base(path)))
-	if err != nil {
+	if err := atomicfile.WriteFileNoDirSync(s.path(p.UID), data, 0o600); err != nil {
 		return fmt.Errorf("record pod %s: %w", p.Key(), err)
-	}
-	name := tmp.Name()
-	if _, err = tmp.Write(data); err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(name, path)
-	}
-	if err != nil {
-		os.Remove(name)
-		return fmt.Errorf("record pod %s in %s: %w", p.Key(), path, err)
 	}
 	s.markDirty()
 	return nil

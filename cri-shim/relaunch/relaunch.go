@@ -112,6 +112,13 @@ type Result struct {
 	Took      time.Duration
 }
 
+// Kubelet's container restart backoff: the first delay, doubling per
+// restart up to the longest.
+const (
+	DefaultBackoffBase = 10 * time.Second
+	DefaultBackoffMax  = 5 * time.Minute
+)
+
 // Runner runs relaunches.
 type Runner struct {
 	Runtime     runtimeapi.RuntimeServiceClient
@@ -124,7 +131,8 @@ type Runner struct {
 	Lock func(uid string) (unlock func())
 	// InitTimeout bounds how long one init container may run.
 	InitTimeout time.Duration
-	// BackoffBase and BackoffMax: kubelet's 10 s and 5 min by default.
+	// BackoffBase and BackoffMax: DefaultBackoffBase and DefaultBackoffMax
+	// when zero.
 	BackoffBase, BackoffMax time.Duration
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
@@ -509,10 +517,10 @@ func (r *Runner) SuperviseOnce(ctx context.Context) {
 func (r *Runner) due(key string, finished time.Time) bool {
 	base, max := r.BackoffBase, r.BackoffMax
 	if base <= 0 {
-		base = 10 * time.Second
+		base = DefaultBackoffBase
 	}
 	if max <= 0 {
-		max = 5 * time.Minute
+		max = DefaultBackoffMax
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -126,6 +126,35 @@ func (ix *Index) Zone() string { return ix.zone }
 
 // Build indexes a snapshot.
 func Build(snap *store.Snapshot, cfg Config) *Index {
+	ix := newIndex(snap, cfg)
+	if snap == nil {
+		ix.clip()
+		return ix
+	}
+	slicesBySvc := map[string][]store.EndpointSlice{}
+	for _, sl := range snap.Slices {
+		if sl.Service == "" {
+			continue
+		}
+		k := sl.Namespace + "/" + sl.Service
+		slicesBySvc[k] = append(slicesBySvc[k], sl)
+	}
+	for _, ns := range snap.Namespaces {
+		if ns = strings.ToLower(ns); validLabel(ns) {
+			ix.node(ns + ".svc." + ix.zone)
+		}
+	}
+	useEndpoints := cfg.EndpointMode == EndpointModeAlways || (cfg.EndpointMode == EndpointModeOffline && !cfg.Online)
+	for _, svc := range snap.Services {
+		ix.addService(svc, slicesBySvc[svc.Namespace+"/"+svc.Name], cfg.Verdicts, useEndpoints)
+	}
+	ix.clip()
+	return ix
+}
+
+// newIndex is the index of the zone's fixed names: the apex with its SOA
+// and NS, svc and pod, dns-version, and the name server's own name.
+func newIndex(snap *store.Snapshot, cfg Config) *Index {
 	zone := dns.CanonicalName(cfg.Zone)
 	ttl := cfg.TTL
 	if ttl == 0 {
@@ -155,96 +184,97 @@ func Build(snap *store.Snapshot, cfg Config) *Index {
 		ix.addAddrs("ns.dns."+zone, cfg.NSAddrs)
 		apex.addExtra(dns.TypeNS, ix.addrRRs("ns.dns."+zone, cfg.NSAddrs)...)
 	}
-	if snap == nil {
-		ix.clip()
-		return ix
+	return ix
+}
+
+// addService adds a Service's names: its A/AAAA (ClusterIPs, or ready
+// endpoint IPs when headless or useEndpoints), its endpoints' names, PTRs
+// and SRV records; an ExternalName Service is a CNAME.
+func (ix *Index) addService(svc store.Service, slices []store.EndpointSlice, verdicts map[string]string, useEndpoints bool) {
+	ns, name := strings.ToLower(svc.Namespace), strings.ToLower(svc.Name)
+	if !validLabel(ns) || !validLabel(name) {
+		return
 	}
-
-	slicesBySvc := map[string][]store.EndpointSlice{}
-	for _, sl := range snap.Slices {
-		if sl.Service == "" {
-			continue
-		}
-		k := sl.Namespace + "/" + sl.Service
-		slicesBySvc[k] = append(slicesBySvc[k], sl)
+	ix.Services++
+	nsName := ns + ".svc." + ix.zone
+	ix.node(nsName)
+	svcName := name + "." + nsName
+	if svc.Type == "ExternalName" {
+		ix.addExternalName(svc, svcName)
+		return
 	}
-	for _, ns := range snap.Namespaces {
-		if ns = strings.ToLower(ns); validLabel(ns) {
-			ix.node(ns + ".svc." + zone)
-		}
+	eps := readyEndpoints(slices, verdicts)
+	// Endpoint names (hostname or dashed IP) and PTRs for endpoint IPs.
+	for _, ep := range eps {
+		epName := ep.label + "." + svcName
+		ix.addAddrs(epName, []net.IP{ep.ip})
+		ix.addPTR(ep.ip, epName)
 	}
-	useEndpoints := cfg.EndpointMode == EndpointModeAlways || (cfg.EndpointMode == EndpointModeOffline && !cfg.Online)
-
-	for _, svc := range snap.Services {
-		ns, name := strings.ToLower(svc.Namespace), strings.ToLower(svc.Name)
-		if !validLabel(ns) || !validLabel(name) {
-			continue
-		}
-		ix.Services++
-		nsName := ns + ".svc." + zone
-		ix.node(nsName)
-		svcName := name + "." + nsName
-
-		if svc.Type == "ExternalName" {
-			target := dns.Fqdn(strings.ToLower(svc.ExternalName))
-			if _, ok := dns.IsDomainName(target); !ok || svc.ExternalName == "" {
-				continue
-			}
-			e := ix.node(svcName)
-			e.cname = &dns.CNAME{Hdr: hdr(svcName, dns.TypeCNAME, ttl), Target: target}
-			e.set(dns.TypeCNAME, []dns.RR{e.cname})
-			for _, p := range svc.Ports {
-				ix.addSRV(svcName, p, []srvTarget{{name: target}})
-			}
-			continue
-		}
-
-		eps := readyEndpoints(slicesBySvc[svc.Namespace+"/"+svc.Name], cfg.Verdicts)
-		// Endpoint names (hostname or dashed IP) and PTRs for endpoint IPs.
-		for _, ep := range eps {
-			epName := ep.label + "." + svcName
-			ix.addAddrs(epName, []net.IP{ep.ip})
-			ix.addPTR(ep.ip, epName)
-		}
-		var addrs []net.IP
-		var targets []srvTarget
-		if svc.Headless {
-			for _, ep := range eps {
-				addrs = append(addrs, ep.ip)
-			}
-		} else {
-			for _, s := range svc.ClusterIPs {
-				if ip := net.ParseIP(s); ip != nil {
-					addrs = append(addrs, ip)
-					ix.addPTR(ip, svcName)
-				}
-			}
-			if useEndpoints && len(eps) > 0 {
-				addrs = addrs[:0]
-				for _, ep := range eps {
-					addrs = append(addrs, ep.ip)
-				}
-			}
-		}
-		e := ix.node(svcName)
-		ix.addAddrs(svcName, addrs)
-		if svc.Headless {
-			for _, ep := range eps {
-				targets = append(targets, srvTarget{name: ep.label + "." + svcName, ip: ep.ip, ports: ep.ports})
-			}
-		} else if len(addrs) > 0 {
-			targets = []srvTarget{{name: svcName, ips: addrs}}
-		}
-		for _, p := range svc.Ports {
-			if p.Name == "" {
-				continue
-			}
+	addrs := ix.serviceAddrs(svc, svcName, eps, useEndpoints)
+	ix.node(svcName)
+	ix.addAddrs(svcName, addrs)
+	targets := srvTargets(svc, svcName, eps, addrs)
+	for _, p := range svc.Ports {
+		if p.Name != "" {
 			ix.addSRV(svcName, p, targets)
 		}
-		_ = e
 	}
-	ix.clip()
-	return ix
+}
+
+// addExternalName answers an ExternalName Service with a CNAME to its
+// target (and SRV records pointing at the target); an invalid target adds
+// nothing.
+func (ix *Index) addExternalName(svc store.Service, svcName string) {
+	target := dns.Fqdn(strings.ToLower(svc.ExternalName))
+	if _, ok := dns.IsDomainName(target); !ok || svc.ExternalName == "" {
+		return
+	}
+	e := ix.node(svcName)
+	e.cname = &dns.CNAME{Hdr: hdr(svcName, dns.TypeCNAME, ix.ttl), Target: target}
+	e.set(dns.TypeCNAME, []dns.RR{e.cname})
+	for _, p := range svc.Ports {
+		ix.addSRV(svcName, p, []srvTarget{{name: target}})
+	}
+}
+
+// serviceAddrs is what the Service name answers: the ready endpoint IPs of
+// a headless Service; else its ClusterIPs (each with a PTR), replaced by
+// the ready endpoint IPs when useEndpoints and there are any.
+func (ix *Index) serviceAddrs(svc store.Service, svcName string, eps []endpointAddr, useEndpoints bool) []net.IP {
+	var addrs []net.IP
+	if svc.Headless {
+		for _, ep := range eps {
+			addrs = append(addrs, ep.ip)
+		}
+		return addrs
+	}
+	for _, s := range svc.ClusterIPs {
+		if ip := net.ParseIP(s); ip != nil {
+			addrs = append(addrs, ip)
+			ix.addPTR(ip, svcName)
+		}
+	}
+	if useEndpoints && len(eps) > 0 {
+		addrs = addrs[:0]
+		for _, ep := range eps {
+			addrs = append(addrs, ep.ip)
+		}
+	}
+	return addrs
+}
+
+// srvTargets: a headless Service's SRV records point at each endpoint's
+// name, another's at the Service name.
+func srvTargets(svc store.Service, svcName string, eps []endpointAddr, addrs []net.IP) []srvTarget {
+	var targets []srvTarget
+	if svc.Headless {
+		for _, ep := range eps {
+			targets = append(targets, srvTarget{name: ep.label + "." + svcName, ip: ep.ip, ports: ep.ports})
+		}
+	} else if len(addrs) > 0 {
+		targets = []srvTarget{{name: svcName, ips: addrs}}
+	}
+	return targets
 }
 
 type endpointAddr struct {
@@ -494,7 +524,9 @@ func (ix *Index) InZone(name string) bool {
 // own: outside the zone, or a reverse name that is no Service or endpoint IP
 // (the caller forwards those). Within the zone it returns NOERROR with
 // records, NODATA (NOERROR, no answer, SOA) for a name that exists without
-// that type, or NXDOMAIN with the SOA.
+// that type, or NXDOMAIN with the SOA. Like CoreDNS, answers carry the
+// lower-case owner name whatever the question's case (the question section
+// echoes the asker's case, which is what DNS 0x20 checks).
 func (ix *Index) Answer(qname string, qtype uint16) (res Result, ours bool) {
 	name := strings.ToLower(qname)
 	if strings.HasSuffix(name, ".in-addr.arpa.") || strings.HasSuffix(name, ".ip6.arpa.") {
@@ -505,7 +537,7 @@ func (ix *Index) Answer(qname string, qtype uint16) (res Result, ours bool) {
 		if qtype != dns.TypePTR && qtype != dns.TypeANY {
 			return Result{Rcode: dns.RcodeSuccess, Ns: ix.soa}, true
 		}
-		return Result{Rcode: dns.RcodeSuccess, Answer: rename(ptrs, qname, name)}, true
+		return Result{Rcode: dns.RcodeSuccess, Answer: ptrs}, true
 	}
 	if !ix.InZone(name) {
 		return Result{}, false
@@ -516,12 +548,12 @@ func (ix *Index) Answer(qname string, qtype uint16) (res Result, ours bool) {
 			if len(rrs) == 0 {
 				return Result{Rcode: dns.RcodeSuccess, Ns: ix.soa}, true
 			}
-			return Result{Rcode: dns.RcodeSuccess, Answer: rename(rrs, qname, name)}, true
+			return Result{Rcode: dns.RcodeSuccess, Answer: rrs}, true
 		}
 		return Result{Rcode: dns.RcodeNameError, Ns: ix.soa}, true
 	}
 	if e.cname != nil && qtype != dns.TypeCNAME {
-		return Result{Rcode: dns.RcodeSuccess, Answer: rename([]dns.RR{e.cname}, qname, name)}, true
+		return Result{Rcode: dns.RcodeSuccess, Answer: []dns.RR{e.cname}}, true
 	}
 	rrs := e.rrs[qtype]
 	if qtype == dns.TypeANY {
@@ -530,7 +562,7 @@ func (ix *Index) Answer(qname string, qtype uint16) (res Result, ours bool) {
 	if len(rrs) == 0 {
 		return Result{Rcode: dns.RcodeSuccess, Ns: ix.soa}, true
 	}
-	return Result{Rcode: dns.RcodeSuccess, Answer: rename(rrs, qname, name), Extra: e.extra[qtype]}, true
+	return Result{Rcode: dns.RcodeSuccess, Answer: rrs, Extra: e.extra[qtype]}, true
 }
 
 // podAnswer answers <a-b-c-d>.<ns>.pod.<zone> like CoreDNS's `pods
@@ -567,14 +599,4 @@ func (ix *Index) podAnswer(name string, qtype uint16) ([]dns.RR, bool) {
 		return []dns.RR{}, true
 	}
 	return rrs, true
-}
-
-// rename returns the records as they are: like CoreDNS, answers carry the
-// lower-case owner name whatever the question's case (the question section
-// itself echoes the asker's case, which is what DNS 0x20 checks).
-func rename(rrs []dns.RR, qname, lower string) []dns.RR { return rrs }
-
-// IsReverse reports whether a lower-case name is in a reverse zone.
-func IsReverse(name string) bool {
-	return strings.HasSuffix(name, ".in-addr.arpa.") || strings.HasSuffix(name, ".ip6.arpa.")
 }

@@ -81,8 +81,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Zone == "" {
 		cfg.Zone = "cluster.local"
 	}
-	if _, ok := dns.IsDomainName(cfg.Zone); !ok || strings.Trim(cfg.Zone, ".") == "" {
-		return nil, fmt.Errorf("cluster domain %q is not a domain name", cfg.Zone)
+	if err := CheckZone(cfg.Zone); err != nil {
+		return nil, err
 	}
 	if cfg.EndpointMode == "" {
 		cfg.EndpointMode = resolve.EndpointModeOff
@@ -112,6 +112,14 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.rebuild("start")
 	return s, nil
+}
+
+// CheckZone refuses a cluster domain that is not a domain name.
+func CheckZone(zone string) error {
+	if _, ok := dns.IsDomainName(zone); !ok || strings.Trim(zone, ".") == "" {
+		return fmt.Errorf("cluster domain %q is not a domain name", zone)
+	}
+	return nil
 }
 
 // Index is the current answer index.

@@ -45,12 +45,20 @@ func Parse(data []byte) (*Document, error) {
 	return &d, nil
 }
 
+// Defaults of the poll period and of how long verdicts are kept without a
+// successful poll.
+const (
+	DefaultInterval = 2 * time.Second
+	DefaultMaxAge   = 30 * time.Second
+)
+
 // Options configure a Poller.
 type Options struct {
 	URL      string
-	Interval time.Duration // default 2s
+	Interval time.Duration // DefaultInterval when 0
 	// MaxAge: verdicts older than this (no successful poll since) are
-	// dropped, and answers fall back to snapshot readiness. Default 30s.
+	// dropped, and answers fall back to snapshot readiness. DefaultMaxAge
+	// when 0.
 	MaxAge time.Duration
 	Client *http.Client
 	Log    *slog.Logger
@@ -72,10 +80,10 @@ type Poller struct {
 // New builds a Poller.
 func New(opts Options) *Poller {
 	if opts.Interval <= 0 {
-		opts.Interval = 2 * time.Second
+		opts.Interval = DefaultInterval
 	}
 	if opts.MaxAge <= 0 {
-		opts.MaxAge = 30 * time.Second
+		opts.MaxAge = DefaultMaxAge
 	}
 	if opts.Client == nil {
 		opts.Client = &http.Client{Timeout: opts.Interval}

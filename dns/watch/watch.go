@@ -8,18 +8,18 @@ package watch
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"time"
 
-	"github.com/holdfast-edge/holdfast/dns/store"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/holdfast-edge/holdfast/dns/store"
+	"github.com/holdfast-edge/holdfast/internal/kubeclient"
 )
 
 // Options configure a Watcher.
@@ -41,17 +41,9 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.Probe <= 0 {
 		opts.Probe = 10 * time.Second
 	}
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = opts.Kubeconfig
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	cs, err := kubeclient.Client(opts.Kubeconfig, "holdfastd-dns")
 	if err != nil {
-		return fmt.Errorf("kubeconfig %q: %w", opts.Kubeconfig, err)
-	}
-	cfg.Timeout = 30 * time.Second
-	cfg.UserAgent = "holdfastd-dns"
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return fmt.Errorf("kubernetes client: %w", err)
+		return err
 	}
 	return RunWithClient(ctx, cs, opts)
 }

@@ -337,12 +337,6 @@ func (e *Engine) current(m *protocol.Message) bool {
 // Names returns the unit's member names in index order.
 func (e *Engine) Names() []string { return e.names }
 
-// Self returns this member's name.
-func (e *Engine) Self() string { return e.cfg.Self }
-
-// Unit returns the unit name.
-func (e *Engine) Unit() string { return e.cfg.Unit }
-
 // Tick advances the engine to now: it refreshes my view and the freshness of
 // every vote, recomputes verdicts, and returns the message to send to every
 // other member when one is due (once per period, or early — at most every

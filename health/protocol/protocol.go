@@ -222,6 +222,38 @@ func Encode(m *Message, key ed25519.PrivateKey) ([]byte, error) {
 // Decode parses a message without checking its signature (see Verify). The
 // returned Message aliases data.
 func Decode(data []byte) (*Message, error) {
+	m, err := decodeHeader(data)
+	if err != nil {
+		return nil, err
+	}
+	d := &decoder{body: m.signed, p: headerLen}
+	if m.Sender, err = d.str("sender", 1); err != nil {
+		return nil, err
+	}
+	if m.Unit, err = d.str("unit", 0); err != nil {
+		return nil, err
+	}
+	switch m.Kind {
+	case ViewNone:
+	case ViewFull:
+		m.Full, err = d.full()
+	case ViewDelta:
+		m.DeltaBase, m.Delta, err = d.delta()
+	default:
+		return nil, reject(ReasonMalformed, "unknown view kind %d", m.Kind)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if d.p != len(d.body) {
+		return nil, reject(ReasonMalformed, "%d trailing bytes", len(d.body)-d.p)
+	}
+	return m, nil
+}
+
+// decodeHeader checks the size, magic and version and reads the fixed
+// header; the signed body and the signature alias data.
+func decodeHeader(data []byte) (*Message, error) {
 	if len(data) > MaxMessageSize {
 		return nil, reject(ReasonOversized, "%d bytes exceeds the %d byte limit", len(data), MaxMessageSize)
 	}
@@ -234,107 +266,117 @@ func Decode(data []byte) (*Message, error) {
 	if data[2] != Version {
 		return nil, reject(ReasonVersion, "wire version %d, this binary speaks %d", data[2], Version)
 	}
-	body := data[:len(data)-sigLen]
-	m := &Message{
+	return &Message{
 		Kind:         ViewKind(data[3]),
 		Seq:          binary.BigEndian.Uint64(data[4:]),
 		Time:         time.UnixMilli(int64(binary.BigEndian.Uint64(data[12:]))),
 		MemberDigest: binary.BigEndian.Uint32(data[20:]),
-		signed:       body,
+		signed:       data[:len(data)-sigLen],
 		sig:          data[len(data)-sigLen:],
+	}, nil
+}
+
+// decoder reads a message body from position p on; every read checks the
+// bounds and refuses with ReasonMalformed.
+type decoder struct {
+	body []byte
+	p    int
+}
+
+// str reads a length-prefixed name of min..MaxNameLen bytes.
+func (d *decoder) str(what string, min int) (string, error) {
+	if d.p >= len(d.body) {
+		return "", reject(ReasonMalformed, "truncated before %s", what)
 	}
-	p := headerLen
-	str := func(what string, min int) (string, error) {
-		if p >= len(body) {
-			return "", reject(ReasonMalformed, "truncated before %s", what)
-		}
-		n := int(body[p])
-		p++
-		if n < min || n > MaxNameLen || p+n > len(body) {
-			return "", reject(ReasonMalformed, "%s length %d out of range", what, n)
-		}
-		s := string(body[p : p+n])
-		p += n
-		return s, nil
+	n := int(d.body[d.p])
+	d.p++
+	if n < min || n > MaxNameLen || d.p+n > len(d.body) {
+		return "", reject(ReasonMalformed, "%s length %d out of range", what, n)
 	}
-	var err error
-	if m.Sender, err = str("sender", 1); err != nil {
+	s := string(d.body[d.p : d.p+n])
+	d.p += n
+	return s, nil
+}
+
+// uvarint reads a canonical (shortest) uvarint.
+func (d *decoder) uvarint(what string) (uint64, error) {
+	v, n := binary.Uvarint(d.body[d.p:])
+	if n <= 0 || n != len(binary.AppendUvarint(nil, v)) {
+		return 0, reject(ReasonMalformed, "bad or non-canonical %s", what)
+	}
+	d.p += n
+	return v, nil
+}
+
+// full reads a full view: a member count, then 2 bits a member.
+func (d *decoder) full() ([]State, error) {
+	cnt, err := d.uvarint("member count")
+	if err != nil {
 		return nil, err
 	}
-	if m.Unit, err = str("unit", 0); err != nil {
-		return nil, err
+	if cnt > maxMembers {
+		return nil, reject(ReasonMalformed, "member count %d exceeds %d", cnt, maxMembers)
 	}
-	uvarint := func(what string) (uint64, error) {
-		v, n := binary.Uvarint(body[p:])
-		if n <= 0 || n != len(binary.AppendUvarint(nil, v)) {
-			return 0, reject(ReasonMalformed, "bad or non-canonical %s", what)
+	nb := (int(cnt) + 3) / 4
+	if d.p+nb != len(d.body) {
+		return nil, reject(ReasonMalformed, "full view of %d members needs %d bytes, have %d", cnt, nb, len(d.body)-d.p)
+	}
+	full := make([]State, cnt)
+	for i := range full {
+		s := State(d.body[d.p+i/4] >> (2 * (i % 4)) & 3)
+		if s > Dead {
+			return nil, reject(ReasonMalformed, "member %d has invalid state %d", i, s)
 		}
-		p += n
-		return v, nil
+		full[i] = s
 	}
-	switch m.Kind {
-	case ViewNone:
-	case ViewFull:
-		cnt, err := uvarint("member count")
+	// Padding bits must be zero so that one view has one encoding.
+	if cnt%4 != 0 && d.body[d.p+nb-1]>>(2*(cnt%4)) != 0 {
+		return nil, reject(ReasonMalformed, "non-zero padding bits")
+	}
+	d.p += nb
+	return full, nil
+}
+
+// delta reads a delta view: its base sequence number and the changes.
+func (d *decoder) delta() (uint64, []Change, error) {
+	if d.p+8 > len(d.body) {
+		return 0, nil, reject(ReasonMalformed, "truncated delta base")
+	}
+	base := binary.BigEndian.Uint64(d.body[d.p:])
+	d.p += 8
+	cnt, err := d.uvarint("change count")
+	if err != nil {
+		return 0, nil, err
+	}
+	if cnt > uint64(len(d.body)-d.p)/2 {
+		return 0, nil, reject(ReasonMalformed, "change count %d larger than the message", cnt)
+	}
+	changes := make([]Change, 0, cnt)
+	for i := uint64(0); i < cnt; i++ {
+		c, err := d.change(i)
 		if err != nil {
-			return nil, err
+			return 0, nil, err
 		}
-		if cnt > maxMembers {
-			return nil, reject(ReasonMalformed, "member count %d exceeds %d", cnt, maxMembers)
-		}
-		nb := (int(cnt) + 3) / 4
-		if p+nb != len(body) {
-			return nil, reject(ReasonMalformed, "full view of %d members needs %d bytes, have %d", cnt, nb, len(body)-p)
-		}
-		m.Full = make([]State, cnt)
-		for i := range m.Full {
-			s := State(body[p+i/4] >> (2 * (i % 4)) & 3)
-			if s > Dead {
-				return nil, reject(ReasonMalformed, "member %d has invalid state %d", i, s)
-			}
-			m.Full[i] = s
-		}
-		// Padding bits must be zero so that one view has one encoding.
-		if cnt%4 != 0 && body[p+nb-1]>>(2*(cnt%4)) != 0 {
-			return nil, reject(ReasonMalformed, "non-zero padding bits")
-		}
-		p += nb
-	case ViewDelta:
-		if p+8 > len(body) {
-			return nil, reject(ReasonMalformed, "truncated delta base")
-		}
-		m.DeltaBase = binary.BigEndian.Uint64(body[p:])
-		p += 8
-		cnt, err := uvarint("change count")
-		if err != nil {
-			return nil, err
-		}
-		if cnt > uint64(len(body)-p)/2 {
-			return nil, reject(ReasonMalformed, "change count %d larger than the message", cnt)
-		}
-		m.Delta = make([]Change, 0, cnt)
-		for i := uint64(0); i < cnt; i++ {
-			idx, err := uvarint("change index")
-			if err != nil {
-				return nil, err
-			}
-			if idx >= maxMembers || p >= len(body) {
-				return nil, reject(ReasonMalformed, "change %d truncated or index %d out of range", i, idx)
-			}
-			s := State(body[p])
-			p++
-			if s > Dead {
-				return nil, reject(ReasonMalformed, "change %d has invalid state %d", i, s)
-			}
-			m.Delta = append(m.Delta, Change{Index: int(idx), State: s})
-		}
-	default:
-		return nil, reject(ReasonMalformed, "unknown view kind %d", m.Kind)
+		changes = append(changes, c)
 	}
-	if p != len(body) {
-		return nil, reject(ReasonMalformed, "%d trailing bytes", len(body)-p)
+	return base, changes, nil
+}
+
+// change reads delta entry i: a member index and its state.
+func (d *decoder) change(i uint64) (Change, error) {
+	idx, err := d.uvarint("change index")
+	if err != nil {
+		return Change{}, err
 	}
-	return m, nil
+	if idx >= maxMembers || d.p >= len(d.body) {
+		return Change{}, reject(ReasonMalformed, "change %d truncated or index %d out of range", i, idx)
+	}
+	s := State(d.body[d.p])
+	d.p++
+	if s > Dead {
+		return Change{}, reject(ReasonMalformed, "change %d has invalid state %d", i, s)
+	}
+	return Change{Index: int(idx), State: s}, nil
 }
 
 // Verifier checks signatures. Ed25519Verifier is the real one; the

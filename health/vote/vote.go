@@ -43,9 +43,6 @@ func NewTallyWith(prev []Verdict) *Tally {
 	return t
 }
 
-// N is the unit size.
-func (t *Tally) N() int { return t.n }
-
 // Active is the number of voters whose views are counted.
 func (t *Tally) Active() int { return t.active }
 

@@ -11,8 +11,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
+
+	"github.com/holdfast-edge/holdfast/internal/cniplugin"
 )
 
 // Plugin types holdfast installs.
@@ -126,7 +129,7 @@ func Chain(file string, src []byte, opts Options) ([]byte, error) {
 		}
 	}
 	if !supportedVersion(version) {
-		return fail("cniVersion %q is not supported by holdfast (0.3.1 to 1.1.0)", version)
+		return fail("cniVersion %q is not supported by holdfast (%s)", version, strings.Join(cniplugin.Versions.SupportedVersions(), ", "))
 	}
 	types := make([]string, len(plugins))
 	for i, p := range plugins {
@@ -277,12 +280,9 @@ func gcIPAM(mainIPAM json.RawMessage) json.RawMessage {
 	return mustJSON(out)
 }
 
+// supportedVersion: the spec versions the plugins serve (internal/cniplugin).
 func supportedVersion(v string) bool {
-	switch v {
-	case "0.3.1", "0.4.0", "1.0.0", "1.1.0":
-		return true
-	}
-	return false
+	return slices.Contains(cniplugin.Versions.SupportedVersions(), v)
 }
 
 // strictObject decodes exactly one JSON object with nothing after it.

@@ -12,10 +12,12 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/holdfast-edge/holdfast/cri-shim/record"
+	"github.com/holdfast-edge/holdfast/dns"
 	dnsstore "github.com/holdfast-edge/holdfast/dns/store"
 	"github.com/holdfast-edge/holdfast/health"
 	"github.com/holdfast-edge/holdfast/install/leases"
 	"github.com/holdfast-edge/holdfast/internal/statefile"
+	ipamconfig "github.com/holdfast-edge/holdfast/plugins/holdfast-ipam/config"
 	ipamstore "github.com/holdfast-edge/holdfast/plugins/holdfast-ipam/store"
 	"github.com/holdfast-edge/holdfast/snapshot"
 )
@@ -33,8 +35,8 @@ type Dirs struct {
 // DefaultDirs are the components' defaults under /var/lib/holdfast and
 // the CNI defaults of a kubeadm node.
 func DefaultDirs() Dirs {
-	return Dirs{Root: "/", Snapshot: snapshot.DefaultDir, CRI: "/var/lib/holdfast/cri", IPAM: "/var/lib/holdfast/ipam",
-		Health: "/var/lib/holdfast/health", DNS: "/var/lib/holdfast/dns", InstallState: "/var/lib/holdfast/install",
+	return Dirs{Root: "/", Snapshot: snapshot.DefaultDir, CRI: record.DefaultDir, IPAM: ipamconfig.DefaultDataDir,
+		Health: health.DefaultStateDir, DNS: dns.DefaultStateDir, InstallState: "/var/lib/holdfast/install",
 		CNIConfDir: "/etc/cni/net.d", CNIBinDir: "/opt/cni/bin", CNICacheDir: leases.DefaultCacheDir}
 }
 

@@ -1,12 +1,13 @@
 // Package units renders the systemd units that run holdfast on a node, in
-// the boot order of docs (DESIGN.md, "Offline boot sequence"):
+// the boot order of docs/boot.md ("The offline boot sequence"):
 //
 //	holdfast-snapshot-restore.service  oneshot, Before=containerd flanneld kubelet
 //	containerd.service
 //	holdfast-cri.service               After/Requires=containerd, Before=kubelet
+//	holdfast-dns.service               after the restore, Before=kubelet (unless a DaemonSet)
 //	kubelet.service
 //	holdfast-snapshot.service          watch, after the restore
-//	holdfast-health.service, holdfast-dns.service  (unless run as DaemonSets)
+//	holdfast-health.service            (unless run as a DaemonSet)
 //
 // It owns only the unit texts and the names of their enablement symlinks;
 // it never writes files or talks to systemd.

@@ -77,7 +77,7 @@ func has(vs []string, v string) bool {
 	return false
 }
 
-// TestBootOrder checks the order of DESIGN.md's offline boot sequence.
+// TestBootOrder checks the order of docs/boot.md's offline boot sequence.
 func TestBootOrder(t *testing.T) {
 	us, err := Render(testConfig(t))
 	if err != nil {

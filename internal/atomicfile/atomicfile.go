@@ -17,7 +17,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/holdfast-edge/holdfast/internal/flock"
 )
 
 // TempPattern is the os.CreateTemp pattern of the temp file WriteFile uses
@@ -29,6 +29,17 @@ func TempPattern(base string) string { return "." + base + ".tmp-*" }
 // WriteFile atomically replaces path with data. The parent directory is
 // created (0755) if missing.
 func WriteFile(path string, data []byte, perm os.FileMode) error {
+	if err := WriteFileNoDirSync(path, data, perm); err != nil {
+		return err
+	}
+	return SyncDir(filepath.Dir(path))
+}
+
+// WriteFileNoDirSync is WriteFile without the directory fsync: readers see
+// the old or the new content at once, but the rename is durable only after
+// the caller's SyncDir (which batches the fsyncs of many writes, as the CRI
+// record store does).
+func WriteFileNoDirSync(path string, data []byte, perm os.FileMode) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create dir for %s: %w", path, err)
@@ -61,7 +72,7 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 		return fmt.Errorf("rename %s to %s: %w", tmpName, path, err)
 	}
 	ok = true
-	return SyncDir(dir)
+	return nil
 }
 
 // SyncDir fsyncs a directory so that a rename or unlink in it is durable.
@@ -116,51 +127,19 @@ const DefaultLockTimeout = 30 * time.Second
 // LockFileName is the lock file LockDir takes in a directory.
 const LockFileName = "lock"
 
-// ErrLockTimeout is returned (wrapped) when a lock is not obtained in time:
-// another writer holds it (try again later), unlike the other errors of
-// Lock, which say the lock file itself is unusable.
-var ErrLockTimeout = errors.New("timed out waiting for the lock")
-
 // LockDir takes the exclusive lock of dir (its file "lock"; dir is created
 // if missing), then removes every temp file writers killed in dir left
-// behind. Every writer of dir's files must write while holding it.
+// behind. Every writer of dir's files must write while holding it. A
+// timeout wraps flock.ErrTimeout (another writer holds it: try again later);
+// other errors say the lock file itself is unusable.
 func LockDir(dir string, timeout time.Duration) (unlock func(), err error) {
-	unlock, err = Lock(filepath.Join(dir, LockFileName), timeout)
+	f, err := flock.Lock(filepath.Join(dir, LockFileName), timeout)
 	if err != nil {
 		return nil, err
 	}
 	if _, err := CleanTemps(filepath.Join(dir, "*")); err != nil {
-		unlock()
+		f.Close()
 		return nil, err
 	}
-	return unlock, nil
-}
-
-// Lock takes an exclusive flock on path (created, with its directory, if
-// missing), waiting up to timeout. The lock is dropped by unlock, or when
-// the process dies.
-func Lock(path string, timeout time.Duration) (unlock func(), err error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("create dir for lock %s: %w", path, err)
-	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("open lock %s: %w", path, err)
-	}
-	deadline := time.Now().Add(timeout)
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return func() { f.Close() }, nil
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
-			f.Close()
-			return nil, fmt.Errorf("flock %s: %w", path, err)
-		}
-		if time.Now().After(deadline) {
-			f.Close()
-			return nil, fmt.Errorf("%s: %w after %s", path, ErrLockTimeout, timeout)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	return func() { f.Close() }, nil
 }

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/holdfast-edge/holdfast/internal/flock"
 )
 
 func TestWriteFileContentModeReplace(t *testing.T) {
@@ -172,37 +174,6 @@ func TestHelperWriter(t *testing.T) {
 	}
 }
 
-func TestLockTimeoutThenRelease(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "d", "lock")
-	unlock, err := Lock(path, time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	if _, err := Lock(path, 100*time.Millisecond); !errors.Is(err, ErrLockTimeout) || !strings.Contains(err.Error(), path) {
-		t.Fatalf("second lock: want ErrLockTimeout naming %s, got %v", path, err)
-	}
-	if d := time.Since(start); d < 100*time.Millisecond {
-		t.Fatalf("gave up after %s, before the timeout", d)
-	}
-	unlock()
-	unlock2, err := Lock(path, time.Second)
-	if err != nil {
-		t.Fatalf("lock after release: %v", err)
-	}
-	unlock2()
-}
-
-// TestLockPathIsDirectory: an environment fault, not a timeout.
-func TestLockPathIsDirectory(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "lock")
-	os.Mkdir(path, 0o755)
-	_, err := Lock(path, time.Second)
-	if err == nil || errors.Is(err, ErrLockTimeout) || !strings.Contains(err.Error(), path) {
-		t.Fatalf("want a non-timeout error naming %s, got %v", path, err)
-	}
-}
-
 // TestLockDirSweeps: taking a directory's lock removes what writers killed
 // in it left behind, and leaves the lock file and real files alone.
 func TestLockDirSweeps(t *testing.T) {
@@ -221,7 +192,7 @@ func TestLockDirSweeps(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "x.json")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LockDir(dir, 50*time.Millisecond); !errors.Is(err, ErrLockTimeout) {
+	if _, err := LockDir(dir, 50*time.Millisecond); !errors.Is(err, flock.ErrTimeout) {
 		t.Fatalf("LockDir does not exclude: %v", err)
 	}
 }

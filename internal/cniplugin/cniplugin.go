@@ -1,7 +1,7 @@
 // Package cniplugin is what holdfast's two CNI plugins share: the pod
 // identity from CNI_ARGS, the spec versions they support and their log
 // file, and the CNI codes of environment faults. It stays lean (standard
-// library, the CNI types and internal/atomicfile only): the
+// library, the CNI types and internal/flock only): the
 // plugins are exec'd once per pod.
 package cniplugin
 
@@ -17,7 +17,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
 
-	"github.com/holdfast-edge/holdfast/internal/atomicfile"
+	"github.com/holdfast-edge/holdfast/internal/flock"
 )
 
 // Versions are the CNI spec versions both plugins serve.
@@ -71,7 +71,7 @@ func EnvCode(err error, fallback uint) uint {
 	var pe *fs.PathError
 	var le *os.LinkError
 	switch {
-	case errors.Is(err, atomicfile.ErrLockTimeout):
+	case errors.Is(err, flock.ErrTimeout):
 		return types.ErrTryAgainLater
 	case errors.As(err, &pe), errors.As(err, &le):
 		return types.ErrIOFailure

@@ -9,7 +9,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
-	"github.com/holdfast-edge/holdfast/internal/atomicfile"
+	"github.com/holdfast-edge/holdfast/internal/flock"
 )
 
 func TestParseArgs(t *testing.T) {
@@ -62,7 +62,7 @@ func TestEnvCode(t *testing.T) {
 		err  error
 		want uint
 	}{
-		{fmt.Errorf("lock: %w", atomicfile.ErrLockTimeout), types.ErrTryAgainLater},
+		{fmt.Errorf("lock: %w", flock.ErrTimeout), types.ErrTryAgainLater},
 		{fmt.Errorf("save: %w", isDir), types.ErrIOFailure},
 		{fmt.Errorf("rename: %w", &os.LinkError{Op: "rename", Old: "a", New: "b", Err: errors.New("x")}), types.ErrIOFailure},
 		{errors.New("netlink said no"), 42},

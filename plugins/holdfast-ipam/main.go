@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
-	"github.com/holdfast-edge/holdfast/internal/cniplugin"
 	"log/slog"
 	"net"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/holdfast-edge/holdfast/internal/cniplugin"
 	"github.com/holdfast-edge/holdfast/plugins/holdfast-ipam/allocator"
 	"github.com/holdfast-edge/holdfast/plugins/holdfast-ipam/config"
 	"github.com/holdfast-edge/holdfast/plugins/holdfast-ipam/store"

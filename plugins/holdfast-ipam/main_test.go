@@ -46,8 +46,8 @@ func TestMain(m *testing.M) {
 }
 
 type inv struct {
-	cmd, cid, ifName, ns, name, cniVersion string
-	conf                                   string // full stdin; if empty, netConf(...) is used
+	cmd, cid, ifName, ns, name string
+	conf                       string // full stdin; if empty, netConf(...) is used
 }
 
 // netConf is a network config with one IPv4 range set.

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/holdfast-edge/holdfast/internal/cniplugin"
 	"net"
 	"strings"
 	"time"
@@ -11,13 +10,16 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/holdfast-edge/holdfast/internal/cniplugin"
+	"github.com/holdfast-edge/holdfast/snapshot"
 )
 
 // DefaultDataDir is where attachment records live when dataDir is unset.
 const DefaultDataDir = "/var/lib/holdfast/cni"
 
 // DefaultSnapshotDir is where the network snapshot and VTEP MAC pins live.
-const DefaultSnapshotDir = "/var/lib/holdfast/snapshot"
+const DefaultSnapshotDir = snapshot.DefaultDir
 
 // OverlayConf names the node's overlay device.
 type OverlayConf struct {
@@ -28,7 +30,7 @@ type OverlayConf struct {
 	MAC string `json:"mac,omitempty"`
 	// NodeName defaults to the host name.
 	NodeName string `json:"nodeName,omitempty"`
-	// SnapshotDir defaults to /var/lib/holdfast/snapshot.
+	// SnapshotDir defaults to DefaultSnapshotDir.
 	SnapshotDir string `json:"snapshotDir,omitempty"`
 	// Restore (default true) makes ADD restore a missing overlay from the
 	// snapshot first.

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/holdfast-edge/holdfast/internal/cniplugin"
 	"log/slog"
 	"net"
 	"os"
@@ -18,6 +17,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
+	"github.com/holdfast-edge/holdfast/internal/cniplugin"
 	"github.com/holdfast-edge/holdfast/internal/stablemac"
 	"github.com/holdfast-edge/holdfast/plugins/holdfast/attachment"
 )

@@ -10,7 +10,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/holdfast-edge/holdfast/internal/atomicfile"
+	"github.com/holdfast-edge/holdfast/internal/flock"
 	"github.com/holdfast-edge/holdfast/internal/vtepmac"
 )
 
@@ -101,11 +101,11 @@ func ensureOverlay(ctx context.Context, dataDir string, o *OverlayConf, r Overla
 	if err != nil || st.present {
 		return false, err
 	}
-	unlock, err := atomicfile.Lock(filepath.Join(dataDir, "overlay.lock"), o.lockTimeout)
+	lock, err := flock.Lock(filepath.Join(dataDir, "overlay.lock"), o.lockTimeout)
 	if err != nil {
 		return false, err
 	}
-	defer unlock()
+	defer lock.Close()
 	if st, err = readOverlay(o.Device); err != nil || st.present {
 		return false, err
 	}

@@ -63,16 +63,23 @@ type Watcher struct {
 	duration                       prometheus.Histogram
 }
 
+// Defaults of the full capture period (without events) and of the least
+// time between two captures.
+const (
+	DefaultInterval = 30 * time.Second
+	DefaultMinGap   = time.Second
+)
+
 // New builds a Watcher; it does not start it.
 func New(cfg Config) (*Watcher, error) {
 	if cfg.Dir == "" || cfg.Capture.NodeName == "" {
 		return nil, errors.New("watch: snapshot dir and node name are required")
 	}
 	if cfg.Interval <= 0 {
-		cfg.Interval = 30 * time.Second
+		cfg.Interval = DefaultInterval
 	}
 	if cfg.MinGap <= 0 {
-		cfg.MinGap = time.Second
+		cfg.MinGap = DefaultMinGap
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
@@ -172,11 +179,11 @@ func (w *Watcher) Run(ctx context.Context) error {
 // Once captures live state and writes the snapshot if it changed.
 func (w *Watcher) Once(ctx context.Context) error {
 	start := time.Now()
-	s, err := snapshot.Capture(ctx, w.cfg.Capture)
+	s, warns, err := snapshot.CapturePinned(ctx, w.cfg.Dir, w.cfg.Capture, start)
 	w.captures.Inc()
 	w.duration.Observe(time.Since(start).Seconds())
 	if err == nil {
-		err = w.maybeWrite(s)
+		err = w.maybeWrite(s, warns)
 	}
 	w.mu.Lock()
 	w.lastErr = err
@@ -187,11 +194,7 @@ func (w *Watcher) Once(ctx context.Context) error {
 	return err
 }
 
-func (w *Watcher) maybeWrite(s *snapshot.Snapshot) error {
-	warns, err := snapshot.PinMACs(w.cfg.Dir, s, time.Now())
-	if err != nil {
-		return err
-	}
+func (w *Watcher) maybeWrite(s *snapshot.Snapshot, warns []string) error {
 	for _, m := range warns {
 		w.log.Warn("VTEP MAC differs from pin", "detail", m)
 	}

@@ -14,7 +14,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/holdfast-edge/holdfast/test/harness"
 )
@@ -49,22 +48,6 @@ func TestE2E(t *testing.T) {
 		s.dumpLogs(t)
 		t.Fatalf("e2e assertions failed; report at %s", ReportPath())
 	}
-}
-
-// site is the running cluster.
-type site struct {
-	*harness.Site
-	cloud *Cloud
-	cs    *kubernetes.Clientset
-	nodes []*Node
-}
-
-func (s *site) nodeNames() []string {
-	var names []string
-	for _, n := range s.nodes {
-		names = append(names, n.Name)
-	}
-	return names
 }
 
 // bringUp starts the control plane in the cloud netns and, on every node,
@@ -233,15 +216,6 @@ func baseline(t *testing.T, ctx context.Context, rep *Report, s *site) {
 		fmt.Printf("DNS parity, holdfast vs CoreDNS on the same apiserver: %d of %d identical\n%s", same, len(qs), table)
 		rep.Check(fmt.Sprintf("baseline: holdfast DNS answers like CoreDNS (%d of %d questions identical)", same, len(qs)), joinLines(diffs))
 	}
-}
-
-func (s *site) node(name string) *Node {
-	for _, n := range s.nodes {
-		if n.Name == name {
-			return n
-		}
-	}
-	return nil
 }
 
 func (s *site) oneSandboxEach(ctx context.Context, pods []corev1.Pod) error {

@@ -49,15 +49,8 @@ type Proc struct {
 	Name string
 	Cmd  *exec.Cmd
 	Log  string
-	done chan struct{}
-	err  error
+	done chan struct{} // closed when the process has exited
 }
-
-// Done is closed when the process has exited.
-func (p *Proc) Done() <-chan struct{} { return p.done }
-
-// Err is the process's exit error once Done is closed.
-func (p *Proc) Err() error { return p.err }
 
 // Exec runs a command to completion inside the node's netns and returns its
 // combined output.
@@ -111,7 +104,7 @@ func (n *Node) Start(name string, cmdName string, args ...string) (*Proc, error)
 	}
 	p := &Proc{Name: name, Cmd: cmd, Log: logPath, done: make(chan struct{})}
 	go func() {
-		p.err = cmd.Wait()
+		cmd.Wait() // reaps it; how it exited is in its log
 		logf.Close()
 		close(p.done)
 	}()

@@ -5,7 +5,7 @@ import (
 	"os"
 )
 
-// Reboot simulates a reboot of the node while it is offline, as DESIGN.md
+// Reboot simulates a reboot of the node while it is offline, as docs/boot.md
 // describes: every process of the node is killed (daemons, containerd, its
 // shims, every container), its netns and its pods' netns are deleted (which
 // wipes every link, route, FDB and neighbour entry and iptables rule of the

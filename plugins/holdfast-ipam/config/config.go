@@ -12,12 +12,13 @@ package config
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/holdfast-edge/holdfast/internal/cniplugin"
 	"net/netip"
 	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/holdfast-edge/holdfast/internal/cniplugin"
 )
 
 // DefaultDataDir is where allocations and pins live when dataDir is unset.

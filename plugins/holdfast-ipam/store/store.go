@@ -16,12 +16,10 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/holdfast-edge/holdfast/internal/atomicfile"
+	"github.com/holdfast-edge/holdfast/internal/flock"
 	"github.com/holdfast-edge/holdfast/internal/statefile"
 )
 
@@ -41,7 +39,7 @@ const (
 const DefaultLockTimeout = 30 * time.Second
 
 // ErrLockTimeout is returned (wrapped) when the lock is not obtained in time.
-var ErrLockTimeout = errors.New("timed out waiting for the store lock")
+var ErrLockTimeout = flock.ErrTimeout
 
 // ErrCorrupt is returned (wrapped) when the state file cannot be used: torn,
 // bad checksum, other kind, a newer schema version, trailing data, or
@@ -152,14 +150,9 @@ func (d *Disk) Lock() error {
 	if err := os.MkdirAll(d.Dir, 0o755); err != nil {
 		return fmt.Errorf("create store dir %s: %w", d.Dir, err)
 	}
-	path := filepath.Join(d.Dir, LockFileName)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
+	f, err := flock.Lock(filepath.Join(d.Dir, LockFileName), d.LockTimeout)
 	if err != nil {
-		return fmt.Errorf("open lock %s: %w", path, err)
-	}
-	if err := flockTimeout(f, d.LockTimeout); err != nil {
-		f.Close()
-		return fmt.Errorf("%s: %w", path, err)
+		return err
 	}
 	d.lockFile = f
 	// Temp files of writers killed before their rename are garbage; only
@@ -169,61 +162,6 @@ func (d *Disk) Lock() error {
 		return err
 	}
 	return nil
-}
-
-// flockTimeout takes an exclusive flock on f, blocking (so waiters are
-// served in the kernel's order, with no polling delay) for at most timeout.
-// On timeout the blocked flock is abandoned: if it succeeds later the
-// helper releases it at once.
-func flockTimeout(f *os.File, timeout time.Duration) error {
-	fd := int(f.Fd())
-	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err == nil {
-		return nil
-	} else if !errors.Is(err, unix.EWOULDBLOCK) {
-		return fmt.Errorf("flock: %w", err)
-	}
-	var (
-		mu                  sync.Mutex
-		acquired, abandoned bool
-	)
-	dup, err := unix.Dup(fd) // the helper owns its own descriptor of the open file
-	if err != nil {
-		return fmt.Errorf("dup lock fd: %w", err)
-	}
-	done := make(chan error, 1)
-	go func() {
-		var err error
-		for {
-			if err = unix.Flock(dup, unix.LOCK_EX); !errors.Is(err, unix.EINTR) {
-				break
-			}
-		}
-		mu.Lock()
-		if abandoned && err == nil {
-			unix.Flock(dup, unix.LOCK_UN)
-		}
-		acquired = err == nil && !abandoned
-		mu.Unlock()
-		unix.Close(dup)
-		done <- err
-	}()
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	select {
-	case err := <-done:
-		if err != nil {
-			return fmt.Errorf("flock: %w", err)
-		}
-		return nil
-	case <-timer.C:
-		mu.Lock()
-		defer mu.Unlock()
-		if acquired {
-			return nil
-		}
-		abandoned = true
-		return fmt.Errorf("%w after %s", ErrLockTimeout, timeout)
-	}
 }
 
 // Unlock releases the lock.

@@ -1,0 +1,54 @@
+// Package kubeclient builds the apiserver client of every holdfast
+// component from its --kubeconfig value, by one rule: "" or "-" is the
+// in-cluster config (the pod's service account), anything else a
+// kubeconfig file. $KUBECONFIG and ~/.kube/config are never read. It owns
+// nothing and never talks to the apiserver itself.
+package kubeclient
+
+import (
+	"fmt"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// InCluster is the --kubeconfig value that names the in-cluster config
+// (as does the empty string).
+const InCluster = "-"
+
+// Timeout bounds every request of the clients built here: an unreachable
+// apiserver (the normal state of an offline edge node) costs each caller
+// at most this long per attempt.
+const Timeout = 10 * time.Second
+
+// Config is the rest config for path, with Timeout and userAgent set.
+func Config(path, userAgent string) (*rest.Config, error) {
+	var cfg *rest.Config
+	var err error
+	if path == "" || path == InCluster {
+		cfg, err = rest.InClusterConfig()
+	} else {
+		cfg, err = clientcmd.BuildConfigFromFlags("", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig %q: %w", path, err)
+	}
+	cfg.Timeout = Timeout
+	cfg.UserAgent = userAgent
+	return cfg, nil
+}
+
+// Client is a clientset for path (see Config).
+func Client(path, userAgent string) (*kubernetes.Clientset, error) {
+	cfg, err := Config(path, userAgent)
+	if err != nil {
+		return nil, err
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig %q: client: %w", path, err)
+	}
+	return cs, nil
+}
