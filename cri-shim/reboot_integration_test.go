@@ -287,9 +287,15 @@ func TestRebootRelaunchAndAdoption(t *testing.T) {
 	if len(crasherRestarts) < 3 {
 		t.Fatalf("crasher: %d container instances in 20s, want ≥3 (relaunch + 2 restarts)\n%s", len(crasherRestarts), node.Logs("holdfastd-cri"))
 	}
+	// Gaps between the containers' creation times, as containerd saw them
+	// (when this loop first saw an id can be later than its creation).
 	var times []time.Time
-	for _, at := range crasherRestarts {
-		times = append(times, at)
+	for id := range crasherRestarts {
+		cs, err := kubelet.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id})
+		if err != nil {
+			t.Fatalf("crasher container %s: %v", id, err)
+		}
+		times = append(times, time.Unix(0, cs.Status.CreatedAt))
 	}
 	sortTimes(times)
 	for i := 1; i < len(times); i++ {

@@ -156,7 +156,8 @@ func meshOK(t *testing.T, ctx context.Context, pods map[string]*harness.Pod) {
 			if err := harness.Eventually(5*time.Second, func() error { return harness.Ping(ctx, p.NetNSPath, q.IP) }); err != nil {
 				t.Fatalf("pod on %s -> pod on %s: %v", from, to, err)
 			}
-			if err := harness.HTTP(ctx, p.NetNSPath, q.IP); err != nil {
+			// The pod's httpd may still be starting (seen with containerd 2.1).
+			if err := harness.Eventually(5*time.Second, func() error { return harness.HTTP(ctx, p.NetNSPath, q.IP) }); err != nil {
 				t.Fatalf("pod on %s -> pod on %s: %v", from, to, err)
 			}
 		}
