@@ -138,7 +138,7 @@ func applyImport(c *Config, root, p, imp string) error {
 // pre-1.3 plugin names) and unknown versions.
 func parse(name string, data []byte) (*file, error) {
 	var f file
-	if err := toml.NewDecoder(bytes.NewReader(data)).Decode(&f); err != nil {
+	if err := decode(data, &f); err != nil {
 		return nil, fmt.Errorf("%s: not valid TOML: %w", name, err)
 	}
 	switch v := f.version(); v {
@@ -149,6 +149,18 @@ func parse(name string, data []byte) (*file, error) {
 		return nil, fmt.Errorf("%s: unknown containerd config version %d (want 2 or 3)", name, v)
 	}
 	return &f, nil
+}
+
+// decode decodes data into f. go-toml v2.2.4 panics on some malformed
+// input (a table where a string map value goes, found by FuzzParse): that
+// is an invalid file, not a crash of install.
+func decode(data []byte, f *file) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("the TOML decoder gave up: %v", r)
+		}
+	}()
+	return toml.NewDecoder(bytes.NewReader(data)).Decode(f)
 }
 
 func (f *file) version() int {
