@@ -4,6 +4,11 @@ GO ?= go
 CACHE := $(CURDIR)/.cache
 CNI_PLUGINS_VERSION := v1.9.1
 CNI_PLUGINS_DIR := $(CACHE)/cni-plugins-$(CNI_PLUGINS_VERSION)
+# The flannel CNI plugin kube-flannel installs lived in
+# containernetworking/plugins until v0.9.1 (flannel-io/cni-plugin, its home
+# since, is not on the module proxy). test/harness builds the same pin.
+FLANNEL_CNI_VERSION := v0.9.1
+FLANNEL_CNI_DIR := $(CACHE)/flannel-cni-$(FLANNEL_CNI_VERSION)
 export HOLDFAST_CACHE := $(CACHE)
 
 # Debian packages the tests and the demo run: the container runtime, the
@@ -11,7 +16,7 @@ export HOLDFAST_CACHE := $(CACHE)
 # systemd for `systemd-analyze verify` of the installed units.
 # gcc and libc6-dev: flanneld (built from its module for the tests) has a
 # cgo backend on amd64.
-DEB_PACKAGES := containerd runc iptables iproute2 busybox-static conntrack \
+DEB_PACKAGES := containerd runc iptables nftables iproute2 busybox-static conntrack \
 	etcd-server etcd-client systemd util-linux procps kmod ca-certificates git \
 	gcc libc6-dev
 
@@ -22,7 +27,7 @@ GO_TEST_FLAGS ?= -count=1 -timeout 40m
 BENCH_SPECS ?= ./plugins/holdfast:.:100x ./snapshot:.:10x ./cri-shim:Proxy:1000x \
 	./cri-shim:Relaunch:3x ./dns:.:- ./health/sim:.:1x ./test/reboot:.:2x
 
-.PHONY: all deps go-check build cni-plugins test unit bench demo lint clean image require-root fuzz e2e-tools e2e
+.PHONY: all deps go-check build cni-plugins flannel-cni test unit bench demo lint clean image require-root fuzz e2e-tools e2e
 
 all: build
 
@@ -60,6 +65,13 @@ cni-plugins: go-check
 			github.com/containernetworking/plugins/plugins/ipam/host-local@$(CNI_PLUGINS_VERSION); \
 	fi
 
+flannel-cni: go-check
+	@if [ ! -x $(FLANNEL_CNI_DIR)/flannel ]; then \
+		echo "building the flannel CNI plugin (containernetworking/plugins $(FLANNEL_CNI_VERSION)) into $(FLANNEL_CNI_DIR)"; \
+		cd /tmp && GOBIN=$(FLANNEL_CNI_DIR) CGO_ENABLED=0 GOFLAGS=-mod=mod $(GO) install \
+			github.com/containernetworking/plugins/plugins/meta/flannel@$(FLANNEL_CNI_VERSION); \
+	fi
+
 # The packages whose integration tests run containerd (CRI shim, reboot
 # recovery, install, the harness itself, critest through the shim): `make
 # test` runs them on Debian's containerd 1.6 (with every other package),
@@ -75,7 +87,7 @@ E2E_CONTAINERD ?= 2.1
 # containerd packages again on 2.x, then the full-cluster e2e (stock
 # Kubernetes on a three-node site, containerd 2.x), one after the other so
 # the e2e does not share the machine with the netns tests.
-test: require-root deps build cni-plugins e2e-tools
+test: require-root deps build cni-plugins flannel-cni e2e-tools
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./test/e2e
 	$(GO) test $(GO_TEST_FLAGS) ./...
@@ -117,7 +129,7 @@ e2e-tools: go-check
 
 E2E_TEST = $(GO) test -tags e2e -count=1 -timeout 30m -v -run TestE2E ./test/e2e
 
-e2e: require-root deps build cni-plugins e2e-tools
+e2e: require-root deps build cni-plugins flannel-cni e2e-tools
 	HOLDFAST_CONTAINERD=$(E2E_CONTAINERD) $(E2E_TEST)
 
 image: go-check build

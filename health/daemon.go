@@ -122,6 +122,9 @@ func New(cfg Config) (*Daemon, error) {
 	if d.addrs, err = resolveAddrs(unit, cfg.NodeName, port); err != nil {
 		return nil, err
 	}
+	if err := CleanStateDir(cfg.StateDir); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
 	epoch, err := NextEpoch(cfg.StateDir)
 	if err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)

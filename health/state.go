@@ -12,6 +12,7 @@ import (
 
 	"github.com/holdfast-edge/holdfast/health/members"
 	"github.com/holdfast-edge/holdfast/health/peer"
+	"github.com/holdfast-edge/holdfast/internal/atomicfile"
 	"github.com/holdfast-edge/holdfast/internal/statefile"
 )
 
@@ -38,6 +39,10 @@ type KeyFile struct {
 func GenerateKey(path, node string) (string, error) {
 	if _, err := os.Stat(path); err == nil {
 		return "", fmt.Errorf("%s already exists: refusing to overwrite a node key", path)
+	}
+	// A key generation killed before its rename left only a temp file.
+	if _, err := atomicfile.CleanTemps(path); err != nil {
+		return "", err
 	}
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -83,6 +88,18 @@ type VerdictsState struct {
 	peer.Snapshot
 	Updated     time.Time `json:"updated"`
 	FreshVoters int       `json:"freshVoters"`
+}
+
+// CleanStateDir removes the temp files a killed daemon left beside its
+// state files. Call it at start-up, before the daemon's first write: the
+// daemon is the state dir's only writer.
+func CleanStateDir(dir string) error {
+	for _, f := range []string{MembersFile, VerdictsFile} {
+		if _, err := atomicfile.CleanTemps(filepath.Join(dir, f)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // LoadMembers reads the persisted member list; a missing file is ErrNotExist.

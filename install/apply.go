@@ -26,6 +26,9 @@ func encodeRecord(r *Record) ([]byte, error) {
 // record is put back.
 func Apply(p *Plan) (err error) {
 	o := p.opts
+	if err := o.cleanTemps(p); err != nil {
+		return err
+	}
 	if p.Empty() {
 		return nil
 	}
@@ -76,6 +79,24 @@ func Apply(p *Plan) (err error) {
 		return o.cleanState(nil, dirs)
 	}
 	return o.cleanState(p.Record, nil)
+}
+
+// cleanTemps removes what an install or uninstall killed before its renames
+// left beside the files it writes: the record, the backups and every file
+// of the plan. Only the temp names atomicfile gives these very files are
+// touched, so directories install shares with others (/etc/cni/net.d, the
+// containerd config dir) keep everything else.
+func (o *Options) cleanTemps(p *Plan) error {
+	targets := []string{recordPath(o.StateDir), backupPath(o.StateDir, "*")}
+	for _, ch := range p.Changes {
+		targets = append(targets, ch.Path)
+	}
+	for _, t := range targets {
+		if _, err := atomicfile.CleanTemps(o.host(t)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // cleanState removes backups no longer referenced by rec (all of them and

@@ -14,6 +14,7 @@ import (
 
 	"github.com/holdfast-edge/holdfast/install/cniconf"
 	"github.com/holdfast-edge/holdfast/install/kubelet"
+	"github.com/holdfast-edge/holdfast/install/leases"
 	"github.com/holdfast-edge/holdfast/install/units"
 )
 
@@ -37,6 +38,9 @@ type Options struct {
 	SystemdDir    string
 	Holdfastd     string
 	StateDir      string
+	// CNICacheDir is libcni's cache dir (its results/ name the pod of each
+	// attachment, so imported leases can be pinned).
+	CNICacheDir string
 
 	// ConflistName overrides the name of the conflist holdfast writes.
 	ConflistName string
@@ -74,6 +78,7 @@ func DefaultOptions() Options {
 		SystemdDir:       "/etc/systemd/system",
 		Holdfastd:        "/usr/local/bin/holdfastd",
 		StateDir:         DefaultStateDir,
+		CNICacheDir:      leases.DefaultCacheDir,
 		CRISocket:        "/run/holdfast/cri.sock",
 		ContainerdConfig: DefaultContainerdConfig,
 		NodeDNS:          "169.254.20.10",
@@ -90,7 +95,8 @@ func (o *Options) validate() error {
 		return errors.New("root is empty")
 	}
 	for name, p := range map[string]string{"cni-bin-dir": o.CNIBinDir, "cni-conf-dir": o.CNIConfDir, "kubelet-config": o.KubeletConfig,
-		"kubelet-flags": o.KubeletFlags, "systemd-dir": o.SystemdDir, "holdfastd-path": o.Holdfastd, "state-dir": o.StateDir, "cri-socket": o.CRISocket} {
+		"kubelet-flags": o.KubeletFlags, "systemd-dir": o.SystemdDir, "holdfastd-path": o.Holdfastd, "state-dir": o.StateDir, "cri-socket": o.CRISocket,
+		"cni-cache-dir": o.CNICacheDir} {
 		// Empty CNI dirs: uninstall never needs them; install fills them
 		// from containerd's config first.
 		if p == "" && (name == "cni-bin-dir" || name == "cni-conf-dir") {
@@ -157,6 +163,9 @@ type Plan struct {
 	// Record is the record after applying; nil removes it.
 	Record *Record
 	prev   *Record
+	// leases moves pod leases between host-local and holdfast-ipam before
+	// the changes are applied (import at install, hand-back at uninstall).
+	leases *leases.Network
 	// backups to write before anything else: sha -> content.
 	backups map[string][]byte
 	// cleanup: backups to delete after applying (uninstall).
@@ -256,12 +265,12 @@ func PlanInstall(o Options) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	wants, notes, err := o.desired(prev)
+	wants, notes, netw, err := o.desired(prev)
 	if err != nil {
 		return nil, err
 	}
-	p := &Plan{prev: prev, backups: map[string][]byte{}, opts: o, Notes: append(ctrNotes, notes...)}
-	rec := &Record{NodeName: o.NodeName}
+	p := &Plan{prev: prev, backups: map[string][]byte{}, opts: o, Notes: append(ctrNotes, notes...), leases: netw}
+	rec := &Record{NodeName: o.NodeName, Network: &NetworkRecord{Name: netw.Name, HostLocalDataDir: netw.HostLocalDataDir, IPAMDataDir: netw.IPAMDataDir}}
 	if prev != nil {
 		rec.Dirs = append(rec.Dirs, prev.Dirs...)
 	}
@@ -412,8 +421,17 @@ func PlanUninstall(o Options, force bool) (*Plan, error) {
 	if prev == nil {
 		return p, nil
 	}
+	needIPAM, err := p.leaseHolders(force)
+	if err != nil {
+		return nil, err
+	}
 	var conflicts []string
 	for _, r := range prev.Files {
+		if len(needIPAM) > 0 && r.Role == roleBinary && path.Base(r.Path) == cniconf.IPAMType {
+			p.Record = &Record{NodeName: prev.NodeName, Files: []FileRecord{r}, Dirs: prev.Dirs, Network: prev.Network}
+			p.Unchanged = append(p.Unchanged, r.Path)
+			continue
+		}
 		ch, _, err := o.revert(r, force)
 		var ce *ConflictError
 		if errors.As(err, &ce) {
@@ -437,6 +455,52 @@ func PlanUninstall(o Options, force bool) (*Plan, error) {
 	}
 	sortChanges(p.Changes)
 	return p, nil
+}
+
+// leaseHolders sets up the hand-back of holdfast-ipam's leases and returns
+// the pods created under holdfast that are still running: their saved
+// delegate config names holdfast-ipam, so it stays in the CNI bin dir (and
+// in the record) until they are gone, unless force.
+func (p *Plan) leaseHolders(force bool) ([]leases.Holder, error) {
+	if p.prev.Network == nil {
+		return nil, nil
+	}
+	o := p.opts
+	n := o.leases(p.prev.Network, nil)
+	p.leases = &n
+	hs, err := leases.Live(n)
+	if err != nil && force {
+		p.leases = nil
+		p.Notes = append(p.Notes, fmt.Sprintf("--force: holdfast-ipam's leases are unreadable (%v): none are handed back to host-local, which may hand out addresses running pods hold", err))
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("holdfast-ipam's leases (nothing changed; --force uninstalls without handing them back): %w", err)
+	}
+	var need []string
+	var out []leases.Holder
+	for _, h := range hs {
+		if !h.Imported {
+			need, out = append(need, h.String()), append(out, h)
+		}
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	bin := path.Join(o.CNIBinDir, cniconf.IPAMType)
+	for _, r := range p.prev.Files {
+		if r.Role == roleBinary && path.Base(r.Path) == cniconf.IPAMType {
+			bin = r.Path // where install put it (uninstall has no --cni-bin-dir)
+		}
+	}
+	if force {
+		p.Notes = append(p.Notes, fmt.Sprintf("--force removes %s although %d pods created under holdfast still need it: their DEL will fail with 'failed to find plugin %q' (the flannel-io plugin then drops its saved config, so the bridge's rules and the address leak): %s",
+			bin, len(out), cniconf.IPAMType, strings.Join(need, ", ")))
+		return nil, nil
+	}
+	p.Notes = append(p.Notes, fmt.Sprintf("%s stays: %d pods created under holdfast still need it for their DEL (the config saved at their ADD names it); their addresses are reserved in host-local: %s. Run 'holdfastd uninstall' again once they are gone to remove it.",
+		bin, len(out), strings.Join(need, ", ")))
+	return out, nil
 }
 
 // missingDirs lists the on-node directories from dir upwards that do not
@@ -488,11 +552,11 @@ func sortChanges(cs []Change) {
 }
 
 // desired computes every path install wants and its content.
-func (o *Options) desired(prev *Record) ([]want, []string, error) {
+func (o *Options) desired(prev *Record) ([]want, []string, *leases.Network, error) {
 	var ws []want
 	var notes []string
 	if o.NodeName == "" {
-		return nil, nil, errors.New("node name is empty (pass --node-name)")
+		return nil, nil, nil, errors.New("node name is empty (pass --node-name)")
 	}
 	// Binaries.
 	for _, b := range []struct{ name, dst string }{
@@ -503,7 +567,7 @@ func (o *Options) desired(prev *Record) ([]want, []string, error) {
 		src := filepath.Join(o.SourceDir, b.name)
 		data, err := os.ReadFile(src)
 		if err != nil {
-			return nil, nil, fmt.Errorf("binary to install: %w (build it with 'make build' or pass --source-dir)", err)
+			return nil, nil, nil, fmt.Errorf("binary to install: %w (build it with 'make build' or pass --source-dir)", err)
 		}
 		ws = append(ws, want{path: b.dst, data: data, mode: 0o755, role: roleBinary, binary: true})
 	}
@@ -519,15 +583,15 @@ func (o *Options) desired(prev *Record) ([]want, []string, error) {
 	confDir := o.host(o.CNIConfDir)
 	active, err := cniconf.FindActive(confDir, ignore)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if active == "" {
-		return nil, nil, fmt.Errorf("%s holds no CNI network config (.conf, .conflist, .json): install the node's network (flannel or bridge) first", o.CNIConfDir)
+		return nil, nil, nil, fmt.Errorf("%s holds no CNI network config (.conf, .conflist, .json): install the node's network (flannel or bridge) first", o.CNIConfDir)
 	}
 	activePath := path.Join(o.CNIConfDir, active)
 	src, err := os.ReadFile(o.host(activePath))
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	mainType, _ := cniconf.Main(src)
 	copts := cniconf.Options{OverlayDevice: o.OverlayDevice, PinTTL: o.PinTTL, NodeName: o.NodeName,
@@ -537,31 +601,36 @@ func (o *Options) desired(prev *Record) ([]want, []string, error) {
 	}
 	chained, err := cniconf.Chain(activePath, src, copts)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	name := o.ConflistName
 	if name == "" {
 		if name, err = cniconf.NameBefore(active); err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", o.CNIConfDir, err)
+			return nil, nil, nil, fmt.Errorf("%s: %w", o.CNIConfDir, err)
 		}
 	} else if name >= active {
-		return nil, nil, fmt.Errorf("--conflist-name %q does not sort before %q, which the runtime would keep using", name, active)
+		return nil, nil, nil, fmt.Errorf("--conflist-name %q does not sort before %q, which the runtime would keep using", name, active)
 	}
 	ws = append(ws, want{path: path.Join(o.CNIConfDir, name), data: chained, mode: 0o644, role: roleConflist})
+	netRec, sets, err := leaseNetwork(src, chained)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("%s: %w", activePath, err)
+	}
+	netw := o.leases(&netRec, sets)
 	notes = append(notes, fmt.Sprintf("CNI: %s chains holdfast into %s (%s), which is left as it is", path.Join(o.CNIConfDir, name), activePath, mainType))
 
 	// Kubelet.
 	kws, err := o.kubeletWants()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	ws = append(ws, kws...)
 
 	// Units.
 	us, err := units.Render(units.Config{Holdfastd: o.Holdfastd, NodeName: o.NodeName, CRISocket: o.CRISocket,
-		RuntimeEndpoint: o.RuntimeEndpoint, NodeDNS: o.NodeDNS, HealthKeyFile: o.HealthKeyFile, Kubeconfig: o.Kubeconfig, DaemonSets: o.DaemonSets})
+		RuntimeEndpoint: o.RuntimeEndpoint, NodeDNS: o.NodeDNS, HealthKeyFile: o.HealthKeyFile, Kubeconfig: o.Kubeconfig, SnapshotDir: o.SnapshotDir, DaemonSets: o.DaemonSets})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	for _, u := range us {
 		ws = append(ws, want{path: path.Join(o.SystemdDir, u.Name), data: []byte(u.Content), mode: 0o644, role: roleUnit})
@@ -569,7 +638,7 @@ func (o *Options) desired(prev *Record) ([]want, []string, error) {
 	for _, l := range units.Links(us, o.SystemdDir) {
 		ws = append(ws, want{path: path.Join(o.SystemdDir, l.Path), link: l.Target, role: roleLink})
 	}
-	return ws, notes, nil
+	return ws, notes, &netw, nil
 }
 
 // kubeletWants edits the kubelet config file and/or kubeadm's flags file.

@@ -29,6 +29,9 @@ type Record struct {
 	// Dirs lists directories install created (parents first); uninstall
 	// removes them again when empty.
 	Dirs []string `json:"dirs,omitempty"`
+	// Network is where the chained network's two IPAMs keep their leases
+	// (uninstall hands holdfast-ipam's back to host-local).
+	Network *NetworkRecord `json:"network,omitempty"`
 }
 
 // FileRecord is one path install wrote.

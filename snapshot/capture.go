@@ -23,11 +23,15 @@ type CaptureOptions struct {
 	SubnetEnv string
 	// Chains selects the iptables chains (empty selects none).
 	Chains ChainSelector
+	// NFTables selects the nftables tables (empty selects none).
+	NFTables NFTSelector
 	// NetNS is a network namespace path to capture in; "" is the current one.
 	NetNS string
 	// IPTablesSave and IPTablesRestore name the tools ("iptables-save",
 	// "iptables-restore" by default).
 	IPTablesSave, IPTablesRestore string
+	// Nft names the nft tool ("nft" by default).
+	Nft string
 	// Now stamps the snapshot (time.Now by default).
 	Now func() time.Time
 }
@@ -41,6 +45,13 @@ func (o *CaptureOptions) iptables() iptablesCmd {
 		c.restore = "iptables-restore"
 	}
 	return c
+}
+
+func (o *CaptureOptions) nft() nftCmd {
+	if o.Nft == "" {
+		return nftCmd{bin: "nft"}
+	}
+	return nftCmd{bin: o.Nft}
 }
 
 // inNetNS runs f in the namespace at path ("" is the current one).
@@ -90,7 +101,10 @@ func Capture(ctx context.Context, opts CaptureOptions) (*Snapshot, error) {
 		if s.SubnetEnv, err = readSubnetEnv(opts.SubnetEnv); err != nil {
 			return err
 		}
-		s.IPTables, err = opts.iptables().capture(ctx, opts.Chains)
+		if s.IPTables, err = opts.iptables().capture(ctx, opts.Chains); err != nil {
+			return err
+		}
+		s.NFTables, err = opts.nft().capture(ctx, opts.NFTables)
 		return err
 	})
 	if err != nil {

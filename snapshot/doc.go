@@ -8,9 +8,12 @@
 // MAC in the link-add request), its addresses, the routes through it, its FDB
 // entries, its permanent neighbour entries, flannel's subnet.env and the
 // selected iptables chains (FLANNEL-* and KUBE-* in nat and filter, with the
-// jump rules into them from the built-in chains).
+// jump rules into them from the built-in chains) and the selected nftables
+// tables, whole (kube-proxy's ip/ip6 kube-proxy, flannel's ip flannel-ipv4 /
+// ip6 flannel-ipv6).
 //
-// It never touches: any other link, route, neighbour or iptables chain; a live
+// It never touches: any other link, route, neighbour, iptables chain or
+// nftables table; a nftables table that exists live (it is its owner's); a live
 // entry that differs from the snapshot (live state is newer: it is kept and
 // reported as skipped); anything outside the network namespace it runs in.
 // It never deletes anything.

@@ -307,7 +307,7 @@ func badInput(t *testing.T, n *harness.Node, dir string) {
 	}{
 		{"truncated", "node2", "not a holdfast state file", good[:len(good)/3]},
 		{"flipped byte", "node2", "checksum mismatch", flipped},
-		{"future version", "node2", "newer than this binary supports", mustReversion(t, good, 2)},
+		{"future version", "node2", "newer than this binary supports", mustReversion(t, good, snapshot.Version+1)},
 		{"other node", "node1", "snapshot is of node \"node2\"", good},
 	}
 	for _, c := range cases {

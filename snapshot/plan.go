@@ -22,7 +22,7 @@ const (
 // Action is one entry of a restore plan.
 type Action struct {
 	Op     Op     `json:"op"`
-	Kind   string `json:"kind"` // link, link-up, addr, neigh, fdb, route, subnet.env, chain, rule
+	Kind   string `json:"kind"` // link, link-up, addr, neigh, fdb, route, subnet.env, chain, rule, nftable
 	Device string `json:"device,omitempty"`
 	Table  string `json:"table,omitempty"`
 	Entry  string `json:"entry"`
@@ -36,6 +36,7 @@ type Action struct {
 	file  *FileCopy
 	chain string
 	rule  string
+	nft   *NFTable
 }
 
 func (a Action) String() string {
@@ -58,12 +59,16 @@ type liveState struct {
 	devices   map[string]*liveDevice // nil value: no such link
 	subnetEnv *FileCopy
 	iptables  map[string]*savedTable
+	// nftables maps "family name" to the live text of each snapshot table
+	// that exists live.
+	nftables map[string]string
 }
 
 // plan compares the snapshot with live state. It is pure: the "what belongs
 // to this node and what is missing" logic, kept apart from the kernel calls.
 // Order is the restore order: per device link, addresses, neighbours, FDB,
-// routes; then subnet.env; then iptables chains and rules.
+// routes; then subnet.env; then iptables chains and rules; then nftables
+// tables.
 func plan(want *Snapshot, live *liveState, withLiveOnly bool) []Action {
 	var acts []Action
 	for i := range want.Devices {
@@ -73,7 +78,23 @@ func plan(want *Snapshot, live *liveState, withLiveOnly bool) []Action {
 	for _, t := range want.IPTables {
 		acts = append(acts, planIPTable(t, live.iptables[t.Table])...)
 	}
+	for i := range want.NFTables {
+		acts = append(acts, planNFTable(&want.NFTables[i], live.nftables))
+	}
 	return acts
+}
+
+// planNFTable: a table missing live is added whole; one that exists live is
+// its owner's newer state and is kept as it is, equal (keep) or not (skip).
+func planNFTable(want *NFTable, live map[string]string) Action {
+	a := Action{Op: OpAdd, Kind: "nftable", Table: want.Key(), Entry: fmt.Sprintf("%d lines", strings.Count(want.Text, "\n")), nft: want}
+	if text, ok := live[want.Key()]; ok {
+		a.Op = OpKeep
+		if text != want.Text {
+			a.Op, a.Reason = OpSkip, "table exists live and differs: live is newer"
+		}
+	}
+	return a
 }
 
 func planDevice(d *Device, live *liveDevice, withLiveOnly bool) []Action {

@@ -12,11 +12,11 @@ import (
 // ErrOtherNode is returned (wrapped) when the snapshot belongs to another node.
 var ErrOtherNode = errors.New("snapshot belongs to another node")
 
-// ErrIPTables is returned (wrapped) when some iptables tables could not be
-// restored. The kernel entries (device, routes, FDB, neighbours) and
-// subnet.env were restored all the same: a rule the kernel refuses must not
-// cost the node its overlay.
-var ErrIPTables = errors.New("iptables not fully restored")
+// ErrIPTables is returned (wrapped) when some iptables or nftables tables
+// could not be restored. The kernel entries (device, routes, FDB,
+// neighbours) and subnet.env were restored all the same: a rule the kernel
+// refuses must not cost the node its overlay.
+var ErrIPTables = errors.New("firewall rules not fully restored")
 
 // RestoreOptions say what to restore.
 type RestoreOptions struct {
@@ -30,6 +30,8 @@ type RestoreOptions struct {
 	DryRun bool
 	// IPTablesSave and IPTablesRestore name the tools (defaults as Capture).
 	IPTablesSave, IPTablesRestore string
+	// Nft names the nft tool (default as Capture).
+	Nft string
 }
 
 // Report says what a restore did.
@@ -104,12 +106,12 @@ func RestoreSnapshot(ctx context.Context, s *Snapshot, opts RestoreOptions) (*Re
 		return nil, fmt.Errorf("refusing to restore: %w", err)
 	}
 	rep := &Report{NodeName: s.NodeName}
-	err := withLive(ctx, s, opts, func(k *kernel, ipt iptablesCmd, live *liveState) error {
+	err := withLive(ctx, s, opts, func(k *kernel, tl tools, live *liveState) error {
 		rep.Actions = plan(s, live, false)
 		if opts.DryRun {
 			return nil
 		}
-		return apply(ctx, k, ipt, rep.Actions)
+		return apply(ctx, k, tl, rep.Actions)
 	})
 	rep.count()
 	return rep, err
@@ -119,32 +121,40 @@ func RestoreSnapshot(ctx context.Context, s *Snapshot, opts RestoreOptions) (*Re
 // snapshot does not hold (OpLiveOnly). It changes nothing.
 func Diff(ctx context.Context, s *Snapshot, opts RestoreOptions) ([]Action, error) {
 	var acts []Action
-	err := withLive(ctx, s, opts, func(_ *kernel, _ iptablesCmd, live *liveState) error {
+	err := withLive(ctx, s, opts, func(_ *kernel, _ tools, live *liveState) error {
 		acts = plan(s, live, true)
 		return nil
 	})
 	return acts, err
 }
 
-// withLive runs f in the target netns with a kernel handle, the iptables
+// tools are the firewall commands a restore runs.
+type tools struct {
+	ipt iptablesCmd
+	nft nftCmd
+}
+
+// withLive runs f in the target netns with a kernel handle, the firewall
 // tools and the live state of what s holds.
-func withLive(ctx context.Context, s *Snapshot, opts RestoreOptions, f func(*kernel, iptablesCmd, *liveState) error) error {
-	ipt := (&CaptureOptions{IPTablesSave: opts.IPTablesSave, IPTablesRestore: opts.IPTablesRestore}).iptables()
+func withLive(ctx context.Context, s *Snapshot, opts RestoreOptions, f func(*kernel, tools, *liveState) error) error {
+	co := &CaptureOptions{IPTablesSave: opts.IPTablesSave, IPTablesRestore: opts.IPTablesRestore, Nft: opts.Nft}
+	tl := tools{ipt: co.iptables(), nft: co.nft()}
 	return inNetNS(opts.NetNS, func() error {
 		k, err := openKernel()
 		if err != nil {
 			return err
 		}
 		defer k.close()
-		live, err := readLive(ctx, k, ipt, s)
+		live, err := readLive(ctx, k, tl, s)
 		if err != nil {
 			return err
 		}
-		return f(k, ipt, live)
+		return f(k, tl, live)
 	})
 }
 
-func readLive(ctx context.Context, k *kernel, ipt iptablesCmd, s *Snapshot) (*liveState, error) {
+func readLive(ctx context.Context, k *kernel, tl tools, s *Snapshot) (*liveState, error) {
+	ipt := tl.ipt
 	live := &liveState{devices: map[string]*liveDevice{}, iptables: map[string]*savedTable{}}
 	for _, d := range s.Devices {
 		ld, err := k.readDevice(d.Name)
@@ -167,17 +177,23 @@ func readLive(ctx context.Context, k *kernel, ipt iptablesCmd, s *Snapshot) (*li
 		}
 		live.iptables[t.Table] = st
 	}
+	nft, err := tl.nft.live(ctx, s.NFTables)
+	if err != nil {
+		return nil, err
+	}
+	live.nftables = nft
 	return live, nil
 }
 
 // apply performs the OpAdd actions: the kernel entries and subnet.env as
-// one unit (all or nothing), then each iptables table on its own.
-func apply(ctx context.Context, k *kernel, ipt iptablesCmd, acts []Action) error {
+// one unit (all or nothing), then each iptables table and each nftables
+// table on its own.
+func apply(ctx context.Context, k *kernel, tl tools, acts []Action) error {
 	tables, order, err := applyKernel(ctx, k, acts)
 	if err != nil {
 		return err
 	}
-	return applyIPTables(ctx, ipt, acts, tables, order)
+	return errors.Join(applyIPTables(ctx, tl.ipt, acts, tables, order), applyNFTables(ctx, tl.nft, acts))
 }
 
 // tableAdds are the chains and rules to add to one iptables table, with the
@@ -252,6 +268,8 @@ func applyKernel(ctx context.Context, k *kernel, acts []Action) (tables map[stri
 			}
 		case "subnet.env":
 			undo, aerr = writeSubnetEnv(a.file)
+		case "nftable":
+			continue // applyNFTables, after the overlay
 		case "chain", "rule":
 			t := tables[a.Table]
 			if t == nil {
@@ -301,6 +319,31 @@ func applyIPTables(ctx context.Context, ipt iptablesCmd, acts []Action, tables m
 		for _, i := range t.acts {
 			acts[i].Op, acts[i].Reason = OpSkip, "not restored: "+err.Error()
 		}
+	}
+	return errors.Join(errs...)
+}
+
+// applyNFTables creates each missing nftables table in one atomic nft
+// transaction. A table that appeared live since the plan (its owner wrote
+// it) becomes a skip; a table nft or the kernel refuses is reported (its
+// action becomes a skip with the reason) and the others go on.
+func applyNFTables(ctx context.Context, nft nftCmd, acts []Action) error {
+	var errs []error
+	for i := range acts {
+		a := &acts[i]
+		if a.Op != OpAdd || a.Kind != "nftable" {
+			continue
+		}
+		err := nft.apply(ctx, *a.nft)
+		if err == nil {
+			continue
+		}
+		if live, lerr := liveNFTables(); lerr == nil && live[a.Table] {
+			a.Op, a.Reason = OpSkip, "table appeared live: kept"
+			continue
+		}
+		errs = append(errs, fmt.Errorf("%w: nftables table %s: %v", ErrIPTables, a.Table, err))
+		a.Op, a.Reason = OpSkip, "not restored: "+err.Error()
 	}
 	return errors.Join(errs...)
 }

@@ -41,4 +41,10 @@ func Format(w io.Writer, s *Snapshot) {
 			fmt.Fprintf(w, "  %s\n", r)
 		}
 	}
+	for _, t := range s.NFTables {
+		fmt.Fprintf(w, "\nnftables table %s:\n", t.Key())
+		for _, l := range strings.Split(strings.TrimRight(t.Text, "\n"), "\n") {
+			fmt.Fprintf(w, "  %s\n", l)
+		}
+	}
 }

@@ -14,7 +14,7 @@ import (
 )
 
 func captureOpts(n *testNS, dir string) CaptureOptions {
-	return CaptureOptions{NodeName: "node2", NetNS: n.path, SubnetEnv: filepath.Join(dir, "run/flannel/subnet.env"), Chains: DefaultChains()}
+	return CaptureOptions{NodeName: "node2", NetNS: n.path, SubnetEnv: filepath.Join(dir, "run/flannel/subnet.env"), Chains: DefaultChains(), NFTables: DefaultNFTables()}
 }
 
 // saveNode builds an overlay of peers, subnet.env and the test rules in n,

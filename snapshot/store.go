@@ -12,9 +12,10 @@ import (
 )
 
 const (
-	// Kind and Version identify the snapshot file schema.
+	// Kind and Version identify the snapshot file schema. Version 2 added
+	// the nftables tables; version 1 files (without them) are still read.
 	Kind    = "holdfast.network-snapshot"
-	Version = 1
+	Version = 2
 	// CurrentFile is the newest snapshot; PreviousFile the generation before
 	// it, kept so that a corrupt current file never leaves the node without
 	// a snapshot.
@@ -104,7 +105,9 @@ func Load(dir string) (*Loaded, error) {
 // Save writes s as the current snapshot of dir. A good current file is first
 // copied to the previous generation (so the directory always holds a current
 // file); a refused current file is overwritten without touching the previous
-// generation, which stays the last good one.
+// generation, which stays the last good one. It writes under dir's lock
+// (`snapshot save` and `snapshot watch` may run at once), which also
+// removes what a writer killed mid-write left in dir.
 func Save(dir string, s *Snapshot) error {
 	if err := s.Validate(); err != nil {
 		return fmt.Errorf("refusing to save an invalid snapshot: %w", err)
@@ -113,6 +116,11 @@ func Save(dir string, s *Snapshot) error {
 	if err != nil {
 		return err
 	}
+	unlock, err := atomicfile.LockDir(dir, atomicfile.DefaultLockTimeout)
+	if err != nil {
+		return fmt.Errorf("snapshot dir: %w", err)
+	}
+	defer unlock()
 	cur := filepath.Join(dir, CurrentFile)
 	if old, err := os.ReadFile(cur); err == nil {
 		if _, derr := Decode(old); derr == nil {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/holdfast-edge/holdfast/internal/atomicfile"
 )
 
 func sampleSnapshot(node string) *Snapshot {
@@ -67,6 +69,29 @@ func TestLoadErrors(t *testing.T) {
 	}
 }
 
+// TestTrailingBytesRefused: a current file with bytes after its envelope
+// is refused (restore then uses the previous generation) rather than
+// restored from.
+func TestTrailingBytesRefused(t *testing.T) {
+	dir := t.TempDir()
+	if err := Save(dir, sampleSnapshot("node2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := Save(dir, sampleSnapshot("node2")); err != nil {
+		t.Fatal(err)
+	}
+	cur := filepath.Join(dir, CurrentFile)
+	data, _ := os.ReadFile(cur)
+	os.WriteFile(cur, append(data, `{"kind":"holdfast.network-snapshot"}`...), 0o600)
+	if _, err := LoadFile(cur); err == nil || !strings.Contains(err.Error(), "trailing") || !strings.Contains(err.Error(), cur) {
+		t.Fatalf("LoadFile: want a trailing-data error naming %s, got %v", cur, err)
+	}
+	l, err := Load(dir)
+	if err != nil || l.Path != filepath.Join(dir, PreviousFile) || l.Refused == nil {
+		t.Fatalf("Load: want the previous generation with the current refused, got %+v %v", l, err)
+	}
+}
+
 func TestValidateRejects(t *testing.T) {
 	for name, mut := range map[string]func(*Snapshot){
 		"no node":       func(s *Snapshot) { s.NodeName = "" },
@@ -96,6 +121,10 @@ func FuzzDecode(f *testing.F) {
 	f.Add(good)
 	f.Add(good[:len(good)/2])
 	f.Add([]byte(`{"kind":"holdfast.network-snapshot","version":1,"sha256":"","payload":null}`))
+	withNFT := sampleSnapshot("node2")
+	withNFT.NFTables = []NFTable{{Family: "ip", Name: "kube-proxy", Text: goodNFT}}
+	nft, _ := Encode(withNFT)
+	f.Add(nft)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := Decode(data)
 		if err != nil {
@@ -113,4 +142,44 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("round trip: %v", err)
 		}
 	})
+}
+
+// leftover creates a temp file named the way atomicfile.WriteFile names
+// its temp for target: what a writer SIGKILLed before its rename leaves.
+func leftover(t *testing.T, target string) string {
+	t.Helper()
+	f, err := os.CreateTemp(filepath.Dir(target), atomicfile.TempPattern(filepath.Base(target)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	return f.Name()
+}
+
+// TestSaveSweepsKilledWritersTemps: the temp files of a `snapshot save`
+// (snapshot, previous generation, VTEP MAC pin) killed before its renames
+// are gone after the next save, which keeps everything else.
+func TestSaveSweepsKilledWritersTemps(t *testing.T) {
+	dir := t.TempDir()
+	if err := Save(dir, sampleSnapshot("node2")); err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, f := range []string{CurrentFile, PreviousFile, "vtep-mac.json"} {
+		left = append(left, leftover(t, filepath.Join(dir, f)))
+	}
+	if err := Save(dir, sampleSnapshot("node2")); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range left {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("leftover %s survived the next save", filepath.Base(p))
+		}
+	}
+	if _, err := LoadFile(filepath.Join(dir, CurrentFile)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadFile(filepath.Join(dir, PreviousFile)); err != nil {
+		t.Fatal(err)
+	}
 }

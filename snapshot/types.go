@@ -16,6 +16,8 @@ type Snapshot struct {
 	SubnetEnv *FileCopy `json:"subnetEnv,omitempty"`
 	// IPTables holds the selected chains per table (nat, filter).
 	IPTables []IPTable `json:"iptables,omitempty"`
+	// NFTables holds the selected nftables tables, whole (schema version 2).
+	NFTables []NFTable `json:"nftables,omitempty"`
 }
 
 // Device is one VXLAN device and every entry that hangs off it.
@@ -86,6 +88,7 @@ func (s *Snapshot) Entries() int {
 	for _, t := range s.IPTables {
 		n += len(t.Chains) + len(t.Rules)
 	}
+	n += len(s.NFTables)
 	if s.SubnetEnv != nil {
 		n++
 	}
@@ -97,6 +100,16 @@ func (s *Snapshot) Device(name string) *Device {
 	for i := range s.Devices {
 		if s.Devices[i].Name == name {
 			return &s.Devices[i]
+		}
+	}
+	return nil
+}
+
+// NFTable returns the nftables table with the given "family name" key.
+func (s *Snapshot) NFTable(key string) *NFTable {
+	for i := range s.NFTables {
+		if s.NFTables[i].Key() == key {
+			return &s.NFTables[i]
 		}
 	}
 	return nil
@@ -132,6 +145,16 @@ func (s *Snapshot) Validate() error {
 				return fmt.Errorf("iptables %s: bad rule %q", t.Table, r)
 			}
 		}
+	}
+	seenNFT := map[string]bool{}
+	for _, t := range s.NFTables {
+		if err := t.validate(); err != nil {
+			return err
+		}
+		if seenNFT[t.Key()] {
+			return fmt.Errorf("nftables table %s appears twice", t.Key())
+		}
+		seenNFT[t.Key()] = true
 	}
 	if s.SubnetEnv != nil && (s.SubnetEnv.Path == "" || !strings.HasPrefix(s.SubnetEnv.Path, "/")) {
 		return fmt.Errorf("subnet.env path %q is not absolute", s.SubnetEnv.Path)

@@ -37,7 +37,7 @@ func runInstall(ctx context.Context, args []string) error {
 	if exe, err := os.Executable(); err == nil {
 		o.SourceDir = filepath.Dir(exe)
 	}
-	fs := newFlagSet("install", "Wire holdfast into this node: copy the CNI plugins and holdfastd, add a conflist chaining holdfast that the\nruntime loads before the current one (which stays untouched), point kubelet at the CRI shim and the node DNS,\nand write the systemd units. Idempotent; malformed node files are refused before anything is written.\n'holdfastd install show' prints the install record.")
+	fs := newFlagSet("install", "Wire holdfast into this node: copy the CNI plugins and holdfastd, add a conflist chaining holdfast that the\nruntime loads before the current one (which stays untouched), point kubelet at the CRI shim and the node DNS,\nand write the systemd units. First imports host-local's leases of the running pods into holdfast-ipam (pinned to the\npods the libcni cache names). Idempotent; malformed node files are refused before anything is written.\n'holdfastd install show' prints the install record.")
 	installFlags(fs, &o)
 	dry := fs.Bool("dry-run", false, "print the exact diff of every change and write nothing")
 	fs.StringVar(&o.NodeName, "node-name", o.NodeName, "Kubernetes node name of this node (used in the units; default: lower-cased hostname)")
@@ -49,7 +49,8 @@ func runInstall(ctx context.Context, args []string) error {
 	fs.StringVar(&o.OverlayDevice, "overlay-device", "", "overlay device the chained plugin restores after an offline boot (default: flannel.1 for flannel, none otherwise)")
 	fs.StringVar(&o.IPAMDataDir, "ipam-data-dir", "", "holdfast-ipam's state dir written into the conflist (default: the original IPAM's dataDir, else /var/lib/holdfast/ipam)")
 	fs.StringVar(&o.CNIDataDir, "cni-data-dir", "", "the chained plugin's attachment records dir written into the conflist (default: /var/lib/holdfast/cni)")
-	fs.StringVar(&o.SnapshotDir, "snapshot-dir", "", "network snapshot dir the chained plugin restores a missing overlay from (default: /var/lib/holdfast/snapshot)")
+	fs.StringVar(&o.SnapshotDir, "snapshot-dir", "", "network snapshot dir: the snapshot units write and restore it, the chained plugin restores a missing overlay from it (default: /var/lib/holdfast/snapshot)")
+	fs.StringVar(&o.CNICacheDir, "cni-cache-dir", o.CNICacheDir, "libcni's cache dir (results/ names the pod of each attachment; install pins the host-local leases it imports to those pods)")
 	fs.StringVar(&o.PinTTL, "pin-ttl", "", "how long holdfast-ipam keeps a deleted pod's IP pinned, e.g. 168h (default: holdfast-ipam's own)")
 	fs.StringVar(&o.KubeletConfig, "kubelet-config", o.KubeletConfig, "KubeletConfiguration file to edit (containerRuntimeEndpoint, clusterDNS)")
 	fs.StringVar(&o.KubeletFlags, "kubelet-flags", o.KubeletFlags, "kubeadm flags file (KUBELET_KUBEADM_ARGS); flags set there are edited there, since they override the config file")
@@ -92,10 +93,10 @@ func runInstallShow(args []string) error {
 
 func runUninstall(ctx context.Context, args []string) error {
 	o := install.DefaultOptions()
-	fs := newFlagSet("uninstall", "Undo install: restore every file it changed byte for byte (mode and owner too) and remove what it added,\nas listed in its install record. Files changed by someone else since install are refused unless --force.")
+	fs := newFlagSet("uninstall", "Undo install: restore every file it changed byte for byte (mode and owner too) and remove what it added,\nas listed in its install record. Files changed by someone else since install are refused unless --force.\nFirst hands holdfast-ipam's leases back to host-local (a reservation for every address a running pod holds);\nholdfast-ipam stays in the CNI bin dir while pods created under holdfast run (their DEL needs it): run uninstall\nagain once they are gone.")
 	installFlags(fs, &o)
 	dry := fs.Bool("dry-run", false, "print the exact diff of every change and write nothing")
-	force := fs.Bool("force", false, "restore originals even over files changed since install")
+	force := fs.Bool("force", false, "restore originals even over files changed since install, and remove holdfast-ipam even while pods created under holdfast still need it (it breaks their DEL: 'failed to find plugin', and with flannel-io's plugin a leaked MASQUERADE rule and address)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -110,13 +111,16 @@ func runManifests(ctx context.Context, args []string) error {
 	image := fs.String("image", "ghcr.io/holdfast-edge/holdfastd:dev", "holdfastd image the DaemonSets and the webhook run (built by 'make image', imported with 'ctr images import')")
 	nodeDNS := fs.String("node-dns", "169.254.20.10", "address the DNS DaemonSet serves on (kubelet's clusterDNS)")
 	unitLabel := fs.String("unit-label", "holdfast.dev/unit", "Node label naming a node's health unit")
+	policy := fs.String("policy", "verdicts", "webhook policy: verdicts (the peers decide) or always-retain (every not-Ready node keeps its pods and endpoints, health not consulted; a really dead node keeps its endpoints until someone acts)")
 	noQuorum := fs.String("no-quorum", "retain", "webhook policy when a whole unit is cut off: retain or evict")
+	duration := fs.Duration("autonomy-duration", 0, "webhook default for nodes without the annotation holdfast.dev/autonomy-duration: keep a not-Ready node's pods at most this long (0: forever)")
 	validity := fs.Duration("cert-validity", 365*24*time.Hour, "lifetime of the generated CA and serving certificate")
 	out := fs.String("o", "-", "file to write (mode 0600), or - for stdout")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	r, err := manifests.Render(manifests.Config{Image: *image, NodeDNS: *nodeDNS, UnitLabel: *unitLabel, NoQuorumPolicy: *noQuorum, CertValidity: *validity})
+	r, err := manifests.Render(manifests.Config{Image: *image, NodeDNS: *nodeDNS, UnitLabel: *unitLabel,
+		Policy: *policy, NoQuorumPolicy: *noQuorum, AutonomyDuration: *duration, CertValidity: *validity})
 	if err != nil {
 		return exitError{2, err}
 	}
@@ -130,8 +134,13 @@ func runManifests(ctx context.Context, args []string) error {
 func runStatus(ctx context.Context, args []string) error {
 	host, _ := os.Hostname()
 	d := status.DefaultDirs()
-	fs := newFlagSet("status", "One screen of this node's autonomy state: snapshot age and entries, VTEP MAC vs its pin, pods recorded by the\nCRI shim and their relaunch outcome, IP pins in use, peers' verdicts, DNS snapshot age, cloud reachability.\nRead-only; a component that wrote nothing shows 'absent', an unreadable file 'unknown' with the reason.")
+	fs := newFlagSet("status", "One screen of this node's autonomy state: whether holdfast is installed, live address leases per IPAM store (host-local,\nholdfast-ipam) with any address held in both by different containers and any pod whose chain names a missing plugin, snapshot age and entries, VTEP MAC vs its pin, pods recorded by the\nCRI shim and their relaunch outcome, IP pins in use, peers' verdicts, DNS snapshot age, cloud reachability.\nRead-only; a component that wrote nothing shows 'absent', an unreadable file 'unknown' with the reason.")
 	node := fs.String("node-name", strings.ToLower(host), "this node's name (shown in the header)")
+	fs.StringVar(&d.Root, "root", d.Root, "file system root of the node to read (a mounted image or test tree; every other path is resolved under it)")
+	fs.StringVar(&d.InstallState, "state-dir", d.InstallState, "install's state dir (its record says whether holdfast is installed)")
+	fs.StringVar(&d.CNIConfDir, "cni-conf-dir", d.CNIConfDir, "CNI config dir (the networks whose host-local leases are counted)")
+	fs.StringVar(&d.CNIBinDir, "cni-bin-dir", d.CNIBinDir, "CNI plugin dir (every pod's chain is checked against it)")
+	fs.StringVar(&d.CNICacheDir, "cni-cache-dir", d.CNICacheDir, "libcni's cache dir (results/: each attachment's chain and pod)")
 	fs.StringVar(&d.Snapshot, "snapshot-dir", d.Snapshot, "holdfastd snapshot's state dir")
 	fs.StringVar(&d.CRI, "cri-dir", d.CRI, "holdfastd cri's state dir")
 	fs.StringVar(&d.IPAM, "ipam-dir", d.IPAM, "holdfast-ipam's data dir")

@@ -30,6 +30,7 @@ Run 'holdfastd snapshot <verb> --help' for its flags.
 type snapshotFlags struct {
 	dir, node, devs, subnetEnv, chains string
 	iptSave, iptRestore                string
+	nftTables, nft                     string
 }
 
 func (f *snapshotFlags) register(fs *flag.FlagSet) {
@@ -41,6 +42,8 @@ func (f *snapshotFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.chains, "iptables-chains", strings.Join(snapshot.DefaultChains().Globs, ","), "comma-separated table:glob user chains to capture, with the jump rules from built-in chains into them (a glob without table means nat and filter; empty: none)")
 	fs.StringVar(&f.iptSave, "iptables-save", "iptables-save", "iptables-save command")
 	fs.StringVar(&f.iptRestore, "iptables-restore", "iptables-restore", "iptables-restore command (run with --noflush)")
+	fs.StringVar(&f.nftTables, "nft-tables", strings.Join(snapshot.DefaultNFTables().Tables, ","), "comma-separated family:name nftables tables to capture whole (kube-proxy's nftables mode, flannel's nftables mode; empty: none)")
+	fs.StringVar(&f.nft, "nft", "nft", "nft command (lists and restores nftables tables)")
 }
 
 func (f *snapshotFlags) capture() (snapshot.CaptureOptions, error) {
@@ -48,10 +51,14 @@ func (f *snapshotFlags) capture() (snapshot.CaptureOptions, error) {
 	if err != nil {
 		return snapshot.CaptureOptions{}, err
 	}
+	nt, err := snapshot.ParseNFTSelector(f.nftTables)
+	if err != nil {
+		return snapshot.CaptureOptions{}, err
+	}
 	if f.node == "" {
 		return snapshot.CaptureOptions{}, errors.New("--node-name is empty")
 	}
-	o := snapshot.CaptureOptions{NodeName: f.node, SubnetEnv: f.subnetEnv, Chains: cs, IPTablesSave: f.iptSave, IPTablesRestore: f.iptRestore}
+	o := snapshot.CaptureOptions{NodeName: f.node, SubnetEnv: f.subnetEnv, Chains: cs, NFTables: nt, IPTablesSave: f.iptSave, IPTablesRestore: f.iptRestore, Nft: f.nft}
 	for _, d := range strings.Split(f.devs, ",") {
 		if d = strings.TrimSpace(d); d != "" {
 			o.Devices = append(o.Devices, d)
@@ -61,7 +68,7 @@ func (f *snapshotFlags) capture() (snapshot.CaptureOptions, error) {
 }
 
 func (f *snapshotFlags) restore() snapshot.RestoreOptions {
-	return snapshot.RestoreOptions{Dir: f.dir, NodeName: f.node, IPTablesSave: f.iptSave, IPTablesRestore: f.iptRestore}
+	return snapshot.RestoreOptions{Dir: f.dir, NodeName: f.node, IPTablesSave: f.iptSave, IPTablesRestore: f.iptRestore, Nft: f.nft}
 }
 
 func runSnapshot(ctx context.Context, args []string) error {
@@ -90,7 +97,7 @@ func runSnapshot(ctx context.Context, args []string) error {
 }
 
 func snapshotSave(ctx context.Context, args []string) error {
-	fs := newFlagSet("snapshot save", "Capture the overlay (VXLAN devices, addresses, routes, FDB, permanent neighbours, subnet.env, selected iptables chains) and write it as the current snapshot; the previous good one is kept as snapshot.prev.json. The first save pins each device's live MAC.")
+	fs := newFlagSet("snapshot save", "Capture the overlay (VXLAN devices, addresses, routes, FDB, permanent neighbours, subnet.env, selected iptables chains and nftables tables) and write it as the current snapshot; the previous good one is kept as snapshot.prev.json. The first save pins each device's live MAC.")
 	var f snapshotFlags
 	f.register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -119,7 +126,7 @@ func snapshotSave(ctx context.Context, args []string) error {
 }
 
 func snapshotRestore(ctx context.Context, args []string) error {
-	fs := newFlagSet("snapshot restore", "Add what is missing of this node's snapshot: VXLAN devices (created with the pinned MAC), addresses, neighbours, FDB, routes, subnet.env, iptables chains. Live entries that differ are kept. Exit 0 done, 2 no snapshot, 1 error (nothing changed).")
+	fs := newFlagSet("snapshot restore", "Add what is missing of this node's snapshot: VXLAN devices (created with the pinned MAC), addresses, neighbours, FDB, routes, subnet.env, iptables chains, nftables tables (each whole, in one transaction). Live entries that differ are kept. Exit 0 done, 2 no snapshot, 1 error (nothing changed).")
 	var f snapshotFlags
 	f.register(fs)
 	dry := fs.Bool("dry-run", false, "plan only, change nothing")
@@ -207,7 +214,9 @@ func snapshotShow(args []string) error {
 		if l.Refused != nil {
 			fmt.Fprintf(os.Stderr, "warning: current snapshot refused, showing previous generation: %v\n", l.Refused)
 		}
-		fmt.Printf("file %s\n", l.Path)
+		if !*asJSON { // --json prints one JSON document and nothing else
+			fmt.Printf("file %s\n", l.Path)
+		}
 		s = l.Snapshot
 	}
 	if *asJSON {

@@ -246,7 +246,14 @@ func Open(dir string) (*Store, []LoadError, error) {
 	if err := os.MkdirAll(pd, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("create record dir %s: %w", pd, err)
 	}
-	atomicfile.CleanTemps(pd)
+	// The shim is the only writer and has not started writing: what temp
+	// files are here are the leftovers of a killed shim.
+	if _, err := atomicfile.CleanTemps(filepath.Join(pd, "*.json")); err != nil {
+		return nil, nil, err
+	}
+	if _, err := atomicfile.CleanTemps(filepath.Join(dir, "boot.json")); err != nil {
+		return nil, nil, err
+	}
 	return load(dir, false)
 }
 
@@ -461,7 +468,7 @@ func (s *Store) write(p *Pod) error {
 	}
 	path := s.path(p.UID)
 	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+p.UID+".json.tmp-*")
+	tmp, err := os.CreateTemp(dir, atomicfile.TempPattern(filepath.Base(path)))
 	if err != nil {
 		return fmt.Errorf("record pod %s: %w", p.Key(), err)
 	}

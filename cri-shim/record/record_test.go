@@ -8,6 +8,7 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/holdfast-edge/holdfast/internal/atomicfile"
 	"github.com/holdfast-edge/holdfast/internal/statefile"
 )
 
@@ -178,4 +179,29 @@ func FuzzDecodePod(f *testing.F) {
 		p.LatestSandbox()
 		p.Ordered()
 	})
+}
+
+// TestOpenSweepsKilledShimsTemps: a shim killed between writing a record's
+// (or the boot marker's) temp file and its rename leaves the temp file;
+// the next Open, before the shim writes anything, removes it.
+func TestOpenSweepsKilledShimsTemps(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "pods"), 0o700)
+	var left []string
+	for _, target := range []string{filepath.Join(dir, "pods", "uid-1.json"), filepath.Join(dir, "boot.json")} {
+		f, err := os.CreateTemp(filepath.Dir(target), atomicfile.TempPattern(filepath.Base(target)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		left = append(left, f.Name())
+	}
+	if _, _, err := Open(dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range left {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("leftover %s survived Open", p)
+		}
+	}
 }

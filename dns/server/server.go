@@ -106,7 +106,7 @@ func New(cfg Config) (*Server, error) {
 	for _, src := range sources {
 		b := &boundMetrics{latency: s.latency.WithLabelValues(src)}
 		for rc := range b.rcode {
-			b.rcode[rc] = s.queries.WithLabelValues(src, dns.RcodeToString[rc])
+			b.rcode[rc] = s.queries.WithLabelValues(src, rcodeName(rc))
 		}
 		s.cnt[src] = b
 	}
@@ -178,14 +178,25 @@ func (s *Server) Start(ctx context.Context) (udp, tcp net.Addr, err error) {
 		pc.Close()
 		return nil, nil, fmt.Errorf("listen tcp %s: %w", pc.LocalAddr(), err)
 	}
+	// miekg/dns writes the replies to refused and unparsable requests
+	// itself, without calling ServeDNS: count them where it decides.
 	accept := func(dh dns.Header) dns.MsgAcceptAction {
-		if int(dh.Bits>>11)&0xF == dns.OpcodeNotify {
-			return dns.MsgRejectNotImplemented
+		action := acceptAction(dh)
+		switch action {
+		case dns.MsgReject:
+			s.observe("formerr", dns.RcodeFormatError, time.Now())
+		case dns.MsgRejectNotImplemented:
+			s.observe("formerr", dns.RcodeNotImplemented, time.Now())
 		}
-		return dns.DefaultMsgAcceptFunc(dh)
+		return action
 	}
 	invalid := func(m []byte, err error) {
-		s.queries.WithLabelValues("formerr", "FORMERR").Inc()
+		// Called for a request too short for a header (no reply: any
+		// reply could amplify) and for one whose body does not unpack
+		// (FORMERR reply).
+		if len(m) >= headerSize {
+			s.observe("formerr", dns.RcodeFormatError, time.Now())
+		}
 	}
 	var wg sync.WaitGroup
 	s.srvs = []*dns.Server{
@@ -230,10 +241,36 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	s.observe(source, resp.Rcode, start)
 }
 
+// headerSize is the length of a DNS message header.
+const headerSize = 12
+
+// acceptAction is the server's accept policy: miekg/dns's default, and
+// NOTIFY (which this server does not serve) answered NOTIMP.
+func acceptAction(dh dns.Header) dns.MsgAcceptAction {
+	if int(dh.Bits>>11)&0xF == dns.OpcodeNotify {
+		return dns.MsgRejectNotImplemented
+	}
+	return dns.DefaultMsgAcceptFunc(dh)
+}
+
+// rcodeName names an rcode for the metrics. 16 is BADSIG in TSIG and
+// BADVERS in EDNS; this server signs nothing, so a 16 it sends (or relays,
+// in a reply carrying an OPT record) is BADVERS, which miekg/dns's table
+// calls BADSIG.
+func rcodeName(rcode int) string {
+	if rcode == dns.RcodeBadVers {
+		return "BADVERS"
+	}
+	if n, ok := dns.RcodeToString[rcode]; ok {
+		return n
+	}
+	return fmt.Sprintf("RCODE%d", rcode)
+}
+
 func (s *Server) observe(source string, rcode int, start time.Time) {
 	b := s.cnt[source] // read-only after New
 	if b == nil || rcode < 0 || rcode >= len(b.rcode) {
-		s.queries.WithLabelValues(source, dns.RcodeToString[rcode]).Inc()
+		s.queries.WithLabelValues(source, rcodeName(rcode)).Inc()
 		s.latency.WithLabelValues(source).Observe(time.Since(start).Seconds())
 		return
 	}
@@ -305,7 +342,7 @@ func (s *Server) Respond(ctx context.Context, req *dns.Msg, tcp bool) (*dns.Msg,
 // raw reply, or nil where the server stays silent (no header, or a
 // response). It is the fuzzing entry point of the request path.
 func (s *Server) HandlePacket(buf []byte, tcp bool) []byte {
-	if len(buf) < 12 {
+	if len(buf) < headerSize {
 		return nil
 	}
 	var dh dns.Header
@@ -316,10 +353,7 @@ func (s *Server) HandlePacket(buf []byte, tcp bool) []byte {
 	dh.Nscount = binary.BigEndian.Uint16(buf[8:])
 	dh.Arcount = binary.BigEndian.Uint16(buf[10:])
 	req := new(dns.Msg)
-	action := dns.DefaultMsgAcceptFunc(dh)
-	if int(dh.Bits>>11)&0xF == dns.OpcodeNotify {
-		action = dns.MsgRejectNotImplemented
-	}
+	action := acceptAction(dh)
 	var resp *dns.Msg
 	switch action {
 	case dns.MsgIgnore:

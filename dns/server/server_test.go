@@ -14,6 +14,7 @@ import (
 	"github.com/holdfast-edge/holdfast/dns/store"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // seededStore is a store loaded from dns/testdata/seed.json.
@@ -306,4 +307,96 @@ func FuzzHandlePacket(f *testing.F) {
 			t.Fatalf("udp reply of %d bytes", len(out))
 		}
 	})
+}
+
+// queryCounts reads holdfast_dns_queries_total by "source/rcode".
+func queryCounts(t testing.TB, s *Server) map[string]float64 {
+	t.Helper()
+	ch := make(chan prometheus.Metric, 256)
+	go func() { s.queries.Collect(ch); close(ch) }()
+	out := map[string]float64{}
+	for m := range ch {
+		var d dto.Metric
+		if err := m.Write(&d); err != nil {
+			t.Fatal(err)
+		}
+		l := map[string]string{}
+		for _, p := range d.GetLabel() {
+			l[p.GetName()] = p.GetValue()
+		}
+		if v := d.GetCounter().GetValue(); v > 0 {
+			out[l["source"]+"/"+l["rcode"]] = v
+		}
+	}
+	return out
+}
+
+// TestEveryReplyCounted sends requests the server answers itself with an
+// error (refused by the accept policy, unparsable, a bad EDNS version) over
+// real UDP and checks that each reply moves exactly one counter, labelled
+// with the reply's own rcode, and that silence moves none.
+func TestEveryReplyCounted(t *testing.T) {
+	s, addr := startServer(t, seededStore(t), nil)
+	conn, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	good := new(dns.Msg)
+	good.SetQuestion("web.default.svc.cluster.local.", dns.TypeA)
+	goodWire, _ := good.Pack()
+	withHeader := func(edit func(h []byte)) []byte {
+		p := append([]byte(nil), goodWire...)
+		edit(p)
+		return p
+	}
+	badVers := good.Copy()
+	badVers.SetEdns0(1232, false)
+	badVers.IsEdns0().SetVersion(1)
+	badVersWire, _ := badVers.Pack()
+	cases := []struct {
+		name, want string // want: "source/rcode", "" for no reply
+		pkt        []byte
+	}{
+		{"short header", "", []byte{1, 2, 3}},
+		{"no question", "formerr/FORMERR", withHeader(func(h []byte) { h[5] = 0 })[:12]},
+		{"two questions", "formerr/FORMERR", withHeader(func(h []byte) { h[5] = 2 })},
+		{"truncated question", "formerr/FORMERR", goodWire[:len(goodWire)-3]},
+		{"notify", "formerr/NOTIMP", withHeader(func(h []byte) { h[2] = 4 << 3 })},
+		{"update", "formerr/NOTIMP", withHeader(func(h []byte) { h[2] = 5 << 3 })},
+		{"status opcode", "formerr/NOTIMP", withHeader(func(h []byte) { h[2] = 2 << 3 })},
+		{"EDNS version 1", "formerr/BADVERS", badVersWire},
+		{"a good query", "cluster/NOERROR", goodWire},
+	}
+	buf := make([]byte, 65535)
+	for _, c := range cases {
+		before := queryCounts(t, s)
+		conn.Write(c.pkt)
+		conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		_, rerr := conn.Read(buf)
+		if (rerr == nil) != (c.want != "") {
+			t.Errorf("%s: reply error %v, want a reply: %v", c.name, rerr, c.want != "")
+			continue
+		}
+		// The counter moves after the reply is written: poll to a deadline.
+		var moved map[string]float64
+		for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			moved = map[string]float64{}
+			for k, v := range queryCounts(t, s) {
+				if d := v - before[k]; d != 0 {
+					moved[k] = d
+				}
+			}
+			if len(moved) > 0 || c.want == "" || time.Now().After(deadline) {
+				break
+			}
+		}
+		want := map[string]float64{}
+		if c.want != "" {
+			want[c.want] = 1
+		}
+		if fmt.Sprint(moved) != fmt.Sprint(want) {
+			t.Errorf("%s: counters moved %v, want %v", c.name, moved, want)
+		}
+	}
 }

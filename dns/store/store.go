@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/holdfast-edge/holdfast/internal/atomicfile"
 	"github.com/holdfast-edge/holdfast/internal/statefile"
 )
 
@@ -152,6 +153,11 @@ func Open(opts Options) (*Store, error) {
 		services: map[string]Service{},
 		slices:   map[string]EndpointSlice{},
 		nss:      map[string]bool{},
+	}
+	// Open is the daemon's start, before its first save: temp files here
+	// are a killed daemon's leftovers.
+	if _, err := atomicfile.CleanTemps(s.path); err != nil {
+		s.log.Warn("remove leftover temp files", "path", s.path, "err", err)
 	}
 	snap, err := LoadFile(s.path)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/holdfast-edge/holdfast/internal/atomicfile"
 	"github.com/holdfast-edge/holdfast/internal/statefile"
 )
 
@@ -178,4 +179,22 @@ func FuzzParseSeed(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestOpenSweepsKilledDaemonsTemp: a daemon killed mid-save leaves the
+// snapshot's temp file; the next Open (the daemon's start, before its
+// first save) removes it and loads the snapshot as usual.
+func TestOpenSweepsKilledDaemonsTemp(t *testing.T) {
+	dir := t.TempDir()
+	f, err := os.CreateTemp(dir, atomicfile.TempPattern(FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if _, err := Open(Options{Dir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(f.Name()); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("leftover %s survived Open", f.Name())
+	}
 }

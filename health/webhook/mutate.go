@@ -5,38 +5,23 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
+	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-
-	"github.com/holdfast-edge/holdfast/health/protocol"
+	"k8s.io/client-go/tools/record"
 )
-
-// Policy is what to do when a node's unit has no fresh quorum.
-type Policy string
-
-const (
-	Retain Policy = "retain" // treat as alive: keep the node's pods
-	Evict  Policy = "evict"  // treat as dead: normal Kubernetes
-)
-
-// ParsePolicy validates a --no-quorum-policy value.
-func ParsePolicy(s string) (Policy, error) {
-	switch Policy(s) {
-	case Retain, Evict:
-		return Policy(s), nil
-	}
-	return "", fmt.Errorf("no-quorum policy %q: want retain or evict", s)
-}
 
 // State is what the mutator needs to know about the cluster.
 type State interface {
-	// Verdict is the peers' verdict on a node (Unknown if none).
-	Verdict(node string) protocol.State
-	// CloudReady reports the node's Ready condition as the apiserver has it
-	// (true only for status True); ok is false when the node is unknown.
-	CloudReady(node string) (ready, ok bool)
+	// Tally is the peers' vote on a node (zero: the node has no key).
+	Tally(node string) Tally
+	// Node is the cached Node object (nil when unknown).
+	Node(name string) *corev1.Node
+	// OptedOut reports whether the pod carries holdfast.dev/autonomy: "false".
+	OptedOut(namespace, name string) bool
 }
 
 // Op is one RFC 6902 operation.
@@ -48,32 +33,64 @@ type Op struct {
 
 // Mutator computes patches per the decision table.
 type Mutator struct {
-	State    State
-	NoQuorum Policy
+	State   State
+	Decider *Decider
+	// Events, when set, records on the Node when a controller NoExecute
+	// taint is dropped or let through (once per outage and decision).
+	Events record.EventRecorder
+	// Observe, when set, counts each decision on a not-Ready node's
+	// object (metrics).
+	Observe func(object string, r Reason)
 	// Log, when set, records the decision on every Node the cloud sees not
 	// Ready (the taint it keeps or lets through is what evicts pods).
 	Log *slog.Logger
+	// Now is the clock (nil: time.Now).
+	Now func() time.Time
+
+	mu          sync.Mutex
+	taintEvents map[string]string // node → what the last taint event said
 }
 
-// keep reports whether node's pods and schedulability are to be kept by the
-// decision table: the cloud says not Ready and the peers say alive (or
-// there is no quorum and the policy is retain).
-func (m *Mutator) keep(node string, cloudReady bool) bool {
-	if node == "" || cloudReady {
+func (m *Mutator) now() time.Time {
+	if m.Now != nil {
+		return m.Now()
+	}
+	return time.Now()
+}
+
+// decideNode applies the decision table to a node by name, from the cache.
+func (m *Mutator) decideNode(name string) (Decision, bool) {
+	n := m.State.Node(name)
+	if n == nil {
+		return Decision{}, false
+	}
+	return m.Decider.Decide(InfoOf(n, m.State.Tally(name)), m.now()), true
+}
+
+// keepEndpoint reports whether an endpoint of pod ns/pod (empty: none
+// named) on node is to be kept ready.
+func (m *Mutator) keepEndpoint(object, node, ns string, ref *corev1.ObjectReference) bool {
+	d, ok := m.decideNode(node)
+	if !ok {
 		return false
 	}
-	switch m.State.Verdict(node) {
-	case protocol.Alive:
-		return true
-	case protocol.Unknown:
-		return m.NoQuorum == Retain
+	m.observe(object, d)
+	if !d.Keep {
+		return false
 	}
-	return false
+	if ref != nil && ref.Kind == "Pod" {
+		if ref.Namespace != "" {
+			ns = ref.Namespace
+		}
+		return !m.State.OptedOut(ns, ref.Name)
+	}
+	return true
 }
 
-func (m *Mutator) keepByName(node string) bool {
-	ready, ok := m.State.CloudReady(node)
-	return ok && m.keep(node, ready)
+func (m *Mutator) observe(object string, d Decision) {
+	if m.Observe != nil && !d.Ready {
+		m.Observe(object, d.Reason)
+	}
 }
 
 func escape(s string) string {
@@ -81,24 +98,32 @@ func escape(s string) string {
 }
 
 // NodePatch drops the node.kubernetes.io/unreachable and not-ready NoExecute
-// taints of a not-Ready node voted alive; NoSchedule taints stay.
-func (m *Mutator) NodePatch(n *corev1.Node) []Op {
-	ready := nodeReady(n)
-	keep := m.keep(n.Name, ready)
-	if m.Log != nil && !ready {
-		m.Log.Info("node not ready", "node", n.Name, "verdict", m.State.Verdict(n.Name).String(), "keep_pods", keep, "taints", taintKeys(n.Spec.Taints))
+// taints of a node the decision table keeps; NoSchedule taints stay. old is
+// the object before the update (nil on create); events are not recorded
+// for a dry run.
+func (m *Mutator) NodePatch(n, old *corev1.Node, dryRun bool) []Op {
+	d := m.Decider.Decide(InfoOf(n, m.State.Tally(n.Name)), m.now())
+	if !d.Ready && m.Log != nil {
+		m.Log.Info("node not ready", "node", n.Name, "reason", d.Reason, "keep_pods", d.Keep, "decision", d.Message, "taints", taintKeys(n.Spec.Taints))
 	}
-	if !keep || len(n.Spec.Taints) == 0 {
-		return nil
-	}
+	var adding []string // controller taints this update adds
 	var kept []corev1.Taint
 	for _, t := range n.Spec.Taints {
-		if t.Effect == corev1.TaintEffectNoExecute && (t.Key == corev1.TaintNodeUnreachable || t.Key == corev1.TaintNodeNotReady) {
+		if !isControllerTaint(t) {
+			kept = append(kept, t)
 			continue
 		}
-		kept = append(kept, t)
+		if old == nil || !hasTaint(old.Spec.Taints, t.Key, t.Effect) {
+			adding = append(adding, t.Key+":"+string(t.Effect))
+		}
 	}
-	if len(kept) == len(n.Spec.Taints) {
+	if len(adding) > 0 {
+		m.observe("Node", d)
+		if !dryRun {
+			m.taintEvent(n, d, adding)
+		}
+	}
+	if !d.Keep || len(kept) == len(n.Spec.Taints) {
 		return nil
 	}
 	if len(kept) == 0 {
@@ -107,15 +132,51 @@ func (m *Mutator) NodePatch(n *corev1.Node) []Op {
 	return []Op{{Op: "replace", Path: "/spec/taints", Value: kept}}
 }
 
-// nodeReady reports whether the Node's Ready condition is True (the
-// cloud's view of it).
-func nodeReady(n *corev1.Node) bool {
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue
+// isControllerTaint: the node lifecycle controller's NoExecute taints.
+func isControllerTaint(t corev1.Taint) bool {
+	return t.Effect == corev1.TaintEffectNoExecute && (t.Key == corev1.TaintNodeUnreachable || t.Key == corev1.TaintNodeNotReady)
+}
+
+func hasTaint(ts []corev1.Taint, key string, effect corev1.TaintEffect) bool {
+	for _, t := range ts {
+		if t.Key == key && t.Effect == effect {
+			return true
 		}
 	}
 	return false
+}
+
+// taintEvent records that the controller's taint was dropped or let
+// through. The controller retries the taint every monitor period while it
+// is missing, so only the first attempt of each outage and decision is
+// recorded.
+func (m *Mutator) taintEvent(n *corev1.Node, d Decision, taints []string) {
+	if m.Events == nil || d.Ready {
+		return
+	}
+	since, _ := notReadySince(n)
+	key := fmt.Sprintf("%s|%s|%v|%v", since, d.Reason, d.Keep, taints)
+	m.mu.Lock()
+	if m.taintEvents == nil {
+		m.taintEvents = map[string]string{}
+	}
+	same := m.taintEvents[n.Name] == key
+	m.taintEvents[n.Name] = key
+	m.mu.Unlock()
+	if same {
+		return
+	}
+	what := strings.Join(taints, ", ")
+	if d.Keep {
+		m.Events.Eventf(n, corev1.EventTypeNormal, "NoExecuteTaintDropped", "dropped %s (%s): %s", what, d.Reason, d.Message)
+	} else {
+		m.Events.Eventf(n, corev1.EventTypeWarning, "NoExecuteTaintAllowed", "let %s through (%s): %s", what, d.Reason, d.Message)
+	}
+}
+
+func notReadySince(n *corev1.Node) (time.Time, bool) {
+	i := InfoOf(n, Tally{})
+	return i.NotReadySince, !i.Ready
 }
 
 func taintKeys(ts []corev1.Taint) []string {
@@ -132,7 +193,7 @@ func (m *Mutator) EndpointSlicePatch(s *discoveryv1.EndpointSlice) []Op {
 	var ops []Op
 	t := true
 	for i, ep := range s.Endpoints {
-		if ep.NodeName == nil || !m.keepByName(*ep.NodeName) {
+		if ep.NodeName == nil || !m.keepEndpoint("EndpointSlice", *ep.NodeName, s.Namespace, ep.TargetRef) {
 			continue
 		}
 		c := ep.Conditions
@@ -161,7 +222,7 @@ func (m *Mutator) EndpointsPatch(e *corev1.Endpoints) []Op {
 	for i, sub := range e.Subsets {
 		var move, stay []corev1.EndpointAddress
 		for _, a := range sub.NotReadyAddresses {
-			if a.NodeName != nil && m.keepByName(*a.NodeName) {
+			if a.NodeName != nil && m.keepEndpoint("Endpoints", *a.NodeName, e.Namespace, a.TargetRef) {
 				move = append(move, a)
 			} else {
 				stay = append(stay, a)
@@ -208,8 +269,18 @@ func (m *Mutator) review(body []byte) ([]byte, string, bool, error) {
 	switch req.Kind.Group + "/" + req.Kind.Kind {
 	case "/Node":
 		var n corev1.Node
-		if err = json.Unmarshal(req.Object.Raw, &n); err == nil {
-			ops = m.NodePatch(&n)
+		var old *corev1.Node
+		if err = json.Unmarshal(req.Object.Raw, &n); err == nil && len(req.OldObject.Raw) > 0 {
+			old = &corev1.Node{}
+			err = json.Unmarshal(req.OldObject.Raw, old)
+		}
+		if err == nil {
+			ops = m.NodePatch(&n, old, req.DryRun != nil && *req.DryRun)
+		}
+	case "/Pod":
+		var p corev1.Pod
+		if err = json.Unmarshal(req.Object.Raw, &p); err == nil {
+			ops = m.PodPatch(&p)
 		}
 	case "discovery.k8s.io/EndpointSlice":
 		var s discoveryv1.EndpointSlice

@@ -4,32 +4,94 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/holdfast-edge/holdfast/health/protocol"
 )
 
-// cluster: node name → (cloud Ready, verdict).
-type cluster map[string]struct {
-	ready   bool
-	verdict protocol.State
+// cluster is a State: cached Nodes, tallies and opted-out pods.
+type cluster struct {
+	nodes    map[string]*corev1.Node
+	tallies  map[string]Tally
+	optedOut map[string]bool // namespace/name
+	pods     map[string][]*corev1.Pod
 }
 
-func (c cluster) Verdict(n string) protocol.State { return c[n].verdict }
-func (c cluster) CloudReady(n string) (bool, bool) {
-	s, ok := c[n]
-	return s.ready, ok
+func (c *cluster) Tally(n string) Tally          { return c.tallies[n] }
+func (c *cluster) Node(n string) *corev1.Node    { return c.nodes[n] }
+func (c *cluster) OptedOut(ns, name string) bool { return c.optedOut[ns+"/"+name] }
+func (c *cluster) PodsOn(n string) []*corev1.Pod { return c.pods[n] }
+func (c *cluster) Nodes() (out []*corev1.Node) {
+	for _, n := range c.nodes {
+		out = append(out, n)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
 }
 
-var world = cluster{
-	"ready":    {true, protocol.Alive},    // row 1: Ready True → normal Kubernetes
-	"alive":    {false, protocol.Alive},   // row 2: NotReady, voted alive → keep
-	"dead":     {false, protocol.Dead},    // row 3: NotReady, voted dead → normal
-	"noquorum": {false, protocol.Unknown}, // row 4: no fresh quorum → policy
+var (
+	// offline is when the not-Ready nodes' Ready condition left True; the
+	// tests' clock is 10 minutes later.
+	offline = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	now     = offline.Add(10 * time.Minute)
+)
+
+func mkNode(name string, ready bool, duration string) *corev1.Node {
+	st := corev1.ConditionUnknown
+	if ready {
+		st = corev1.ConditionTrue
+	}
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, ResourceVersion: "7"},
+		Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: st, LastTransitionTime: metav1.NewTime(offline)}}}}
+	if duration != "" {
+		n.Annotations = map[string]string{DurationAnnotation: duration}
+	}
+	return n
+}
+
+var (
+	alive3   = Tally{Verdict: protocol.Alive, Alive: 3, Views: 3, Members: 3, Age: 3 * time.Second}
+	dead2    = Tally{Verdict: protocol.Dead, Dead: 2, Alive: 1, Views: 3, Members: 3, Age: 4 * time.Second}
+	noquorum = Tally{Verdict: protocol.Unknown, Views: 1, Members: 3, Age: time.Second}
+)
+
+// newWorld: one node per row of the decision table.
+func newWorld() *cluster {
+	c := &cluster{nodes: map[string]*corev1.Node{}, tallies: map[string]Tally{}, optedOut: map[string]bool{"shop/web-out": true}, pods: map[string][]*corev1.Pod{}}
+	for _, n := range []struct {
+		name     string
+		ready    bool
+		duration string
+		t        Tally
+	}{
+		{"ready", true, "", alive3},          // Ready True → normal Kubernetes
+		{"alive", false, "", alive3},         // NotReady, voted alive → keep
+		{"dead", false, "", dead2},           // NotReady, voted dead → normal
+		{"noquorum", false, "", noquorum},    // no fresh quorum → no-quorum policy
+		{"expired", false, "5m", alive3},     // alive, offline 10m > 5m → normal
+		{"within", false, "1h", alive3},      // alive, offline 10m < 1h → keep
+		{"forever", false, "0", alive3},      // 0 = forever
+		{"bad", false, "soon", alive3},       // bad value: default used
+		{"nqexpired", false, "5m", noquorum}, // no quorum but expired → normal
+	} {
+		c.nodes[n.name] = mkNode(n.name, n.ready, n.duration)
+		c.tallies[n.name] = n.t
+	}
+	return c
+}
+
+var world = newWorld()
+
+func mutator(p Policy, nq NoQuorumPolicy) *Mutator {
+	return &Mutator{State: world, Decider: &Decider{Policy: p, NoQuorum: nq}, Now: func() time.Time { return now }}
 }
 
 func review(kind, group, object string) string {
@@ -42,9 +104,14 @@ func review(kind, group, object string) string {
 }
 
 func node(name, condStatus, taints string) string {
-	return fmt.Sprintf(`{"apiVersion":"v1","kind":"Node","metadata":{"name":%q,"labels":{"holdfast.dev/unit":"site-a"}},
+	ann := ""
+	if n := world.nodes[name]; n != nil && n.Annotations[DurationAnnotation] != "" {
+		ann = fmt.Sprintf(`,"annotations":{%q:%q}`, DurationAnnotation, n.Annotations[DurationAnnotation])
+	}
+	return fmt.Sprintf(`{"apiVersion":"v1","kind":"Node","metadata":{"name":%q,"labels":{"holdfast.dev/unit":"site-a"}%s},
 	  "spec":{"podCIDR":"10.244.1.0/24"%s},
-	  "status":{"conditions":[{"type":"MemoryPressure","status":"False"},{"type":"Ready","status":%q,"reason":"NodeStatusUnknown"}]}}`, name, taints, condStatus)
+	  "status":{"conditions":[{"type":"MemoryPressure","status":"False"},{"type":"Ready","status":%q,"reason":"NodeStatusUnknown","lastTransitionTime":%q}]}}`,
+		name, ann, taints, condStatus, offline.Format(time.RFC3339))
 }
 
 const (
@@ -123,23 +190,37 @@ func get(doc any, path string) any {
 func TestNodeTaints(t *testing.T) {
 	for _, c := range []struct {
 		name, node, status, taints string
-		policy                     Policy
+		policy                     NoQuorumPolicy
 		wantTaints                 []string // key/effect left; nil: field absent
 		wantPatch                  bool
+		always                     bool // --policy always-retain
 	}{
-		{"row1 ready: untouched", "ready", "True", taintsMixed, Retain, []string{"node.kubernetes.io/unreachable/NoSchedule", "node.kubernetes.io/unreachable/NoExecute", "dedicated/NoExecute"}, false},
-		{"row2 alive: NoExecute dropped, NoSchedule and foreign kept", "alive", "Unknown", taintsMixed, Retain, []string{"node.kubernetes.io/unreachable/NoSchedule", "dedicated/NoExecute"}, true},
-		{"row2 alive, NotReady=False", "alive", "False", taintsMixed, Evict, []string{"node.kubernetes.io/unreachable/NoSchedule", "dedicated/NoExecute"}, true},
-		{"row2 alive: only NoExecute taints → field removed", "alive", "Unknown", taintsOnlyNoExec, Retain, nil, true},
-		{"row2 alive: no taints", "alive", "Unknown", "", Retain, nil, false},
-		{"row2 alive: empty taints", "alive", "Unknown", `,"taints":[]`, Retain, []string{}, false},
-		{"row3 dead: untouched", "dead", "Unknown", taintsMixed, Retain, []string{"node.kubernetes.io/unreachable/NoSchedule", "node.kubernetes.io/unreachable/NoExecute", "dedicated/NoExecute"}, false},
-		{"row4 no quorum, retain", "noquorum", "Unknown", taintsOnlyNoExec, Retain, nil, true},
-		{"row4 no quorum, evict", "noquorum", "Unknown", taintsOnlyNoExec, Evict, []string{"node.kubernetes.io/not-ready/NoExecute", "node.kubernetes.io/unreachable/NoExecute"}, false},
-		{"unknown node, not in any unit", "stranger", "Unknown", taintsOnlyNoExec, Evict, []string{"node.kubernetes.io/not-ready/NoExecute", "node.kubernetes.io/unreachable/NoExecute"}, false},
+		{"row1 ready: untouched", "ready", "True", taintsMixed, Retain, []string{"node.kubernetes.io/unreachable/NoSchedule", "node.kubernetes.io/unreachable/NoExecute", "dedicated/NoExecute"}, false, false},
+		{"row2 alive: NoExecute dropped, NoSchedule and foreign kept", "alive", "Unknown", taintsMixed, Retain, []string{"node.kubernetes.io/unreachable/NoSchedule", "dedicated/NoExecute"}, true, false},
+		{"row2 alive, NotReady=False", "alive", "False", taintsMixed, Evict, []string{"node.kubernetes.io/unreachable/NoSchedule", "dedicated/NoExecute"}, true, false},
+		{"row2 alive: only NoExecute taints → field removed", "alive", "Unknown", taintsOnlyNoExec, Retain, nil, true, false},
+		{"row2 alive: no taints", "alive", "Unknown", "", Retain, nil, false, false},
+		{"row2 alive: empty taints", "alive", "Unknown", `,"taints":[]`, Retain, []string{}, false, false},
+		{"row3 dead: untouched", "dead", "Unknown", taintsMixed, Retain, []string{"node.kubernetes.io/unreachable/NoSchedule", "node.kubernetes.io/unreachable/NoExecute", "dedicated/NoExecute"}, false, false},
+		{"row4 no quorum, retain", "noquorum", "Unknown", taintsOnlyNoExec, Retain, nil, true, false},
+		{"row4 no quorum, evict", "noquorum", "Unknown", taintsOnlyNoExec, Evict, []string{"node.kubernetes.io/not-ready/NoExecute", "node.kubernetes.io/unreachable/NoExecute"}, false, false},
+		{"unknown node, not in any unit", "stranger", "Unknown", taintsOnlyNoExec, Evict, []string{"node.kubernetes.io/not-ready/NoExecute", "node.kubernetes.io/unreachable/NoExecute"}, false, false},
+		{"always-retain, dead: dropped", "dead", "Unknown", taintsMixed, Evict, []string{"node.kubernetes.io/unreachable/NoSchedule", "dedicated/NoExecute"}, true, true},
+		{"always-retain, no quorum + evict: dropped", "noquorum", "Unknown", taintsOnlyNoExec, Evict, nil, true, true},
+		{"always-retain, stranger: dropped", "stranger", "Unknown", taintsOnlyNoExec, Evict, nil, true, true},
+		{"always-retain, ready: untouched", "ready", "True", taintsOnlyNoExec, Evict, []string{"node.kubernetes.io/not-ready/NoExecute", "node.kubernetes.io/unreachable/NoExecute"}, false, true},
+		{"duration expired, alive: let through", "expired", "Unknown", taintsOnlyNoExec, Retain, []string{"node.kubernetes.io/not-ready/NoExecute", "node.kubernetes.io/unreachable/NoExecute"}, false, false},
+		{"duration expired, always-retain: let through", "expired", "Unknown", taintsOnlyNoExec, Retain, []string{"node.kubernetes.io/not-ready/NoExecute", "node.kubernetes.io/unreachable/NoExecute"}, false, true},
+		{"duration expired, no quorum + retain: let through", "nqexpired", "Unknown", taintsOnlyNoExec, Retain, []string{"node.kubernetes.io/not-ready/NoExecute", "node.kubernetes.io/unreachable/NoExecute"}, false, false},
+		{"duration running: dropped", "within", "Unknown", taintsOnlyNoExec, Retain, nil, true, false},
+		{"duration 0 = forever: dropped", "forever", "Unknown", taintsOnlyNoExec, Retain, nil, true, false},
+		{"bad duration ignored (default forever): dropped", "bad", "Unknown", taintsOnlyNoExec, Retain, nil, true, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			m := &Mutator{State: world, NoQuorum: c.policy}
+			m := mutator(Verdicts, c.policy)
+			if c.always {
+				m.Decider.Policy = AlwaysRetain
+			}
 			doc, ops := apply(t, m, review("Node", "", node(c.node, c.status, c.taints)))
 			if (len(ops) > 0) != c.wantPatch {
 				t.Fatalf("patch %v, want patch=%v", ops, c.wantPatch)
@@ -181,7 +262,7 @@ func TestEndpointSlices(t *testing.T) {
 	for _, c := range []struct {
 		name   string
 		eps    string
-		policy Policy
+		policy NoQuorumPolicy
 		want   []cond
 	}{
 		{"every shape, retain", eps, Retain, []cond{
@@ -200,7 +281,7 @@ func TestEndpointSlices(t *testing.T) {
 		{"null endpoints", `null`, Retain, nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			m := &Mutator{State: world, NoQuorum: c.policy}
+			m := mutator(Verdicts, c.policy)
 			doc, _ := apply(t, m, review("EndpointSlice", "discovery.k8s.io", slice(c.eps)))
 			list, _ := get(doc, "endpoints").([]any)
 			if len(list) != len(c.want) {
@@ -233,7 +314,7 @@ func TestEndpoints(t *testing.T) {
 	for _, c := range []struct {
 		name       string
 		subsets    string
-		policy     Policy
+		policy     NoQuorumPolicy
 		wantReady  [][]string // per subset
 		wantNotRdy [][]string // nil entry: field absent
 	}{
@@ -259,7 +340,7 @@ func TestEndpoints(t *testing.T) {
 		{"empty subsets", `[]`, Retain, nil, nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			m := &Mutator{State: world, NoQuorum: c.policy}
+			m := mutator(Verdicts, c.policy)
 			doc, _ := apply(t, m, review("Endpoints", "", endpoints(c.subsets)))
 			subs, _ := get(doc, "subsets").([]any)
 			if len(subs) != len(c.wantReady) {
@@ -304,10 +385,10 @@ func TestEndpoints(t *testing.T) {
 }
 
 func TestReviewIgnoresOthersAndGarbage(t *testing.T) {
-	m := &Mutator{State: world, NoQuorum: Retain}
-	doc, ops := apply(t, m, review("Pod", "", `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"x"}}`))
+	m := mutator(Verdicts, Retain)
+	doc, ops := apply(t, m, review("Service", "", `{"apiVersion":"v1","kind":"Service","metadata":{"name":"x"}}`))
 	if len(ops) != 0 || get(doc, "metadata.name") != "x" {
-		t.Fatal("pod was patched")
+		t.Fatal("service was patched")
 	}
 	if _, err := m.Review([]byte(`{"request":`)); err == nil {
 		t.Fatal("truncated review accepted")
@@ -325,8 +406,9 @@ func FuzzReview(f *testing.F) {
 	f.Add([]byte(review("Node", "", node("alive", "Unknown", taintsMixed))))
 	f.Add([]byte(review("Endpoints", "", endpoints(`[{"notReadyAddresses":[{"ip":"1.2.3.4","nodeName":"alive"}]}]`))))
 	f.Add([]byte(review("EndpointSlice", "discovery.k8s.io", slice(`[{"addresses":["1.2.3.4"],"nodeName":"alive"}]`))))
+	f.Add([]byte(review("Pod", "", `{"metadata":{"name":"p","annotations":{"holdfast.dev/autonomy":"false"}},"spec":{"tolerations":[{"key":"node.kubernetes.io/unreachable","operator":"Exists","effect":"NoExecute","tolerationSeconds":300}]}}`)))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		m := &Mutator{State: world, NoQuorum: Retain}
+		m := mutator(Verdicts, Retain)
 		out, err := m.Review(data)
 		if err != nil {
 			return

@@ -8,92 +8,138 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"reflect"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	coordv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
-
-	"github.com/holdfast-edge/holdfast/health/protocol"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
 )
 
-// ClusterState implements State from Node and Lease informers, caching the
-// computed verdicts for a second.
+// ClusterState implements State from Node, Lease and Pod informers,
+// caching the computed tallies for a second.
 type ClusterState struct {
-	nodes     func() ([]*corev1.Node, error)
-	leases    func() ([]*coordv1.Lease, error)
-	unitLabel string
-	mu        sync.Mutex
-	at        time.Time
-	verdicts  map[string]protocol.State
-	ready     map[string]bool
+	nodeLister corelisters.NodeLister
+	podLister  corelisters.PodLister
+	podIndex   cache.Indexer
+	leases     func() ([]*coordv1.Lease, error)
+	unitLabel  string
+	mu         sync.Mutex
+	at         time.Time
+	tallies    map[string]Tally
 }
 
-// NewClusterState starts informers on Nodes and on Leases in holdfast-system
-// and waits for their caches.
+const podsByNode = "spec.nodeName"
+
+// NewClusterState starts informers on Nodes, Pods (only the fields the
+// opt-out needs are kept) and Leases in holdfast-system, and waits for
+// their caches.
 func NewClusterState(ctx context.Context, cs kubernetes.Interface, unitLabel string) (*ClusterState, error) {
 	all := informers.NewSharedInformerFactory(cs, 10*time.Minute)
 	ns := informers.NewSharedInformerFactoryWithOptions(cs, 10*time.Minute, informers.WithNamespace(Namespace))
 	nl := all.Core().V1().Nodes().Lister()
+	pi := all.Core().V1().Pods().Informer()
+	if err := pi.SetTransform(slimPod); err != nil {
+		return nil, err
+	}
+	if err := pi.AddIndexers(cache.Indexers{podsByNode: func(o any) ([]string, error) {
+		return []string{o.(*corev1.Pod).Spec.NodeName}, nil
+	}}); err != nil {
+		return nil, err
+	}
 	ll := ns.Coordination().V1().Leases().Lister()
 	all.Start(ctx.Done())
 	ns.Start(ctx.Done())
-	for typ, ok := range all.WaitForCacheSync(ctx.Done()) {
-		if !ok {
-			return nil, fmt.Errorf("cache of %v did not sync", typ)
-		}
-	}
-	for typ, ok := range ns.WaitForCacheSync(ctx.Done()) {
-		if !ok {
-			return nil, fmt.Errorf("cache of %v did not sync", typ)
+	for _, f := range []interface {
+		WaitForCacheSync(<-chan struct{}) map[reflect.Type]bool
+	}{all, ns} {
+		for typ, ok := range f.WaitForCacheSync(ctx.Done()) {
+			if !ok {
+				return nil, fmt.Errorf("cache of %v did not sync", typ)
+			}
 		}
 	}
 	return &ClusterState{
-		nodes:     func() ([]*corev1.Node, error) { return nl.List(labels.Everything()) },
-		leases:    func() ([]*coordv1.Lease, error) { return ll.List(labels.Everything()) },
-		unitLabel: unitLabel,
+		nodeLister: nl,
+		podLister:  corelisters.NewPodLister(pi.GetIndexer()),
+		podIndex:   pi.GetIndexer(),
+		leases:     func() ([]*coordv1.Lease, error) { return ll.List(labels.Everything()) },
+		unitLabel:  unitLabel,
 	}, nil
 }
 
-func (c *ClusterState) refresh() {
+// slimPod keeps what the webhook reads of a Pod: name, namespace, UID,
+// the opt-out annotation, node and tolerations.
+func slimPod(o any) (any, error) {
+	p, ok := o.(*corev1.Pod)
+	if !ok {
+		return o, nil
+	}
+	out := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion},
+		Spec: corev1.PodSpec{NodeName: p.Spec.NodeName, Tolerations: p.Spec.Tolerations}}
+	if v, ok := p.Annotations[OptOutAnnotation]; ok {
+		out.Annotations = map[string]string{OptOutAnnotation: v}
+	}
+	return out, nil
+}
+
+func (c *ClusterState) refresh() map[string]Tally {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if time.Since(c.at) < time.Second && c.verdicts != nil {
-		return
+	if time.Since(c.at) < time.Second && c.tallies != nil {
+		return c.tallies
 	}
-	np, _ := c.nodes()
+	np, _ := c.nodeLister.List(labels.Everything())
 	lp, _ := c.leases()
 	nodes := make([]corev1.Node, 0, len(np))
-	c.ready = map[string]bool{}
 	for _, n := range np {
 		nodes = append(nodes, *n)
-		c.ready[n.Name] = nodeReady(n)
 	}
 	leases := make([]coordv1.Lease, 0, len(lp))
 	for _, l := range lp {
 		leases = append(leases, *l)
 	}
-	c.verdicts = ComputeVerdicts(nodes, leases, c.unitLabel, time.Now())
+	c.tallies = ComputeVerdicts(nodes, leases, c.unitLabel, time.Now())
 	c.at = time.Now()
+	return c.tallies
 }
 
-func (c *ClusterState) Verdict(node string) protocol.State {
-	c.refresh()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.verdicts[node]
+func (c *ClusterState) Tally(node string) Tally { return c.refresh()[node] }
+
+func (c *ClusterState) Node(name string) *corev1.Node {
+	n, err := c.nodeLister.Get(name)
+	if err != nil {
+		return nil
+	}
+	return n
 }
 
-func (c *ClusterState) CloudReady(node string) (bool, bool) {
-	c.refresh()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	r, ok := c.ready[node]
-	return r, ok
+// Nodes lists the cached Nodes.
+func (c *ClusterState) Nodes() []*corev1.Node {
+	ns, _ := c.nodeLister.List(labels.Everything())
+	return ns
+}
+
+func (c *ClusterState) OptedOut(namespace, name string) bool {
+	p, err := c.podLister.Pods(namespace).Get(name)
+	return err == nil && OptedOut(p.Annotations)
+}
+
+// PodsOn lists the cached pods bound to node.
+func (c *ClusterState) PodsOn(node string) []*corev1.Pod {
+	objs, _ := c.podIndex.ByIndex(podsByNode, node)
+	out := make([]*corev1.Pod, 0, len(objs))
+	for _, o := range objs {
+		out = append(out, o.(*corev1.Pod))
+	}
+	return out
 }
 
 // MaxReviewSize bounds an AdmissionReview body.

@@ -47,7 +47,7 @@ func TestComputeVerdicts(t *testing.T) {
 	}{
 		{"3|2 partition", []coordv1.Lease{
 			lease("n1", keys["n1"], partitioned, now), lease("n2", keys["n2"], partitioned, now), lease("n3", keys["n3"], partitioned, now),
-			lease("n4", keys["n4"], minority, now), lease("n5", keys["n5"], minority, now),
+			lease("n4", keys["n4"], minority, now), lease("n5", keys["n5"], minority, now.Add(-5*time.Second)),
 		}, map[string]protocol.State{"n1": A, "n2": A, "n3": A, "n4": D, "n5": D}},
 		{"only the minority's views: no quorum", []coordv1.Lease{
 			lease("n4", keys["n4"], minority, now), lease("n5", keys["n5"], minority, now),
@@ -63,8 +63,21 @@ func TestComputeVerdicts(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			got := ComputeVerdicts(nodes, c.leases, "holdfast.dev/unit", now)
 			for n, w := range c.want {
-				if got[n] != w {
+				if got[n].Verdict != w {
 					t.Errorf("%s: %s, want %s (all: %v)", n, got[n], w, got)
+				}
+			}
+			if c.name == "3|2 partition" {
+				if s := got["n1"].String(); s != "alive by 3 of 5 peers, views 5 s old" {
+					t.Errorf("n1: %q", s)
+				}
+				if s := got["n4"].String(); s != "dead by 3 of 5 peers, views 5 s old" {
+					t.Errorf("n4: %q", s)
+				}
+			}
+			if c.name == "only the minority's views: no quorum" {
+				if s := got["n1"].String(); s != "no quorum: 2 of 5 peers' views fresh, 3 needed" {
+					t.Errorf("n1: %q", s)
 				}
 			}
 			if _, ok := got["nokey"]; ok {

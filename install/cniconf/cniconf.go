@@ -179,7 +179,7 @@ func Chain(file string, src []byte, opts Options) ([]byte, error) {
 		}
 		main["ipam"] = mustJSON(ipam)
 	}
-	chained := map[string]json.RawMessage{"type": mustJSON(ChainedType)}
+	chained := map[string]json.RawMessage{"type": mustJSON(ChainedType), "ipam": gcIPAM(main["ipam"])}
 	if opts.DataDir != "" {
 		chained["dataDir"] = mustJSON(opts.DataDir)
 	}
@@ -263,6 +263,18 @@ func switchIPAM(raw json.RawMessage, absentOK bool) (json.RawMessage, error) {
 	}
 	ipam["type"] = mustJSON(IPAMType)
 	return mustJSON(ipam), nil
+}
+
+// gcIPAM is the chained plugin's "ipam": holdfast-ipam and its dataDir,
+// so the plugin can forward the runtime's GC to it (the main plugins do not).
+func gcIPAM(mainIPAM json.RawMessage) json.RawMessage {
+	var ipam map[string]json.RawMessage
+	_ = json.Unmarshal(mainIPAM, &ipam)
+	out := map[string]json.RawMessage{"type": mustJSON(IPAMType)}
+	if d, ok := ipam["dataDir"]; ok {
+		out["dataDir"] = d
+	}
+	return mustJSON(out)
 }
 
 func supportedVersion(v string) bool {

@@ -21,6 +21,7 @@ import (
 
 	admv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	coordv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -48,8 +49,12 @@ type Config struct {
 	NodeDNS string
 	// UnitLabel is the Node label naming a node's unit.
 	UnitLabel string
+	// Policy is the webhook's --policy: verdicts or always-retain.
+	Policy string
 	// NoQuorumPolicy is the webhook's policy when a unit has no quorum.
 	NoQuorumPolicy string
+	// AutonomyDuration is the webhook's default autonomy duration (0: forever).
+	AutonomyDuration time.Duration
 	// CertValidity is how long the generated certificates last.
 	CertValidity time.Duration
 	// Now stamps the certificates (tests pin it).
@@ -73,8 +78,14 @@ func Render(c Config) (*Rendered, error) {
 	if c.NodeDNS == "" {
 		return nil, fmt.Errorf("node DNS address is empty")
 	}
+	if c.Policy != "verdicts" && c.Policy != "always-retain" {
+		return nil, fmt.Errorf("policy %q: want verdicts or always-retain", c.Policy)
+	}
 	if c.NoQuorumPolicy != "retain" && c.NoQuorumPolicy != "evict" {
 		return nil, fmt.Errorf("no-quorum policy %q: want retain or evict", c.NoQuorumPolicy)
+	}
+	if c.AutonomyDuration < 0 {
+		return nil, fmt.Errorf("autonomy duration %v: negative", c.AutonomyDuration)
 	}
 	if c.CertValidity <= 0 {
 		c.CertValidity = 365 * 24 * time.Hour
@@ -144,9 +155,17 @@ func rbac() []runtime.Object {
 			[]rbacv1.PolicyRule{{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: read}}},
 		{Webhook,
 			[]rbacv1.PolicyRule{
-				{APIGroups: []string{""}, Resources: []string{"nodes", "pods"}, Verbs: read},
+				{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: read},
+				// patch: its own taint holdfast.dev/retained (per-pod opt-out).
+				{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: append(read, "patch")},
+				// The condition holdfast.dev/PeerVerdict.
+				{APIGroups: []string{""}, Resources: []string{"nodes/status"}, Verbs: []string{"patch"}},
 			},
-			[]rbacv1.PolicyRule{{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: read}}},
+			[]rbacv1.PolicyRule{
+				{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: read},
+				// Leader election on the rendered Lease only (no create).
+				{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{Webhook}, Verbs: []string{"update"}},
+			}},
 	}
 	var out []runtime.Object
 	for _, g := range grants {
@@ -160,6 +179,15 @@ func rbac() []runtime.Object {
 				RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: g.name}, Subjects: subj},
 		)
 	}
+	// Events on Nodes (cluster-scoped) live in namespace default.
+	events := Webhook + "-events"
+	out = append(out,
+		&rbacv1.Role{TypeMeta: tm("rbac.authorization.k8s.io/v1", "Role"), ObjectMeta: meta(events, "default"),
+			Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}}}},
+		&rbacv1.RoleBinding{TypeMeta: tm("rbac.authorization.k8s.io/v1", "RoleBinding"), ObjectMeta: meta(events, "default"),
+			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: events},
+			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: Webhook, Namespace: Namespace}}},
+	)
 	return out
 }
 
@@ -258,22 +286,26 @@ func webhookObjs(c Config, ca, cert, key []byte) []runtime.Object {
 	secret := Webhook + "-tls"
 	ignore := admv1.Ignore
 	none := admv1.SideEffectClassNone
+	// The node hook records Events (not on a dry run).
+	onDryRun := admv1.SideEffectClassNoneOnDryRun
 	timeout := int32(5)
 	path := "/mutate"
 	rule := func(group, res string, ops ...admv1.OperationType) admv1.RuleWithOperations {
 		return admv1.RuleWithOperations{Operations: ops, Rule: admv1.Rule{APIGroups: []string{group}, APIVersions: []string{"v1"}, Resources: []string{res}}}
 	}
-	hook := func(name string, rules ...admv1.RuleWithOperations) admv1.MutatingWebhook {
+	hook := func(name string, side admv1.SideEffectClass, rules ...admv1.RuleWithOperations) admv1.MutatingWebhook {
 		return admv1.MutatingWebhook{
 			Name: name,
 			ClientConfig: admv1.WebhookClientConfig{Service: &admv1.ServiceReference{Namespace: Namespace, Name: Webhook, Path: &path, Port: ptr(int32(443))},
 				CABundle: ca},
-			Rules: rules, FailurePolicy: &ignore, SideEffects: &none, TimeoutSeconds: &timeout,
+			Rules: rules, FailurePolicy: &ignore, SideEffects: &side, TimeoutSeconds: &timeout,
 			AdmissionReviewVersions: []string{"v1"},
 			ReinvocationPolicy:      ptr(admv1.NeverReinvocationPolicy),
 		}
 	}
 	return []runtime.Object{
+		// The replicas elect the one that writes Node conditions and events.
+		&coordv1.Lease{TypeMeta: tm("coordination.k8s.io/v1", "Lease"), ObjectMeta: meta(Webhook, Namespace)},
 		&corev1.Secret{TypeMeta: tm("v1", "Secret"), ObjectMeta: meta(secret, Namespace), Type: corev1.SecretTypeTLS,
 			Data: map[string][]byte{corev1.TLSCertKey: cert, corev1.TLSPrivateKeyKey: key, "ca.crt": ca}},
 		&appsv1.Deployment{TypeMeta: tm("apps/v1", "Deployment"), ObjectMeta: meta(Webhook, Namespace),
@@ -282,7 +314,8 @@ func webhookObjs(c Config, ca, cert, key []byte) []runtime.Object {
 					ServiceAccountName: Webhook,
 					Containers: []corev1.Container{{Name: "holdfastd", Image: c.Image, ImagePullPolicy: corev1.PullIfNotPresent,
 						Args: []string{"webhook", "--listen", fmt.Sprintf(":%d", WebhookPort), "--tls-cert-file", "/etc/holdfast/tls/tls.crt",
-							"--tls-key-file", "/etc/holdfast/tls/tls.key", "--kubeconfig", "-", "--unit-label", c.UnitLabel, "--no-quorum-policy", c.NoQuorumPolicy},
+							"--tls-key-file", "/etc/holdfast/tls/tls.key", "--kubeconfig", "-", "--unit-label", c.UnitLabel,
+							"--policy", c.Policy, "--no-quorum-policy", c.NoQuorumPolicy, "--autonomy-duration", c.AutonomyDuration.String()},
 						Ports:        []corev1.ContainerPort{{Name: "https", ContainerPort: WebhookPort}},
 						VolumeMounts: []corev1.VolumeMount{{Name: "tls", MountPath: "/etc/holdfast/tls", ReadOnly: true}},
 						ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz",
@@ -296,8 +329,10 @@ func webhookObjs(c Config, ca, cert, key []byte) []runtime.Object {
 			Spec: corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Name: "https", Port: 443, TargetPort: intstr.FromInt32(WebhookPort)}}}},
 		&admv1.MutatingWebhookConfiguration{TypeMeta: tm("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration"), ObjectMeta: meta(Webhook, ""),
 			Webhooks: []admv1.MutatingWebhook{
-				hook("nodes.holdfast.dev", rule("", "nodes", admv1.Update)),
-				hook("endpoints.holdfast.dev", rule("discovery.k8s.io", "endpointslices", admv1.Create, admv1.Update), rule("", "endpoints", admv1.Create, admv1.Update)),
+				hook("nodes.holdfast.dev", onDryRun, rule("", "nodes", admv1.Update)),
+				hook("endpoints.holdfast.dev", none, rule("discovery.k8s.io", "endpointslices", admv1.Create, admv1.Update), rule("", "endpoints", admv1.Create, admv1.Update)),
+				// Every new pod's toleration of holdfast.dev/retained.
+				hook("pods.holdfast.dev", none, rule("", "pods", admv1.Create)),
 			}},
 	}
 }

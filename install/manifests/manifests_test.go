@@ -14,6 +14,7 @@ import (
 	"time"
 
 	admv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/client-go/kubernetes/scheme"
 )
@@ -23,7 +24,7 @@ var update = flag.Bool("update", false, "rewrite golden files")
 func render(t *testing.T) *Rendered {
 	t.Helper()
 	r, err := Render(Config{Image: "ghcr.io/holdfast-edge/holdfastd:dev", NodeDNS: "169.254.20.10", UnitLabel: "holdfast.dev/unit",
-		NoQuorumPolicy: "retain", Now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)})
+		Policy: "verdicts", NoQuorumPolicy: "retain", Now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +63,7 @@ func TestDecodesWithClientGo(t *testing.T) {
 		}
 	}
 	for k, n := range map[string]int{"Namespace": 1, "DaemonSet": 2, "Deployment": 1, "Service": 1, "MutatingWebhookConfiguration": 1,
-		"ValidatingAdmissionPolicy": 1, "ValidatingAdmissionPolicyBinding": 1, "Secret": 1, "ServiceAccount": 3} {
+		"ValidatingAdmissionPolicy": 1, "ValidatingAdmissionPolicyBinding": 1, "Secret": 1, "ServiceAccount": 3, "Lease": 1, "Role": 4} {
 		if kinds[k] != n {
 			t.Errorf("%d %s, want %d (all: %v)", kinds[k], k, n, kinds)
 		}
@@ -118,8 +119,11 @@ func TestLeaseWritesRestrictedToOwnNode(t *testing.T) {
 		if role, ok := o.(*rbacv1.Role); ok && role.Name != Health {
 			for _, rule := range role.Rules {
 				for _, v := range rule.Verbs {
-					if v != "get" && v != "list" && v != "watch" {
-						t.Errorf("role %s may %s", role.Name, v)
+					// The webhook's leader election updates its own Lease only.
+					own := role.Name == Webhook && v == "update" && len(rule.ResourceNames) == 1 && rule.ResourceNames[0] == Webhook
+					events := role.Namespace == "default" && rule.Resources[0] == "events"
+					if v != "get" && v != "list" && v != "watch" && !own && !events {
+						t.Errorf("role %s may %s %v", role.Name, v, rule.ResourceNames)
 					}
 				}
 			}
@@ -162,6 +166,78 @@ func TestRenderRefuses(t *testing.T) {
 	for _, c := range []Config{{NodeDNS: "x", NoQuorumPolicy: "retain"}, {Image: "i", NoQuorumPolicy: "retain"}, {Image: "i", NodeDNS: "x", NoQuorumPolicy: "maybe"}} {
 		if _, err := Render(c); err == nil {
 			t.Errorf("accepted %+v", c)
+		}
+	}
+}
+
+// TestPolicyRendered: --policy and --autonomy-duration reach the webhook's
+// arguments; bad values are refused.
+func TestPolicyRendered(t *testing.T) {
+	c := Config{Image: "x", NodeDNS: "169.254.20.10", UnitLabel: "u", Policy: "always-retain", NoQuorumPolicy: "evict", AutonomyDuration: 90 * time.Minute}
+	r, err := Render(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var args string
+	for _, o := range r.Objects {
+		if d, ok := o.(*appsv1.Deployment); ok {
+			args = strings.Join(d.Spec.Template.Spec.Containers[0].Args, " ")
+		}
+	}
+	if !strings.Contains(args, "--policy always-retain --no-quorum-policy evict --autonomy-duration 1h30m0s") {
+		t.Fatalf("webhook args %q", args)
+	}
+	for _, bad := range []Config{
+		{Image: "x", NodeDNS: "a", Policy: "retain", NoQuorumPolicy: "retain"},
+		{Image: "x", NodeDNS: "a", Policy: "verdicts", NoQuorumPolicy: "retain", AutonomyDuration: -time.Second},
+	} {
+		if _, err := Render(bad); err == nil {
+			t.Errorf("%+v accepted", bad)
+		}
+	}
+}
+
+// TestWebhookWrites: the webhook may patch Nodes and their status (taint
+// holdfast.dev/retained, condition holdfast.dev/PeerVerdict), create
+// Events only in default, and nothing else beyond reading.
+func TestWebhookWrites(t *testing.T) {
+	writes := map[string]bool{}
+	for _, o := range render(t).Objects {
+		var rules []rbacv1.PolicyRule
+		ns := ""
+		switch r := o.(type) {
+		case *rbacv1.ClusterRole:
+			if r.Name != Webhook {
+				continue
+			}
+			rules = r.Rules
+		case *rbacv1.Role:
+			if !strings.HasPrefix(r.Name, Webhook) {
+				continue
+			}
+			rules, ns = r.Rules, r.Namespace
+		default:
+			continue
+		}
+		for _, rule := range rules {
+			for _, v := range rule.Verbs {
+				if v == "get" || v == "list" || v == "watch" {
+					continue
+				}
+				for _, res := range rule.Resources {
+					writes[ns+"/"+res+"/"+v+strings.Join(rule.ResourceNames, ",")] = true
+				}
+			}
+		}
+	}
+	want := map[string]bool{"/nodes/patch": true, "/nodes/status/patch": true, "holdfast-system/leases/updateholdfast-webhook": true,
+		"default/events/create": true, "default/events/patch": true}
+	if len(writes) != len(want) {
+		t.Fatalf("webhook writes %v, want %v", writes, want)
+	}
+	for w := range want {
+		if !writes[w] {
+			t.Fatalf("webhook writes %v, want %v", writes, want)
 		}
 	}
 }

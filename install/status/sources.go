@@ -14,31 +14,49 @@ import (
 	"github.com/holdfast-edge/holdfast/cri-shim/record"
 	dnsstore "github.com/holdfast-edge/holdfast/dns/store"
 	"github.com/holdfast-edge/holdfast/health"
+	"github.com/holdfast-edge/holdfast/install/leases"
 	"github.com/holdfast-edge/holdfast/internal/statefile"
 	ipamstore "github.com/holdfast-edge/holdfast/plugins/holdfast-ipam/store"
 	"github.com/holdfast-edge/holdfast/snapshot"
 )
 
-// Dirs are the components' state directories on this node.
+// Dirs are the components' state directories on this node: on-node paths,
+// resolved under Root.
 type Dirs struct {
+	Root                             string
 	Snapshot, CRI, IPAM, Health, DNS string
+	// InstallState is install's state dir (its record); CNIConfDir,
+	// CNIBinDir and CNICacheDir are the runtime's CNI dirs.
+	InstallState, CNIConfDir, CNIBinDir, CNICacheDir string
 }
 
-// DefaultDirs are the components' defaults under /var/lib/holdfast.
+// DefaultDirs are the components' defaults under /var/lib/holdfast and
+// the CNI defaults of a kubeadm node.
 func DefaultDirs() Dirs {
-	return Dirs{Snapshot: snapshot.DefaultDir, CRI: "/var/lib/holdfast/cri", IPAM: "/var/lib/holdfast/ipam",
-		Health: "/var/lib/holdfast/health", DNS: "/var/lib/holdfast/dns"}
+	return Dirs{Root: "/", Snapshot: snapshot.DefaultDir, CRI: "/var/lib/holdfast/cri", IPAM: "/var/lib/holdfast/ipam",
+		Health: "/var/lib/holdfast/health", DNS: "/var/lib/holdfast/dns", InstallState: "/var/lib/holdfast/install",
+		CNIConfDir: "/etc/cni/net.d", CNIBinDir: "/opt/cni/bin", CNICacheDir: leases.DefaultCacheDir}
+}
+
+// host maps an on-node path to this machine's.
+func (d Dirs) host(p string) string {
+	if d.Root == "" {
+		return p
+	}
+	return filepath.Join(d.Root, filepath.FromSlash(p))
 }
 
 // NodeSources reads the real state files (read-only: nothing is created,
 // locked or cleaned) and the live VTEP MACs through netlink.
 func NodeSources(d Dirs) Sources {
 	return Sources{
-		Snapshot: func() (SnapshotSection, error) { return readSnapshot(d.Snapshot, liveMAC) },
-		Pods:     func() (PodsSection, error) { return readPods(d.CRI) },
-		Pins:     func() (PinsSection, error) { return readPins(d.IPAM) },
-		Peers:    func() (PeersSection, error) { return readPeers(d.Health) },
-		DNS:      func() (DNSSection, error) { return readDNS(d.DNS) },
+		Install:  func() (InstallSection, error) { return readInstall(d.host(d.InstallState)) },
+		Snapshot: func() (SnapshotSection, error) { return readSnapshot(d.host(d.Snapshot), liveMAC) },
+		Pods:     func() (PodsSection, error) { return readPods(d.host(d.CRI)) },
+		Pins:     func() (PinsSection, error) { return readPins(d) },
+		Leases:   func() (LeasesSection, error) { return readLeases(d) },
+		Peers:    func() (PeersSection, error) { return readPeers(d.host(d.Health)) },
+		DNS:      func() (DNSSection, error) { return readDNS(d.host(d.DNS)) },
 		Dial:     DialTCP,
 	}
 }
@@ -106,8 +124,13 @@ func readPods(dir string) (PodsSection, error) {
 	return s, nil
 }
 
-func readPins(dir string) (PinsSection, error) {
+// readPins counts holdfast-ipam's allocations, not its pins: an address is
+// in use while an allocation holds it (an imported one only while
+// host-local's file still names its container); one whose sandbox netns is
+// gone is stale (the next GC releases it).
+func readPins(d Dirs) (PinsSection, error) {
 	var s PinsSection
+	dir := d.host(d.IPAM)
 	nets, err := ipamstore.ListNetworks(dir)
 	if err != nil {
 		return s, err
@@ -120,10 +143,20 @@ func readPins(dir string) (PinsSection, error) {
 		if err != nil {
 			return s, err
 		}
-		for _, p := range st.Pins {
-			if p.ContainerID != "" {
-				s.InUse++
-			} else {
+		held := map[string]bool{}
+		for _, al := range st.Allocations {
+			if al.Imported && !ipamstore.HostLocalHolds(d.host(al.HostLocal), al.ContainerID, al.IfName) {
+				continue
+			}
+			if _, err := os.Stat(d.host(al.Netns)); al.Netns != "" && errors.Is(err, fs.ErrNotExist) {
+				s.Stale++
+				continue
+			}
+			s.InUse++
+			held[al.PinKey] = true
+		}
+		for k := range st.Pins {
+			if !held[k] {
 				s.Released++
 			}
 		}

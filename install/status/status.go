@@ -30,9 +30,11 @@ const (
 type Report struct {
 	Node     string          `json:"node"`
 	At       time.Time       `json:"at"`
+	Install  InstallSection  `json:"install"`
 	Snapshot SnapshotSection `json:"snapshot"`
 	Pods     PodsSection     `json:"pods"`
 	Pins     PinsSection     `json:"pins"`
+	Leases   LeasesSection   `json:"leases"`
 	Peers    PeersSection    `json:"peers"`
 	DNS      DNSSection      `json:"dns"`
 	Cloud    CloudSection    `json:"cloud"`
@@ -77,7 +79,10 @@ type Pod struct {
 // PinsSection: holdfast-ipam pins.
 type PinsSection struct {
 	Section
+	// InUse counts live allocations; Stale, allocations whose sandbox netns
+	// is gone; Released, pins no allocation holds (kept for their pods).
 	InUse    int `json:"inUse"`
+	Stale    int `json:"stale"`
 	Released int `json:"released"`
 }
 
@@ -108,9 +113,11 @@ type CloudSection struct {
 // Sources reads each section; a nil Source leaves its section "unknown".
 // Each returns fs.ErrNotExist (wrapped) when its component wrote nothing.
 type Sources struct {
+	Install  func() (InstallSection, error)
 	Snapshot func() (SnapshotSection, error)
 	Pods     func() (PodsSection, error)
 	Pins     func() (PinsSection, error)
+	Leases   func() (LeasesSection, error)
 	Peers    func() (PeersSection, error)
 	DNS      func() (DNSSection, error)
 	// Cloud is the apiserver host:port to probe ("" skips the probe).
@@ -121,6 +128,8 @@ type Sources struct {
 // Gather reads every section.
 func Gather(ctx context.Context, node string, src Sources, now time.Time) Report {
 	r := Report{Node: node, At: now}
+	r.Install = read(src.Install, func(s *InstallSection) *Section { return &s.Section })
+	r.Leases = read(src.Leases, func(s *LeasesSection) *Section { return &s.Section })
 	r.Snapshot = read(src.Snapshot, func(s *SnapshotSection) *Section { return &s.Section })
 	r.Pods = read(src.Pods, func(s *PodsSection) *Section { return &s.Section })
 	r.Pins = read(src.Pins, func(s *PinsSection) *Section { return &s.Section })
@@ -205,6 +214,7 @@ func head(s Section) string {
 // WriteText writes the one-screen view.
 func WriteText(w io.Writer, r Report) {
 	fmt.Fprintf(w, "node %s  (%s)\n\n", r.Node, r.At.Format(time.RFC3339))
+	writeInstall(w, r.Install)
 	fmt.Fprintf(w, "%-10s", "snapshot")
 	if h := head(r.Snapshot.Section); h != "" {
 		fmt.Fprintln(w, h)
@@ -242,8 +252,9 @@ func WriteText(w io.Writer, r Report) {
 	if h := head(r.Pins.Section); h != "" {
 		fmt.Fprintln(w, h)
 	} else {
-		fmt.Fprintf(w, "%d in use, %d released (kept for their pods)\n", r.Pins.InUse, r.Pins.Released)
+		fmt.Fprintf(w, "%d in use, %d stale (sandbox gone, released at the next GC), %d released (kept for their pods)\n", r.Pins.InUse, r.Pins.Stale, r.Pins.Released)
 	}
+	writeLeases(w, r.Leases)
 	fmt.Fprintf(w, "%-10s", "peers")
 	if h := head(r.Peers.Section); h != "" {
 		fmt.Fprintln(w, h)
@@ -273,5 +284,38 @@ func WriteText(w io.Writer, r Report) {
 		fmt.Fprintf(w, "apiserver %s reachable\n", r.Cloud.Address)
 	default:
 		fmt.Fprintf(w, "apiserver %s UNREACHABLE: %s\n", r.Cloud.Address, r.Cloud.Reason)
+	}
+}
+
+func writeInstall(w io.Writer, s InstallSection) {
+	fmt.Fprintf(w, "%-10s", "install")
+	switch {
+	case s.State != OK:
+		fmt.Fprintln(w, head(s.Section))
+	case s.IPAMOnly:
+		fmt.Fprintln(w, "uninstalled, but holdfast-ipam kept in the CNI bin dir for pods created under holdfast (run uninstall again once they are gone)")
+	case s.Installed:
+		fmt.Fprintf(w, "installed (%d files in the install record)\n", s.Files)
+	default:
+		fmt.Fprintln(w, "not installed (no install record)")
+	}
+}
+
+func writeLeases(w io.Writer, s LeasesSection) {
+	fmt.Fprintf(w, "%-10s", "leases")
+	if h := head(s.Section); h != "" {
+		fmt.Fprintln(w, h)
+		return
+	}
+	var parts []string
+	for _, c := range s.Stores {
+		parts = append(parts, fmt.Sprintf("%s %s %d", c.Network, c.Store, c.Live))
+	}
+	fmt.Fprintf(w, "live: %s; %d held in both by the same container (import / hand-back)\n", strings.Join(parts, ", "), s.Mirrored)
+	for _, c := range s.Conflicts {
+		fmt.Fprintf(w, "%-10sHELD IN TWO STORES: %s\n", "", c)
+	}
+	for _, m := range s.MissingPlugins {
+		fmt.Fprintf(w, "%-10sPLUGIN MISSING: %s\n", "", m)
 	}
 }

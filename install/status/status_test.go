@@ -53,6 +53,12 @@ func TestRealStateFiles(t *testing.T) {
 	st := ipamstore.NewState("cbr0")
 	st.Pins["cbr0/default/web-0/eth0"] = &ipamstore.Pin{Key: "cbr0/default/web-0/eth0", Namespace: "default", Name: "web-0", IfName: "eth0", IPs: []string{"10.244.1.5"}, ContainerID: "abc"}
 	st.Pins["cbr0/default/web-1/eth0"] = &ipamstore.Pin{Key: "cbr0/default/web-1/eth0", Namespace: "default", Name: "web-1", IfName: "eth0", IPs: []string{"10.244.1.6"}}
+	// A pin naming a container but no allocation is not in use (counting
+	// pins said "12 in use" with 11 pods alive); an allocation whose netns
+	// is gone is stale.
+	st.Pins["cbr0/default/web-3/eth0"] = &ipamstore.Pin{Key: "cbr0/default/web-3/eth0", Namespace: "default", Name: "web-3", IfName: "eth0", IPs: []string{"10.244.1.8"}, ContainerID: "zzz"}
+	st.Allocations["10.244.1.5"] = &ipamstore.Allocation{IP: "10.244.1.5", ContainerID: "abc", IfName: "eth0", PinKey: "cbr0/default/web-0/eth0"}
+	st.Allocations["10.244.1.7"] = &ipamstore.Allocation{IP: "10.244.1.7", ContainerID: "dead", IfName: "eth0", Netns: filepath.Join(d.IPAM, "no-such-netns")}
 	if err := os.MkdirAll(filepath.Dir(disk.StatePath()), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +86,7 @@ func TestRealStateFiles(t *testing.T) {
 	src.Cloud = "198.51.100.1:6443"
 	src.Dial = func(ctx context.Context, addr string) error { return errors.New("i/o timeout") }
 	r := Gather(context.Background(), "edge-a1", src, time.Now())
-	if r.Pins.State != OK || r.Pins.InUse != 1 || r.Pins.Released != 1 {
+	if r.Pins.State != OK || r.Pins.InUse != 1 || r.Pins.Stale != 1 || r.Pins.Released != 2 {
 		t.Errorf("pins: %+v", r.Pins)
 	}
 	if r.Pods.State != OK || len(r.Pods.Pods) != 2 || r.Pods.Pods[0].Name != "default/web-0" || r.Pods.Pods[1].Error != "image missing" {
@@ -94,7 +100,7 @@ func TestRealStateFiles(t *testing.T) {
 	}
 	var buf bytes.Buffer
 	WriteText(&buf, r)
-	for _, want := range []string{"2 recorded; relaunch: failed 1, relaunched 1", "prod/db-0: failed: image missing", "1 in use, 1 released", "dns       unknown", "UNREACHABLE"} {
+	for _, want := range []string{"2 recorded; relaunch: failed 1, relaunched 1", "prod/db-0: failed: image missing", "1 in use, 1 stale (sandbox gone, released at the next GC), 2 released", "dns       unknown", "UNREACHABLE"} {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("text lacks %q:\n%s", want, buf.String())
 		}

@@ -37,6 +37,9 @@ type Config struct {
 	// Kubeconfig is the credential the health and DNS units use to reach
 	// the apiserver (Node informer, Leases, Services).
 	Kubeconfig string
+	// SnapshotDir, if set, is the network snapshot dir the snapshot units
+	// write and restore (empty: holdfastd snapshot's default).
+	SnapshotDir string
 	// DaemonSets: health and DNS run as DaemonSets, so no units for them.
 	DaemonSets bool
 }
@@ -70,7 +73,10 @@ func (c Config) Validate() error {
 	if !path.IsAbs(c.CRISocket) {
 		return fmt.Errorf("CRI socket %q is not an absolute path", c.CRISocket)
 	}
-	for _, s := range []string{c.NodeName, c.CRISocket, c.RuntimeEndpoint, c.NodeDNS, c.HealthKeyFile, c.Holdfastd, c.Kubeconfig} {
+	if c.SnapshotDir != "" && !path.IsAbs(c.SnapshotDir) {
+		return fmt.Errorf("snapshot dir %q is not an absolute path", c.SnapshotDir)
+	}
+	for _, s := range []string{c.NodeName, c.CRISocket, c.RuntimeEndpoint, c.NodeDNS, c.HealthKeyFile, c.Holdfastd, c.Kubeconfig, c.SnapshotDir} {
 		if strings.ContainsAny(s, " \t\n\"'\\%$;") {
 			return fmt.Errorf("%q contains characters not allowed in a unit's command line", s)
 		}
@@ -84,6 +90,10 @@ func Render(c Config) ([]Unit, error) {
 		return nil, err
 	}
 	bin := c.Holdfastd
+	snapArgs := "--node-name " + c.NodeName
+	if c.SnapshotDir != "" {
+		snapArgs += " --dir " + c.SnapshotDir
+	}
 	us := []Unit{
 		{Name: SnapshotRestore, WantedBy: []string{"multi-user.target", "containerd.service"}, Content: fmt.Sprintf(`# Written by holdfastd install; removed by holdfastd uninstall.
 [Unit]
@@ -100,11 +110,11 @@ Type=oneshot
 RemainAfterExit=yes
 # Exit status 2: no snapshot yet (first boot) - not a failure.
 SuccessExitStatus=2
-ExecStart=%s snapshot restore --node-name %s
+ExecStart=%s snapshot restore %s
 
 [Install]
 WantedBy=multi-user.target containerd.service
-`, bin, c.NodeName)},
+`, bin, snapArgs)},
 		{Name: Snapshot, WantedBy: []string{"multi-user.target"}, Content: fmt.Sprintf(`# Written by holdfastd install; removed by holdfastd uninstall.
 [Unit]
 Description=holdfast: snapshot the overlay network on every change
@@ -114,13 +124,13 @@ Wants=network-online.target
 
 [Service]
 Type=simple
-ExecStart=%s snapshot watch --node-name %s
+ExecStart=%s snapshot watch %s
 Restart=always
 RestartSec=2
 
 [Install]
 WantedBy=multi-user.target
-`, bin, c.NodeName)},
+`, bin, snapArgs)},
 		{Name: CRI, WantedBy: []string{"multi-user.target", "kubelet.service"}, Content: fmt.Sprintf(`# Written by holdfastd install; removed by holdfastd uninstall.
 [Unit]
 Description=holdfast: CRI shim between kubelet and containerd (relaunches pods after an offline boot)

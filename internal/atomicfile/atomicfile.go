@@ -2,13 +2,29 @@
 // from a crash at any instruction, sees either the old content or the new
 // content, never a torn mix: write a temp file in the same directory, fsync
 // it, rename it over the target, fsync the directory.
+//
+// A writer killed between creating its temp file and the rename leaves the
+// temp file behind. CleanTemps removes such leftovers; it is safe only while
+// no writer of the same files runs, so every writer calls it under the lock
+// that serialises them (LockDir takes a directory's lock and sweeps in one
+// call), or at start-up when it is the only writer.
 package atomicfile
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
+
+// TempPattern is the os.CreateTemp pattern of the temp file WriteFile uses
+// for a target named base: hidden, in the target's directory (so the rename
+// is atomic). It is the one statement of the temp-name scheme; CleanTemps
+// matches exactly these names.
+func TempPattern(base string) string { return "." + base + ".tmp-*" }
 
 // WriteFile atomically replaces path with data. The parent directory is
 // created (0755) if missing.
@@ -17,7 +33,7 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create dir for %s: %w", path, err)
 	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	tmp, err := os.CreateTemp(dir, TempPattern(filepath.Base(path)))
 	if err != nil {
 		return fmt.Errorf("create temp for %s: %w", path, err)
 	}
@@ -69,15 +85,82 @@ func Remove(path string) error {
 	return SyncDir(filepath.Dir(path))
 }
 
-// CleanTemps removes temp files left in dir by writers killed before their
-// rename. Safe to call while other writers run only under the caller's lock.
-func CleanTemps(dir string) error {
-	matches, err := filepath.Glob(filepath.Join(dir, ".*.tmp-*"))
+// CleanTemps removes the temp files WriteFile left for target when its
+// writer died before the rename (SIGKILL, crash, power loss). target's base
+// name may be a filepath.Match pattern ("dir/*.json", "dir/*") to cover
+// several files. A live writer's temp file looks the same as a dead one's,
+// so call it only under the lock every writer of those files holds, or
+// before any of them can run. It returns how many files it removed.
+func CleanTemps(target string) (int, error) {
+	dir := filepath.Dir(target)
+	matches, err := filepath.Glob(filepath.Join(dir, TempPattern(filepath.Base(target))))
 	if err != nil {
-		return err
+		return 0, fmt.Errorf("clean temp files of %s: %w", target, err)
 	}
+	n := 0
 	for _, m := range matches {
-		os.Remove(m)
+		if err := os.Remove(m); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return n, fmt.Errorf("remove leftover temp file: %w", err)
+		}
+		n++
 	}
-	return nil
+	if n == 0 {
+		return 0, nil
+	}
+	return n, SyncDir(dir)
+}
+
+// DefaultLockTimeout is how long LockDir's callers wait for another writer.
+const DefaultLockTimeout = 30 * time.Second
+
+// LockFileName is the lock file LockDir takes in a directory.
+const LockFileName = "lock"
+
+// ErrLockTimeout is returned (wrapped) when a lock is not obtained in time:
+// another writer holds it (try again later), unlike the other errors of
+// Lock, which say the lock file itself is unusable.
+var ErrLockTimeout = errors.New("timed out waiting for the lock")
+
+// LockDir takes the exclusive lock of dir (its file "lock"; dir is created
+// if missing), then removes every temp file writers killed in dir left
+// behind. Every writer of dir's files must write while holding it.
+func LockDir(dir string, timeout time.Duration) (unlock func(), err error) {
+	unlock, err = Lock(filepath.Join(dir, LockFileName), timeout)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := CleanTemps(filepath.Join(dir, "*")); err != nil {
+		unlock()
+		return nil, err
+	}
+	return unlock, nil
+}
+
+// Lock takes an exclusive flock on path (created, with its directory, if
+// missing), waiting up to timeout. The lock is dropped by unlock, or when
+// the process dies.
+func Lock(path string, timeout time.Duration) (unlock func(), err error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("create dir for lock %s: %w", path, err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open lock %s: %w", path, err)
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+			f.Close()
+			return nil, fmt.Errorf("flock %s: %w", path, err)
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("%s: %w after %s", path, ErrLockTimeout, timeout)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }

@@ -1,11 +1,14 @@
 // Package cniplugin is what holdfast's two CNI plugins share: the pod
 // identity from CNI_ARGS, the spec versions they support and their log
-// file. It stays lean (standard library and the CNI types only): the
+// file, and the CNI codes of environment faults. It stays lean (standard
+// library, the CNI types and internal/atomicfile only): the
 // plugins are exec'd once per pod.
 package cniplugin
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -13,6 +16,8 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/holdfast-edge/holdfast/internal/atomicfile"
 )
 
 // Versions are the CNI spec versions both plugins serve.
@@ -26,7 +31,10 @@ type PodArgs struct{ Namespace, Name, UID string }
 
 // ParseArgs reads K8S_POD_NAMESPACE, K8S_POD_NAME and K8S_POD_UID from
 // CNI_ARGS; other keys are ignored. A pair without "=" is an error that
-// names the plugin and the pair.
+// names the plugin and the pair, and so is a namespace or pod name holding
+// "/": Kubernetes forbids it in both, and the pin key joins them with "/",
+// so namespace "a/b" name "c" and namespace "a" name "b/c" would share one
+// key (and one pinned IP and MAC).
 func ParseArgs(plugin, s string) (PodArgs, error) {
 	var p PodArgs
 	for _, kv := range strings.Split(s, ";") {
@@ -38,15 +46,37 @@ func ParseArgs(plugin, s string) (PodArgs, error) {
 			return p, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("%s: CNI_ARGS pair %q has no \"=\"", plugin, kv), "")
 		}
 		switch k {
-		case "K8S_POD_NAMESPACE":
-			p.Namespace = v
-		case "K8S_POD_NAME":
-			p.Name = v
+		case "K8S_POD_NAMESPACE", "K8S_POD_NAME":
+			if strings.Contains(v, "/") {
+				return p, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("%s: CNI_ARGS %s=%q holds \"/\", which Kubernetes forbids in namespaces and pod names", plugin, k, v), "")
+			}
+			if k == "K8S_POD_NAMESPACE" {
+				p.Namespace = v
+			} else {
+				p.Name = v
+			}
 		case "K8S_POD_UID":
 			p.UID = v
 		}
 	}
 	return p, nil
+}
+
+// EnvCode is the CNI spec's code for an error of the node's environment:
+// 11 (try again later) when another plugin holds a lock for too long, 5
+// (I/O failure) when a file operation failed (a lock path that is a
+// directory, a data dir that is a regular file, a read-only or full disk),
+// and fallback for anything else.
+func EnvCode(err error, fallback uint) uint {
+	var pe *fs.PathError
+	var le *os.LinkError
+	switch {
+	case errors.Is(err, atomicfile.ErrLockTimeout):
+		return types.ErrTryAgainLater
+	case errors.As(err, &pe), errors.As(err, &le):
+		return types.ErrIOFailure
+	}
+	return fallback
 }
 
 // OpenLog returns a logger appending to dataDir/file (stdout carries only

@@ -3,7 +3,8 @@
 // its payload. Readers refuse a file of another kind, a newer schema version
 // than they know, or a payload whose checksum does not match, with an error
 // that names the file and the problem, so that corrupt or future state is
-// never half-read. Writes go through atomicfile.
+// never half-read; bytes after the envelope are refused too. Writes go
+// through atomicfile.
 package statefile
 
 import (
@@ -49,12 +50,19 @@ func Encode(kind string, version int, v any) ([]byte, error) {
 }
 
 // Decode checks data's envelope and unmarshals its payload into v. It returns
-// the schema version found. Versions above maxVersion are refused.
+// the schema version found. Versions above maxVersion are refused, and so is
+// anything but whitespace after the envelope.
 func Decode(data []byte, kind string, maxVersion int, v any) (int, error) {
 	var env envelope
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&env); err != nil {
 		return 0, fmt.Errorf("not a holdfast state file: %w", err)
+	}
+	// A writer writes exactly one envelope (and a newline). Anything else
+	// after it, a second document or a torn append, means the file is not
+	// what was written: refuse it whole rather than act on its first half.
+	if rest := bytes.TrimLeft(data[dec.InputOffset():], " \t\r\n"); len(rest) > 0 {
+		return 0, fmt.Errorf("state file has %d bytes of trailing data after its envelope", len(rest))
 	}
 	if env.Kind != kind {
 		return 0, fmt.Errorf("state file holds kind %q, want %q", env.Kind, kind)

@@ -40,8 +40,40 @@ func FuzzDecode(f *testing.F) {
 	good, _ := Encode("test", 1, rec{"seed"})
 	f.Add(good)
 	f.Add([]byte(`{"kind":"test","version":1}`))
+	f.Add(append(append([]byte{}, good...), good...))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var r rec
-		Decode(data, "test", 1, &r)
+		if _, err := Decode(data, "test", 1, &r); err != nil {
+			return
+		}
+		// Whatever is accepted stops being accepted with a byte after it.
+		if _, err := Decode(append(append([]byte{}, data...), 'x'), "test", 1, &r); err == nil {
+			t.Fatalf("accepted %q followed by a stray byte", data)
+		}
 	})
+}
+
+// TestTrailingBytesRefused: anything but whitespace after a valid envelope
+// (a second document, a torn append, garbage) makes the whole file refused,
+// so no reader acts on a file that is not exactly what a writer wrote.
+func TestTrailingBytesRefused(t *testing.T) {
+	good, err := Encode("test", 1, rec{"x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r rec
+	if _, err := Decode(append(append([]byte{}, good...), " \n\t\r\n"...), "test", 1, &r); err != nil {
+		t.Fatalf("trailing whitespace refused: %v", err)
+	}
+	for _, tail := range []string{"x", "{}", string(good), `"`, "\x00", "]"} {
+		data := append(append([]byte{}, good...), tail...)
+		if _, err := Decode(data, "test", 1, &r); err == nil || !strings.Contains(err.Error(), "trailing") {
+			t.Errorf("tail %q: want a trailing-data error, got %v", tail, err)
+		}
+	}
+	p := filepath.Join(t.TempDir(), "s.json")
+	os.WriteFile(p, append(append([]byte{}, good...), "junk"...), 0o600)
+	if _, err := Load(p, "test", 1, &r); err == nil || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "trailing") {
+		t.Fatalf("Load: want an error naming %s and the trailing data, got %v", p, err)
+	}
 }

@@ -19,6 +19,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/holdfast-edge/holdfast/internal/atomicfile"
 	"github.com/holdfast-edge/holdfast/internal/stablemac"
 	"github.com/holdfast-edge/holdfast/internal/statefile"
 )
@@ -99,6 +100,14 @@ func (f *File) Lookup(vni int) (Pin, bool) {
 // nil) when it is a valid unicast MAC, else deriving one. An existing pin is
 // never changed.
 func Ensure(dir, nodeName string, vni int, live net.HardwareAddr, now time.Time) (Pin, error) {
+	// The pin file shares the snapshot dir and its lock: two savers must
+	// not both create a pin, and the lock's sweep must not meet a live
+	// temp file.
+	unlock, err := atomicfile.LockDir(dir, atomicfile.DefaultLockTimeout)
+	if err != nil {
+		return Pin{}, fmt.Errorf("VTEP MAC pin: %w", err)
+	}
+	defer unlock()
 	f, err := Load(dir, nodeName)
 	if err != nil {
 		return Pin{}, err

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/holdfast-edge/holdfast/internal/atomicfile"
 	"github.com/holdfast-edge/holdfast/internal/stablemac"
 )
 
@@ -84,5 +85,22 @@ func TestLoadRefusesOtherNodeAndCorruption(t *testing.T) {
 	}
 	if _, err := Ensure(dir, "node1", 1, nil, time.Now()); err == nil {
 		t.Fatal("Ensure overwrote a corrupt pin file")
+	}
+}
+
+// TestEnsureSweepsKilledWritersTemp: a pin write killed before its rename
+// leaves a temp file; the next Ensure (under the dir's lock) removes it.
+func TestEnsureSweepsKilledWritersTemp(t *testing.T) {
+	dir := t.TempDir()
+	f, err := os.CreateTemp(dir, atomicfile.TempPattern(FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if _, err := Ensure(dir, "node1", 1, nil, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(f.Name()); !os.IsNotExist(err) {
+		t.Fatalf("leftover %s survived Ensure", f.Name())
 	}
 }

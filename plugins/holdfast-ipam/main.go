@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -41,7 +42,11 @@ type env struct {
 }
 
 func setup(args *skel.CmdArgs, createLog bool) (*env, error) {
-	n, err := config.Parse(args.StdinData)
+	return setupWith(config.Parse, args, createLog)
+}
+
+func setupWith(parse func([]byte) (*config.Net, error), args *skel.CmdArgs, createLog bool) (*env, error) {
+	n, err := parse(args.StdinData)
 	if err != nil {
 		return nil, err
 	}
@@ -74,7 +79,7 @@ func cniError(err error, what string) error {
 	case errors.Is(err, allocator.ErrNotFound):
 		return types.NewError(types.ErrUnknownContainer, msg, "")
 	}
-	return types.NewError(types.ErrInternal, msg, "")
+	return types.NewError(cniplugin.EnvCode(err, types.ErrInternal), msg, "")
 }
 
 func cmdAdd(args *skel.CmdArgs) error {
@@ -110,11 +115,13 @@ func cmdAdd(args *skel.CmdArgs) error {
 	return types.PrintResult(result, e.net.CNIVersion)
 }
 
-// neverAllocated reports whether this network's store was never created:
-// DEL and GC then have nothing to release, and must not create it.
+// neverAllocated reports whether this network's store was never created
+// (no state file; or a data dir that is a regular file, under which none
+// can exist): DEL and GC then have nothing to release, and must not
+// create it.
 func (e *env) neverAllocated() bool {
 	_, err := os.Stat(store.New(e.net.IPAM.DataDir, e.net.Name).StatePath())
-	return errors.Is(err, os.ErrNotExist)
+	return errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
 }
 
 func cmdDel(args *skel.CmdArgs) error {
@@ -163,7 +170,7 @@ func cmdStatus(args *skel.CmdArgs) error {
 }
 
 func cmdGC(args *skel.CmdArgs) error {
-	e, err := setup(args, false)
+	e, err := setupWith(config.ParseGC, args, false)
 	if err != nil {
 		return err
 	}

@@ -21,6 +21,8 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
+	"github.com/holdfast-edge/holdfast/internal/atomicfile"
+	"github.com/holdfast-edge/holdfast/internal/statefile"
 	"github.com/holdfast-edge/holdfast/plugins/holdfast-ipam/store"
 )
 
@@ -346,8 +348,11 @@ func TestSIGKILL(t *testing.T) {
 	// The store is still usable: a full ADD/DEL round works.
 	ip := addIP(t, conf, "after-kill", "kill", "survivor")
 	del(t, conf, "after-kill", "kill", "survivor")
-	leftovers, _ := filepath.Glob(filepath.Join(dir, "hf-net", ".*.tmp-*"))
-	t.Logf("%d processes killed mid-flight, %d completed; store consistent; survivor got %s; %d temp files left for the next writer to clean", kills, completed, ip, len(leftovers))
+	leftovers, _ := filepath.Glob(filepath.Join(dir, "hf-net", atomicfile.TempPattern("*")))
+	if len(leftovers) > 0 {
+		t.Fatalf("temp files of killed writers survived the survivor's ADD and DEL: %v", leftovers)
+	}
+	t.Logf("%d processes killed mid-flight, %d completed; store consistent; survivor got %s; no temp file left", kills, completed, ip)
 }
 
 // hashDir hashes every state file under dir (not the log or lock files,
@@ -395,6 +400,43 @@ func TestBadInput(t *testing.T) {
 			os.WriteFile(stateFile, bytes.Replace(orig, []byte("keep"), []byte("kepp"), 1), 0o600)
 		}, types.ErrIOFailure, stateFile},
 		{"torn store", good, "", func() { os.WriteFile(stateFile, orig[:len(orig)/2], 0o600) }, types.ErrIOFailure, stateFile},
+		{"trailing bytes after the envelope", good, "", func() {
+			os.WriteFile(stateFile, append(append([]byte{}, orig...), `{"network":"hf-net"}`...), 0o600)
+		}, types.ErrIOFailure, "trailing data"},
+		{"slash in pod namespace", good, "K8S_POD_NAMESPACE=default/keep;K8S_POD_NAME=x", nil, types.ErrInvalidEnvironmentVariables, `"/"`},
+		{"slash in pod name", good, "K8S_POD_NAMESPACE=default;K8S_POD_NAME=keep/x", nil, types.ErrInvalidEnvironmentVariables, `"/"`},
+		// State whose checksum is valid (recomputed after the edit) but
+		// whose content is nonsense.
+		{"allocation of a non-address", good, "", rewriteState(t, stateFile, orig, func(st *store.State) {
+			for _, al := range st.Allocations {
+				al.IP = "not-an-ip"
+			}
+		}), types.ErrIOFailure, `"not-an-ip"`},
+		{"allocation keyed by a non-address", good, "", rewriteState(t, stateFile, orig, func(st *store.State) {
+			al := st.SortedAllocations()[0]
+			delete(st.Allocations, al.IP)
+			st.Allocations["not-an-ip"] = al
+		}), types.ErrIOFailure, `"not-an-ip"`},
+		{"address allocated to two interfaces", good, "", rewriteState(t, stateFile, orig, func(st *store.State) {
+			al := st.SortedAllocations()[0]
+			twin := *al
+			twin.IP, twin.ContainerID = "::ffff:"+al.IP, "other"
+			st.Allocations[twin.IP] = &twin
+		}), types.ErrIOFailure, "allocated twice"},
+		{"address pinned to two pods", good, "", rewriteState(t, stateFile, orig, func(st *store.State) {
+			p := *st.Pins["hf-net/default/keep/eth0"]
+			p.Key, p.Name, p.ContainerID = "hf-net/default/other/eth0", "other", ""
+			st.Pins[p.Key] = &p
+		}), types.ErrIOFailure, "pinned to both"},
+		{"pin key not of its pod", good, "", rewriteState(t, stateFile, orig, func(st *store.State) {
+			p := st.Pins["hf-net/default/keep/eth0"]
+			delete(st.Pins, p.Key)
+			p.Key, p.Namespace, p.Name = "hf-net/default/keep/eth0", "default/keep", "eth0"
+			st.Pins[p.Key] = p
+		}), types.ErrIOFailure, "pin key"},
+		{"pin of a non-address", good, "", rewriteState(t, stateFile, orig, func(st *store.State) {
+			st.Pins["hf-net/default/keep/eth0"].IPs = []string{"10.244.12.300"}
+		}), types.ErrIOFailure, "10.244.12.300"},
 		{"future-version store", good, "", func() {
 			future := regexp.MustCompile(`"version":\s*1\b`).ReplaceAll(orig, []byte(`"version":99`))
 			if bytes.Equal(future, orig) {
@@ -443,6 +485,73 @@ func TestBadInput(t *testing.T) {
 	os.WriteFile(stateFile, orig, 0o600)
 	if st := loadState(t, dir); len(st.Allocations) != 1 {
 		t.Fatalf("state lost: %+v", st.Allocations)
+	}
+}
+
+// TestNextCallSweepsKilledWritersTemp: a plugin killed between writing
+// the state's temp file and its rename leaves .state.json.tmp-N; the next
+// call that takes the store's lock removes it, even one that writes
+// nothing (CHECK).
+func TestNextCallSweepsKilledWritersTemp(t *testing.T) {
+	dir := t.TempDir()
+	conf := netConf("1.0.0", dir, "10.244.14.0/24", "")
+	addIP(t, conf, "sweep", "default", "sweep")
+	f, err := os.CreateTemp(filepath.Join(dir, "hf-net"), atomicfile.TempPattern(store.StateFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if _, e := run(t, inv{cmd: "CHECK", cid: "sweep", ns: "default", name: "sweep", conf: conf}); e != nil {
+		t.Fatalf("CHECK: code %d: %s", e.Code, e.Msg)
+	}
+	if _, err := os.Stat(f.Name()); !os.IsNotExist(err) {
+		t.Fatalf("leftover %s survived the next call", f.Name())
+	}
+}
+
+// TestEnvironmentErrorCodes: a data dir that is a regular file and a lock
+// path that is a directory are I/O failures (code 5) naming the path, not
+// internal errors (999), on ADD; DEL, with nothing stored to release,
+// succeeds.
+func TestEnvironmentErrorCodes(t *testing.T) {
+	fileDir := filepath.Join(t.TempDir(), "ipam")
+	os.WriteFile(fileDir, nil, 0o600)
+	lockDir := t.TempDir()
+	os.MkdirAll(filepath.Join(lockDir, "hf-net", store.LockFileName), 0o755)
+	for _, c := range []struct{ name, dataDir, mention string }{
+		{"data dir is a regular file", fileDir, fileDir},
+		{"lock is a directory", lockDir, filepath.Join(lockDir, "hf-net", store.LockFileName)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			conf := netConf("1.0.0", c.dataDir, "10.244.14.0/24", "")
+			_, e := run(t, inv{cmd: "ADD", cid: "env", ns: "default", name: "env", conf: conf})
+			if e == nil || e.Code != types.ErrIOFailure || !strings.Contains(e.Msg, c.mention) {
+				t.Fatalf("ADD: got %+v, want code 5 naming %s", e, c.mention)
+			}
+			t.Logf("ADD → code %d: %s", e.Code, e.Msg)
+			if _, e := run(t, inv{cmd: "DEL", cid: "env", ns: "default", name: "env", conf: conf}); e != nil {
+				t.Fatalf("DEL: %+v, want success (nothing stored)", e)
+			}
+		})
+	}
+}
+
+// rewriteState returns a setup that writes orig, edited by edit, back to
+// path in a valid envelope: the checksum matches, only the meaning is wrong.
+func rewriteState(t *testing.T, path string, orig []byte, edit func(*store.State)) func() {
+	return func() {
+		st := store.NewState("hf-net")
+		if _, err := statefile.Decode(orig, store.Kind, store.Version, st); err != nil {
+			t.Fatal(err)
+		}
+		edit(st)
+		data, err := statefile.Encode(store.Kind, store.Version, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

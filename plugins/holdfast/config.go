@@ -47,6 +47,10 @@ type NetConf struct {
 	Overlay *OverlayConf `json:"overlay,omitempty"`
 	// ValidAttachments is only set on GC.
 	ValidAttachments []types.GCAttachment `json:"cni.dev/valid-attachments,omitempty"`
+	// IPAM names the chain's IPAM (holdfast-ipam, with its dataDir). The
+	// plugin forwards GC to it: the main plugins (bridge v1.9.1, flannel)
+	// have no GC, so the runtime's GC would never reach the IPAM otherwise.
+	IPAMConf json.RawMessage `json:"ipam,omitempty"`
 
 	result *current.Result
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/holdfast-edge/holdfast/internal/cniplugin"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -72,7 +74,9 @@ func (p *plugin) cmdAdd(args *skel.CmdArgs) error {
 		log.Warn("overlay restored from snapshot, but not all of it", "device", conf.Overlay.Device, "err", err)
 	case err != nil:
 		log.Error("overlay restore failed", "err", err)
-		return types.NewError(types.ErrTryAgainLater, "holdfast: "+err.Error(), "")
+		// A restore that failed may work next time (11), but a lock
+		// path that is unusable will not (5).
+		return types.NewError(cniplugin.EnvCode(err, types.ErrTryAgainLater), "holdfast: "+err.Error(), "")
 	case restored:
 		log.Info("overlay restored from snapshot", "device", conf.Overlay.Device)
 	}
@@ -110,7 +114,7 @@ func (p *plugin) cmdAdd(args *skel.CmdArgs) error {
 	})
 	if err != nil {
 		log.Error("ADD failed", "err", err)
-		return internal("%v", err)
+		return netnsError(args.Netns, err)
 	}
 	res.Interfaces[idx].Mac = finalMAC.String()
 
@@ -123,7 +127,7 @@ func (p *plugin) cmdAdd(args *skel.CmdArgs) error {
 	}
 	if err := attachment.Save(path, att); err != nil {
 		log.Error("record attachment failed", "err", err)
-		return types.NewError(types.ErrIOFailure, "holdfast: record attachment: "+err.Error(), "")
+		return types.NewError(cniplugin.EnvCode(err, types.ErrIOFailure), "holdfast: record attachment: "+err.Error(), "")
 	}
 	log.Info("attached", "ifname", args.IfName, "mac", att.MAC, "ips", att.IPs)
 	return types.PrintResult(res, conf.CNIVersion)
@@ -144,7 +148,7 @@ func (p *plugin) cmdDel(args *skel.CmdArgs) error {
 	log, closeLog := openLog(conf.DataDir, false)
 	defer closeLog()
 	if err := attachment.Remove(path); err != nil {
-		return types.NewError(types.ErrIOFailure, "holdfast: "+err.Error(), "")
+		return types.NewError(cniplugin.EnvCode(err, types.ErrIOFailure), "holdfast: "+err.Error(), "")
 	}
 	log.Info("detached", "network", conf.Name, "container", args.ContainerID, "ifname", args.IfName)
 	return nil
@@ -172,7 +176,7 @@ func (p *plugin) cmdCheck(args *skel.CmdArgs) error {
 			return internal("prevResult says %s has MAC %s, recorded %s", args.IfName, ifc.Mac, att.MAC)
 		}
 	}
-	return ns.WithNetNSPath(args.Netns, func(ns.NetNS) error {
+	err = ns.WithNetNSPath(args.Netns, func(ns.NetNS) error {
 		link, err := netlink.LinkByName(args.IfName)
 		if err != nil {
 			return internal("interface %s missing in %s: %v", args.IfName, args.Netns, err)
@@ -195,6 +199,26 @@ func (p *plugin) cmdCheck(args *skel.CmdArgs) error {
 		}
 		return nil
 	})
+	if err != nil {
+		return netnsError(args.Netns, err)
+	}
+	return nil
+}
+
+// netnsError is the CNI error of a failure inside the pod's netns: code 4
+// naming CNI_NETNS when that path is no network namespace (gone, or never
+// one), else 999.
+func netnsError(netns string, err error) *types.Error {
+	var gone ns.NSPathNotExistErr
+	var notNS ns.NSPathNotNSErr
+	if errors.As(err, &gone) || errors.As(err, &notNS) {
+		return types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("holdfast: CNI_NETNS %q is not a network namespace: %v", netns, err), "")
+	}
+	var te *types.Error
+	if errors.As(err, &te) {
+		return te
+	}
+	return internal("%v", err)
 }
 
 func (p *plugin) cmdGC(args *skel.CmdArgs) error {
@@ -219,9 +243,40 @@ func (p *plugin) cmdGC(args *skel.CmdArgs) error {
 			continue
 		}
 		if err := attachment.Remove(pth); err != nil {
-			return types.NewError(types.ErrIOFailure, "holdfast: GC: "+err.Error(), "")
+			return types.NewError(cniplugin.EnvCode(err, types.ErrIOFailure), "holdfast: GC: "+err.Error(), "")
 		}
 		log.Info("pruned attachment", "network", conf.Name, "record", filepath.Base(pth))
+	}
+	if err := gcIPAM(conf); err != nil {
+		log.Error("GC of the IPAM failed", "network", conf.Name, "err", err)
+		return err
+	}
+	return nil
+}
+
+// gcIPAM forwards GC, with the runtime's valid attachments, to the IPAM
+// named in the config (found in CNI_PATH, as every delegate is).
+func gcIPAM(conf *NetConf) error {
+	if len(conf.IPAMConf) == 0 {
+		return nil
+	}
+	var ipam struct {
+		Type string `json:"type"`
+	}
+	if err := json.Unmarshal(conf.IPAMConf, &ipam); err != nil || ipam.Type == "" {
+		return invalidConf("\"ipam\" must be an object with a \"type\"")
+	}
+	valid := conf.ValidAttachments
+	if valid == nil {
+		valid = []types.GCAttachment{}
+	}
+	stdin, err := json.Marshal(map[string]any{"cniVersion": conf.CNIVersion, "name": conf.Name, "ipam": conf.IPAMConf,
+		"cni.dev/valid-attachments": valid})
+	if err != nil {
+		return internal("GC: encode IPAM config: %v", err)
+	}
+	if err := invoke.DelegateGC(context.Background(), ipam.Type, stdin, nil); err != nil {
+		return internal("GC of IPAM %s: %v", ipam.Type, err)
 	}
 	return nil
 }

@@ -7,11 +7,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
+	"github.com/holdfast-edge/holdfast/internal/atomicfile"
 	"github.com/holdfast-edge/holdfast/internal/vtepmac"
 )
 
@@ -102,7 +101,7 @@ func ensureOverlay(ctx context.Context, dataDir string, o *OverlayConf, r Overla
 	if err != nil || st.present {
 		return false, err
 	}
-	unlock, err := flockPath(filepath.Join(dataDir, "overlay.lock"), o.lockTimeout)
+	unlock, err := atomicfile.Lock(filepath.Join(dataDir, "overlay.lock"), o.lockTimeout)
 	if err != nil {
 		return false, err
 	}
@@ -127,30 +126,3 @@ type PartialRestoreError struct{ Err error }
 
 func (e *PartialRestoreError) Error() string { return "overlay partly restored: " + e.Err.Error() }
 func (e *PartialRestoreError) Unwrap() error { return e.Err }
-
-// flockPath takes an exclusive lock on path, waiting up to timeout.
-func flockPath(path string, timeout time.Duration) (func(), error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, err
-	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("open lock %s: %w", path, err)
-	}
-	deadline := time.Now().Add(timeout)
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return func() { f.Close() }, nil
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
-			f.Close()
-			return nil, fmt.Errorf("flock %s: %w", path, err)
-		}
-		if time.Now().After(deadline) {
-			f.Close()
-			return nil, fmt.Errorf("timed out after %s waiting for lock %s", timeout, path)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}

@@ -5,9 +5,12 @@
 //
 // It owns nothing but the snapshot directory (through package snapshot) and
 // never changes network state. It never overwrites a snapshot with one that
-// lacks a device the saved snapshot has (a device missing live is a reboot or
-// a flanneld restart in progress, not a state to remember): `holdfastd
-// snapshot save` does that on purpose.
+// lacks a device or an nftables table the saved snapshot has (missing live is
+// a reboot or a flanneld restart in progress — flanneld deletes its nftables
+// tables when it stops — not a state to remember): `holdfastd snapshot save`
+// does that on purpose. Besides link, route and neighbour events it follows
+// nftables commits (one event per transaction), so kube-proxy's nftables
+// table is captured within MinGap of a change.
 package watch
 
 import (
@@ -20,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/nftables"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -203,6 +207,12 @@ func (w *Watcher) maybeWrite(s *snapshot.Snapshot) error {
 					return nil
 				}
 			}
+			for _, t := range l.Snapshot.NFTables {
+				if s.NFTable(t.Key()) == nil {
+					w.log.Warn("nftables table in snapshot is missing live; not overwriting the snapshot", "table", t.Key())
+					return nil
+				}
+			}
 		}
 		if err := snapshot.Save(w.cfg.Dir, s); err != nil {
 			return err
@@ -264,6 +274,9 @@ func (w *Watcher) subscribe(ctx context.Context) error {
 	if err := netlink.NeighSubscribeWithOptions(neighs, done, netlink.NeighSubscribeOptions{Namespace: nsp, ErrorCallback: onErr}); err != nil {
 		return fmt.Errorf("subscribe to neighbours: %w", err)
 	}
+	if err := w.subscribeNFT(ctx, ns, onErr); err != nil {
+		return err
+	}
 	go func() {
 		for {
 			select {
@@ -287,6 +300,36 @@ func (w *Watcher) subscribe(ctx context.Context) error {
 					w.poke()
 				}
 			}
+		}
+	}()
+	return nil
+}
+
+// subscribeNFT pokes on every committed nftables transaction in the
+// namespace (one event per generation, not per object): kube-proxy's and
+// flanneld's table updates, and iptables-nft's.
+func (w *Watcher) subscribeNFT(ctx context.Context, ns netns.NsHandle, onErr func(error)) error {
+	var opts []nftables.ConnOption
+	if ns.IsOpen() {
+		opts = append(opts, nftables.WithNetNSFd(int(ns)))
+	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	mon := nftables.NewMonitor(nftables.WithMonitorEventBuffer(64))
+	gens, err := c.AddGenerationalMonitor(mon)
+	if err != nil {
+		return fmt.Errorf("subscribe to nftables: %w", err)
+	}
+	go func() { <-ctx.Done(); mon.Close() }()
+	go func() {
+		for g := range gens {
+			if g.GeneratedBy != nil && g.GeneratedBy.Type == nftables.MonitorEventTypeOOB {
+				onErr(fmt.Errorf("nftables monitor: %w", g.GeneratedBy.Error))
+				continue
+			}
+			w.poke()
 		}
 	}()
 	return nil

@@ -4,16 +4,21 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/holdfast-edge/holdfast/snapshot"
+	"github.com/holdfast-edge/holdfast/test/harness"
 )
 
 func ipn(t *testing.T, ns string, args string) {
@@ -81,5 +86,86 @@ func TestOnceWritesOnlyOnChangeAndNeverDropsADevice(t *testing.T) {
 	}
 	if err := w.Healthy(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRunCapturesNFTablesCommit runs the daemon loop with a one-hour
+// interval: a table kube-proxy writes reaches the snapshot through the
+// nftables monitor alone, and its deletion does not drop it from the
+// snapshot.
+func TestRunCapturesNFTablesCommit(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root (network namespaces)")
+	}
+	b := make([]byte, 4)
+	rand.Read(b)
+	ns := "hf-snapw-" + hex.EncodeToString(b)
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	nft := func(script string) {
+		t.Helper()
+		cmd := exec.Command("nsenter", "--net=/var/run/netns/"+ns, "nft", "-f", "-")
+		cmd.Stdin = strings.NewReader(script)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("nft: %v: %s", err, out)
+		}
+	}
+	dir := t.TempDir()
+	w, err := New(Config{Dir: dir, Registry: prometheus.NewRegistry(), Interval: time.Hour, MinGap: 50 * time.Millisecond,
+		Log:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Capture: snapshot.CaptureOptions{NodeName: "node2", NetNS: "/var/run/netns/" + ns, NFTables: snapshot.DefaultNFTables()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	tableIn := func() (*snapshot.NFTable, error) {
+		s, err := snapshot.LoadFile(filepath.Join(dir, snapshot.CurrentFile))
+		if err != nil {
+			return nil, err
+		}
+		if tb := s.NFTable("ip kube-proxy"); tb != nil && strings.Contains(tb.Text, "10.96.0.10") {
+			return tb, nil
+		}
+		return nil, errors.New("ip kube-proxy with 10.96.0.10 not in the snapshot yet")
+	}
+	// The first capture (empty namespace) lands before the table.
+	if err := harness.Eventually(5*time.Second, func() error {
+		_, err := os.Stat(filepath.Join(dir, snapshot.CurrentFile))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	nft("table ip kube-proxy {\n\tset cluster-ips {\n\t\ttype ipv4_addr\n\t\telements = { 10.96.0.10 }\n\t}\n}\n")
+	added := time.Now()
+	if err := harness.Eventually(2*time.Second, func() error { _, err := tableIn(); return err }); err != nil {
+		t.Fatalf("nftables commit not captured within 2 s: %v", err)
+	}
+	t.Logf("nftables table captured %s after the commit", time.Since(added).Round(time.Millisecond))
+	// The deletion's commit makes the watcher capture again; a second,
+	// unrelated commit makes it capture once more, which it starts only
+	// when the first capture's write decision is done.
+	captured := func(n float64) {
+		t.Helper()
+		if err := harness.Eventually(2*time.Second, func() error {
+			if testutil.ToFloat64(w.captures) < n {
+				return errors.New("no capture since the last commit")
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := testutil.ToFloat64(w.captures)
+	nft("delete table ip kube-proxy\n")
+	captured(before + 1)
+	nft("table ip hf-other {\n}\n")
+	captured(before + 2)
+	if _, err := tableIn(); err != nil {
+		t.Fatalf("a capture without the table dropped it from the snapshot: %v", err)
 	}
 }

@@ -84,6 +84,7 @@ type Cloud struct {
 	// TolerationSeconds is the default not-ready/unreachable toleration the
 	// apiserver adds to pods (eviction delay).
 	TolerationSeconds int
+	holdfastd         string // the webhook's binary (RestartWebhook)
 }
 
 // NewCloud makes the PKI and kubeconfigs of a site's control plane.
@@ -203,6 +204,10 @@ func (c *Cloud) Start(ctx context.Context) error {
 		"--service-cluster-ip-range", ServiceCIDR,
 		"--node-monitor-period", "2s",
 		"--node-monitor-grace-period", c.GracePeriod.String(),
+		// The controller retries its NoExecute taint at this rate per
+		// zone (default 0.1/s): a taint holdfast stops dropping (autonomy
+		// duration expired) lands within 2 s instead of 10 s.
+		"--node-eviction-rate", "0.5",
 		"--profiling=false",
 		"--v=1",
 	); err != nil {

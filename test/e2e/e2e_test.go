@@ -222,6 +222,7 @@ func baseline(t *testing.T, ctx context.Context, rep *Report, s *site) {
 	}
 	rep.Check("baseline: ClusterIP reachable from every node and every pod (kube-proxy)", err)
 	rep.Mark("service reachable", web.Spec.ClusterIP)
+	rep.Check("baseline: node3's kube-proxy in nftables mode maps web's ClusterIP, and node3's snapshot holds its table", s.nftablesBaseline(ctx, web.Spec.ClusterIP))
 
 	db := podsOfApp(pods, DBApp)
 	rep.Check("baseline: every pod reaches web, db and each db pod by DNS name (holdfast DNS)", s.reachByName(ctx, views(pods), serviceTargets(db)))

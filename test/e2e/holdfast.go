@@ -18,12 +18,14 @@ import (
 
 	admv1 "k8s.io/api/admissionregistration/v1"
 	authnv1 "k8s.io/api/authentication/v1"
+	coordv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/holdfast-edge/holdfast/health/webhook"
 	"github.com/holdfast-edge/holdfast/install/manifests"
 	"github.com/holdfast-edge/holdfast/test/harness"
 )
@@ -47,7 +49,7 @@ const (
 // rendered DaemonSets, Deployment, Service and Secret are left out: their
 // daemons run as processes here.
 func ApplyManifests(ctx context.Context, cs kubernetes.Interface, caPEM []byte, webhookURL string) error {
-	r, err := manifests.Render(manifests.Config{Image: "unused.invalid/holdfastd:e2e", NodeDNS: ClusterDNS, UnitLabel: "holdfast.dev/unit", NoQuorumPolicy: "retain"})
+	r, err := manifests.Render(manifests.Config{Image: "unused.invalid/holdfastd:e2e", NodeDNS: ClusterDNS, UnitLabel: "holdfast.dev/unit", Policy: "verdicts", NoQuorumPolicy: "retain"})
 	if err != nil {
 		return err
 	}
@@ -67,6 +69,8 @@ func ApplyManifests(ctx context.Context, cs kubernetes.Interface, caPEM []byte, 
 			_, err = cs.RbacV1().Roles(o.Namespace).Create(ctx, o, opts)
 		case *rbacv1.RoleBinding:
 			_, err = cs.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, opts)
+		case *coordv1.Lease:
+			_, err = cs.CoordinationV1().Leases(o.Namespace).Create(ctx, o, opts)
 		case *admv1.ValidatingAdmissionPolicy:
 			_, err = cs.AdmissionregistrationV1().ValidatingAdmissionPolicies().Create(ctx, o, opts)
 		case *admv1.ValidatingAdmissionPolicyBinding:
@@ -121,8 +125,10 @@ current-context: e2e
 }
 
 // StartWebhook runs `holdfastd webhook` in the cloud netns with the
-// webhook ServiceAccount's token and a serving certificate of the site CA.
-func (c *Cloud) StartWebhook(ctx context.Context, cs kubernetes.Interface, holdfastd string) error {
+// webhook ServiceAccount's token and a serving certificate of the site CA;
+// extra are further flags (the policies).
+func (c *Cloud) StartWebhook(ctx context.Context, cs kubernetes.Interface, holdfastd string, extra ...string) error {
+	c.holdfastd = holdfastd
 	pair, err := c.PKI.Serving("webhook", nil, []net.IP{net.ParseIP(harness.CloudIP)})
 	if err != nil {
 		return err
@@ -131,11 +137,11 @@ func (c *Cloud) StartWebhook(ctx context.Context, cs kubernetes.Interface, holdf
 	if err := c.TokenKubeconfig(ctx, cs, kc, manifests.Webhook, ""); err != nil {
 		return err
 	}
-	if _, err := c.Node.Start("webhook", holdfastd, "webhook",
+	if _, err := c.Node.Start("webhook", holdfastd, append([]string{"webhook",
 		"--listen", fmt.Sprintf("%s:%d", harness.CloudIP, WebhookPort),
 		"--metrics-listen", "127.0.0.1:8080",
 		"--tls-cert-file", pair.Cert, "--tls-key-file", pair.Key,
-		"--kubeconfig", kc); err != nil {
+		"--kubeconfig", kc}, extra...)...); err != nil {
 		return err
 	}
 	return harness.Eventually(15*time.Second, func() error {
@@ -144,17 +150,33 @@ func (c *Cloud) StartWebhook(ctx context.Context, cs kubernetes.Interface, holdf
 	})
 }
 
+// RestartWebhook stops the webhook (SIGTERM: it hands its leader Lease
+// back) and starts it again with extra flags.
+func (c *Cloud) RestartWebhook(ctx context.Context, cs kubernetes.Interface, extra ...string) error {
+	c.Node.Stop("webhook", 10*time.Second)
+	return c.StartWebhook(ctx, cs, c.holdfastd, extra...)
+}
+
 // WebhookURL is where the apiserver calls the webhook.
 func WebhookURL() string { return fmt.Sprintf("https://%s:%d/mutate", harness.CloudIP, WebhookPort) }
 
 // WebhookPatches returns how many AdmissionReviews of kind the webhook
 // answered with a patch (from its metrics).
 func (c *Cloud) WebhookPatches(ctx context.Context, kind string) (int, error) {
+	return c.webhookCounter(ctx, fmt.Sprintf(`holdfast_webhook_reviews_total{kind=%q,patched="true"} `, kind))
+}
+
+// WebhookDecisions returns how many decisions of reason the webhook made
+// on objects of kind (from its metrics).
+func (c *Cloud) WebhookDecisions(ctx context.Context, kind string, reason webhook.Reason) (int, error) {
+	return c.webhookCounter(ctx, fmt.Sprintf(`holdfast_webhook_decisions_total{object=%q,reason=%q} `, kind, reason))
+}
+
+func (c *Cloud) webhookCounter(ctx context.Context, prefix string) (int, error) {
 	body, err := getIn(ctx, c.Node.NSPath, "http://127.0.0.1:8080/metrics")
 	if err != nil {
 		return 0, err
 	}
-	prefix := fmt.Sprintf(`holdfast_webhook_reviews_total{kind=%q,patched="true"} `, kind)
 	for _, line := range strings.Split(body, "\n") {
 		if v, ok := strings.CutPrefix(line, prefix); ok {
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)

@@ -13,10 +13,15 @@ import (
 	"strings"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/holdfast-edge/holdfast/test/harness"
 )
 
-// Each node starts as a stock node — the reference CNI plugins in its
-// /opt/cni/bin, a bridge + host-local conflist, a KubeletConfiguration
+// Each node starts as a stock node — the reference CNI plugins and the
+// real flannel CNI plugin (harness.FlannelCNIVersion) in its /opt/cni/bin,
+// kube-flannel's 10-flannel.conflist (flannel → bridge → host-local; its
+// three host paths moved into the node: subnet.env, flannel's saved
+// delegate configs, host-local's leases), a KubeletConfiguration
 // pointing at containerd and kube-dns's address — and `holdfastd install
 // --root <node dir>` wires holdfast into it: the chained conflist, the
 // plugins, kubelet's CRI endpoint and clusterDNS, the systemd units. The
@@ -29,7 +34,7 @@ import (
 // Stock values install replaces.
 const (
 	stockClusterDNS = "10.96.0.10"
-	stockConflist   = "10-bridge"
+	stockConflist   = "10-flannel"
 )
 
 func (n *Node) rootPath(p string) string { return filepath.Join(n.Dir, p) }
@@ -52,8 +57,14 @@ func (n *Node) prepareStock(refPlugins string) error {
 			return err
 		}
 	}
-	pm := map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}}
-	if err := n.WriteCNIConfig(stockConflist, n.BridgeConflist(nil, pm)); err != nil {
+	flannel, err := harness.EnsureFlannelCNI()
+	if err != nil {
+		return err
+	}
+	if err := copyExec(flannel, filepath.Join(n.CNIBin(), "flannel")); err != nil {
+		return err
+	}
+	if err := n.WriteCNIConfig(stockConflist, n.flannelConflist()); err != nil {
 		return err
 	}
 	cfg := n.kubeletConfig()
@@ -67,6 +78,17 @@ func (n *Node) prepareStock(refPlugins string) error {
 		return err
 	}
 	return os.WriteFile(n.KubeletConfigPath(), append([]byte("# the node's KubeletConfiguration before holdfast\n"), data...), 0o644)
+}
+
+// flannelConflist is kube-flannel's cni-conf.json with the paths that
+// would be the test host's own moved into the node.
+func (n *Node) flannelConflist() map[string]any {
+	return map[string]any{"name": "cbr0", "cniVersion": "0.3.1", "plugins": []map[string]any{
+		{"type": "flannel", "subnetFile": n.SubnetEnvPath(), "dataDir": filepath.Join(n.VarDir, "cni", "flannel"),
+			"ipam":     map[string]any{"type": "host-local", "dataDir": filepath.Join(n.VarDir, "host-local")},
+			"delegate": map[string]any{"hairpinMode": true, "isDefaultGateway": true}},
+		{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}},
+	}}
 }
 
 // installArgs are the flags of `holdfastd install` for this node: the node

@@ -63,7 +63,7 @@ func (n *Node) StartFlanneld() error {
 	if err := os.MkdirAll(filepath.Dir(conf), 0o755); err != nil {
 		return err
 	}
-	if err := os.WriteFile(conf, []byte(flannelNetConf), 0o644); err != nil {
+	if err := os.WriteFile(conf, []byte(n.flannelNetConf()), 0o644); err != nil {
 		return err
 	}
 	kc, err := n.kubeconfig("flannel-"+n.Name, FlannelUser)
@@ -109,7 +109,8 @@ func (n *Node) WaitOverlay(ctx context.Context, peers []*Node, timeout time.Dura
 	return nil
 }
 
-// StartKubeProxy starts kube-proxy (iptables mode) in the node netns. It
+// StartKubeProxy starts kube-proxy (iptables mode; nftables mode on
+// NFTablesNode) in the node netns. It
 // leaves every host-wide setting alone: conntrack table size and timeouts
 // are not touched (0 = leave as is).
 func (n *Node) StartKubeProxy() error {
@@ -130,7 +131,7 @@ func (n *Node) StartKubeProxy() error {
 		"--kubeconfig", kc,
 		"--hostname-override", n.Name,
 		"--cluster-cidr", harness.ClusterCIDR,
-		"--proxy-mode", "iptables",
+		"--proxy-mode", n.proxyMode(),
 		"--conntrack-max-per-core", "0",
 		"--conntrack-min", "0",
 		"--conntrack-tcp-timeout-established", "0",

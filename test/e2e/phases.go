@@ -120,6 +120,10 @@ type run struct {
 	rebootAt     time.Time
 	relaunched   map[string]criPod
 	vtepBefore   string
+	// issue 19 (autonomy.go)
+	auto         *autonomy
+	duration     *durationWatch
+	durationPods []podView
 }
 
 // scenario runs the phases of issue 10 after the baseline: cut node3's
@@ -129,13 +133,15 @@ func scenario(t interface {
 	Logf(string, ...any)
 }, ctx context.Context, rep *Report, s *site) {
 	r := &run{s: s, rep: rep, victim: s.node("node3"), peer: s.node("node1"), relaunched: map[string]criPod{}}
-	if !r.setup(ctx) || !r.cut(ctx) || !r.reboot(ctx) {
+	if !r.setup(ctx) || !r.setupOptOut(ctx) || !r.cut(ctx) || !r.reboot(ctx) {
 		r.diagnose(t)
 		return
 	}
 	if r.reconnect(ctx) {
 		r.partition(ctx)
+		r.autonomyDuration(ctx)
 		r.powerOff(ctx)
+		r.alwaysRetain(ctx)
 	}
 	r.diagnose(t)
 }
@@ -215,6 +221,7 @@ func (r *run) cut(ctx context.Context) bool {
 	rep.Mark("node3 endpoints kept", "EndpointSlices ready, pods NotReady in the cloud")
 	rep.Check("cut: node1 reaches node3's web pods through the ClusterIP", r.serviceReaches(ctx, r.peer, podsOn(r.before, WebApp)))
 	rep.Check("cut: a pod on node1 reaches node3's db pod by name", r.reachFromPeer(ctx, dbTargets(podsOn(r.before, DBApp))))
+	r.cutShown(ctx)
 	return true
 }
 
@@ -313,6 +320,7 @@ func (r *run) reboot(ctx context.Context) bool {
 		return nil
 	}))
 	r.noEviction(ctx)
+	r.optOutShown(ctx)
 	return true
 }
 
@@ -327,6 +335,7 @@ func (r *run) bootSequence(ctx context.Context) (restoreErr, err error) {
 	}
 	out, restoreErr := victim.Restore(ctx)
 	r.rep.Mark("node3 snapshot restore", firstLines(strings.TrimSpace(out), 1))
+	r.rep.Check("reboot: restore put back node3's kube-proxy and flanneld nftables tables as captured (kube-proxy's maps web's ClusterIP) before they start", r.nftablesRestored(ctx, out))
 	if err := victim.StartContainerd(); err != nil {
 		return restoreErr, err
 	}
@@ -437,6 +446,7 @@ func (r *run) reconnect(ctx context.Context) bool {
 	rep.Check("reconnect: flanneld kept node3's VTEP MAC", r.vtepKept())
 	rep.Check("reconnect: node1 reaches node3's pods", reachPods(ctx, r.peer, r.before))
 	rep.Check("reconnect: node3's daemons still running (no crash while offline)", daemonsAlive(victim, r.daemons()))
+	r.reconnectShown(ctx)
 	return rep.OK()
 }
 

@@ -14,6 +14,14 @@ import (
 // CNIPluginsVersion is the containernetworking/plugins release the tests run.
 const CNIPluginsVersion = "v1.9.1"
 
+// FlannelCNIVersion is the containernetworking/plugins release whose
+// meta/flannel is the flannel CNI plugin the tests run: the last release
+// that has it (it moved to flannel-io/cni-plugin, which the module proxy
+// does not serve). It is the plugin kube-flannel installs, with one known
+// difference: on a failed DEL it keeps its saved delegate config (a retry
+// fails again), where flannel-io's drops it (a retry "succeeds").
+const FlannelCNIVersion = "v0.9.1"
+
 // RepoRoot returns the holdfast module root (the directory holding go.mod).
 func RepoRoot() string {
 	_, file, _, _ := runtime.Caller(0)
@@ -103,6 +111,37 @@ func EnsureCNIPlugins() (string, error) {
 		return "", fmt.Errorf("build reference CNI plugins (%s): %v\n%s", strings.Join(missing, " "), err, out)
 	}
 	return dir, nil
+}
+
+// FlannelCNI returns the path of the flannel CNI plugin built at
+// FlannelCNIVersion into the cache (the Makefile's flannel-cni target
+// builds the same).
+func FlannelCNI(t testing.TB) string {
+	t.Helper()
+	bin, err := EnsureFlannelCNI()
+	if err != nil {
+		t.Fatalf("harness: %v", err)
+	}
+	return bin
+}
+
+// EnsureFlannelCNI builds the flannel CNI plugin into the cache if missing
+// and returns its path.
+func EnsureFlannelCNI() (string, error) {
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	dir := filepath.Join(CacheDir(), "flannel-cni-"+FlannelCNIVersion)
+	bin := filepath.Join(dir, "flannel")
+	if _, err := os.Stat(bin); err == nil {
+		return bin, nil
+	}
+	cmd := exec.Command("go", "install", "github.com/containernetworking/plugins/plugins/meta/flannel@"+FlannelCNIVersion)
+	cmd.Env = append(os.Environ(), "GOBIN="+dir, "CGO_ENABLED=0", "GOFLAGS=-mod=mod")
+	cmd.Dir = os.TempDir() // outside our module: `go install pkg@version`
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build the flannel CNI plugin %s: %v\n%s", FlannelCNIVersion, err, out)
+	}
+	return bin, nil
 }
 
 // PluginDir returns a directory holding both the reference CNI plugins and

@@ -52,6 +52,11 @@ type Allocator struct {
 	// an allocation held under it by the same pod is stale). Defaults to
 	// os.Stat.
 	NetnsGone func(path string) bool
+	// HostLocalHolds reports whether a host-local reservation file still
+	// names the container (default: store.HostLocalHolds), and DropHostLocal
+	// removes one that does (default: store.DropHostLocal).
+	HostLocalHolds func(path, cid, ifName string) bool
+	DropHostLocal  func(path, cid, ifName string) error
 }
 
 // New returns an allocator for the validated network n over s.
@@ -105,11 +110,12 @@ func (a *Allocator) update(fn func(st *store.State) (bool, error)) error {
 	if err != nil {
 		return err
 	}
+	reconciled := a.reconcile(st)
 	changed, err := fn(st)
 	if err != nil {
 		return err
 	}
-	if changed {
+	if changed || reconciled {
 		return a.Store.Save(st)
 	}
 	return nil
@@ -380,6 +386,19 @@ func gatewayOf(rs config.RangeSet, ip netip.Addr) netip.Addr {
 	return netip.Addr{}
 }
 
+// reconcile releases the allocations install imported from host-local
+// whose reservation file no longer names their container: that pod's DEL
+// went to host-local (flannel replays the delegate config saved at ADD).
+func (a *Allocator) reconcile(st *store.State) bool {
+	holds := a.HostLocalHolds
+	if holds == nil {
+		holds = store.HostLocalHolds
+	}
+	return a.release(st, func(al *store.Allocation) bool {
+		return al.Imported && al.HostLocal != "" && !holds(al.HostLocal, al.ContainerID, al.IfName)
+	}, "released by host-local")
+}
+
 // Del releases what container/ifname holds and keeps its pin. Releasing
 // nothing is not an error.
 func (a *Allocator) Del(cid, ifName string) error {
@@ -397,6 +416,7 @@ func (a *Allocator) release(st *store.State, match func(*store.Allocation) bool,
 		}
 		delete(st.Allocations, ip)
 		changed = true
+		a.dropHostLocal(al)
 		if p := st.Pins[al.PinKey]; p != nil && p.ContainerID == al.ContainerID {
 			p.ContainerID = ""
 			p.LastUsed = now
@@ -404,6 +424,21 @@ func (a *Allocator) release(st *store.State, match func(*store.Allocation) bool,
 		a.Log.Info(why, "network", a.Network, "pin", al.PinKey, "container", al.ContainerID, "ifname", al.IfName, "ip", ip)
 	}
 	return changed
+}
+
+// dropHostLocal removes the host-local reservation that uninstall wrote for
+// an allocation holdfast-ipam owns (imported ones belong to host-local).
+func (a *Allocator) dropHostLocal(al *store.Allocation) {
+	if al.HostLocal == "" || al.Imported {
+		return
+	}
+	drop := a.DropHostLocal
+	if drop == nil {
+		drop = store.DropHostLocal
+	}
+	if err := drop(al.HostLocal, al.ContainerID, al.IfName); err != nil {
+		a.Log.Warn("host-local reservation left behind", "network", a.Network, "ip", al.IP, "file", al.HostLocal, "err", err)
+	}
 }
 
 // Check returns what container/ifname holds, or ErrNotFound.

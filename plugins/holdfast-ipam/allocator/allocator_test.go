@@ -195,3 +195,49 @@ func TestReclaimLeavesGatewayAndDualStack(t *testing.T) {
 		t.Fatalf("handed out a gateway: %v", ls)
 	}
 }
+
+// An allocation imported from host-local is released once host-local's
+// reservation no longer names its container (the pod's DEL went there), and
+// its pin then gives the pod the same address back; a handed-back one is
+// owned by holdfast-ipam, which removes host-local's file on release.
+func TestImportedAndHandedBackAllocations(t *testing.T) {
+	a, ms, _ := newAlloc(t, "10.1.0.0/24", "1h")
+	files := map[string]string{"/hl/10.1.0.9": "old", "/hl/10.1.0.7": "new"}
+	a.HostLocalHolds = func(p, cid, _ string) bool { return files[p] == cid }
+	a.DropHostLocal = func(p, cid, _ string) error {
+		if files[p] == cid {
+			delete(files, p)
+		}
+		return nil
+	}
+	st := store.NewState("n")
+	st.Allocations["10.1.0.9"] = &store.Allocation{IP: "10.1.0.9", ContainerID: "old", IfName: "eth0", PinKey: "n/ns/web/eth0", HostLocal: "/hl/10.1.0.9", Imported: true}
+	st.Pins["n/ns/web/eth0"] = &store.Pin{Key: "n/ns/web/eth0", Namespace: "ns", Name: "web", IfName: "eth0", IPs: []string{"10.1.0.9"}, ContainerID: "old"}
+	st.Allocations["10.1.0.7"] = &store.Allocation{IP: "10.1.0.7", ContainerID: "new", IfName: "eth0", HostLocal: "/hl/10.1.0.7"}
+	ms.locked = true
+	ms.Save(st)
+	ms.locked = false
+
+	// host-local still holds .9: a new pod must not get it.
+	if ls, err := a.Add(Request{ContainerID: "c1", IfName: "eth0", Pod: config.PodArgs{Namespace: "ns", Name: "other"}}); err != nil || ls[0].IP.String() == "10.1.0.9" || ls[0].IP.String() == "10.1.0.7" {
+		t.Fatalf("new pod got %v, %v", ls, err)
+	}
+	delete(files, "/hl/10.1.0.9") // host-local DEL of the imported pod
+	valid := []types.GCAttachment{{ContainerID: "old", IfName: "eth0"}, {ContainerID: "new", IfName: "eth0"}, {ContainerID: "c1", IfName: "eth0"}}
+	if _, err := a.GC(valid); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Check("old", "eth0"); err == nil {
+		t.Fatal("host-local released the imported address, holdfast-ipam still holds it")
+	}
+	ls, err := a.Add(Request{ContainerID: "c2", IfName: "eth0", Pod: config.PodArgs{Namespace: "ns", Name: "web"}})
+	if err != nil || ls[0].IP.String() != "10.1.0.9" {
+		t.Fatalf("web re-created: %v, %v; want its imported pin 10.1.0.9", ls, err)
+	}
+	if err := a.Del("new", "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := files["/hl/10.1.0.7"]; ok {
+		t.Fatal("releasing a handed-back allocation left its host-local reservation")
+	}
+}

@@ -121,22 +121,44 @@ func invalid(format string, a ...any) *types.Error {
 
 // Parse decodes and validates a network configuration as received on stdin.
 func Parse(data []byte) (*Net, error) {
+	n, ri, err := parseBase(data)
+	if err != nil {
+		return nil, err
+	}
+	return n, n.parseRanges(ri)
+}
+
+// ParseGC is Parse for GC, which needs no ranges: a chained plugin that
+// forwards the runtime's GC (plugins/holdfast) knows the network's name and
+// holdfast-ipam's dataDir, not the ranges flannel filled in at ADD.
+func ParseGC(data []byte) (*Net, error) {
+	n, ri, err := parseBase(data)
+	if err != nil {
+		return nil, err
+	}
+	if len(ri.Ranges) == 0 && ri.Subnet == "" {
+		return n, nil
+	}
+	return n, n.parseRanges(ri)
+}
+
+func parseBase(data []byte) (*Net, *rawIPAM, error) {
 	var raw rawNet
 	if err := json.Unmarshal(data, &raw); err != nil {
-		return nil, types.NewError(types.ErrDecodingFailure, "holdfast-ipam: malformed network configuration JSON: "+err.Error(), "")
+		return nil, nil, types.NewError(types.ErrDecodingFailure, "holdfast-ipam: malformed network configuration JSON: "+err.Error(), "")
 	}
 	if raw.Name == "" {
-		return nil, invalid("holdfast-ipam: network configuration has no \"name\"")
+		return nil, nil, invalid("holdfast-ipam: network configuration has no \"name\"")
 	}
 	if strings.ContainsAny(raw.Name, "/\\\x00") || raw.Name == "." || raw.Name == ".." {
-		return nil, invalid("holdfast-ipam: network name %q is not usable as a directory name", raw.Name)
+		return nil, nil, invalid("holdfast-ipam: network name %q is not usable as a directory name", raw.Name)
 	}
 	if raw.IPAM == nil {
-		return nil, invalid("holdfast-ipam: network %q has no \"ipam\" section", raw.Name)
+		return nil, nil, invalid("holdfast-ipam: network %q has no \"ipam\" section", raw.Name)
 	}
 	ri := raw.IPAM
 	if ri.Type != "" && ri.Type != PluginType {
-		return nil, invalid("holdfast-ipam: ipam.type is %q, want %q", ri.Type, PluginType)
+		return nil, nil, invalid("holdfast-ipam: ipam.type is %q, want %q", ri.Type, PluginType)
 	}
 	n := &Net{CNIVersion: raw.CNIVersion, Name: raw.Name, ValidAttachments: raw.ValidAttachments}
 	n.IPAM.Type = PluginType
@@ -149,23 +171,26 @@ func Parse(data []byte) (*Net, error) {
 	if ri.PinTTL != nil {
 		d, err := time.ParseDuration(*ri.PinTTL)
 		if err != nil {
-			return nil, invalid("holdfast-ipam: ipam.pinTTL %q is not a duration (e.g. \"720h\"): %v", *ri.PinTTL, err)
+			return nil, nil, invalid("holdfast-ipam: ipam.pinTTL %q is not a duration (e.g. \"720h\"): %v", *ri.PinTTL, err)
 		}
 		if d <= 0 {
-			return nil, invalid("holdfast-ipam: ipam.pinTTL %q must be positive", *ri.PinTTL)
+			return nil, nil, invalid("holdfast-ipam: ipam.pinTTL %q must be positive", *ri.PinTTL)
 		}
 		n.IPAM.PinTTL = d
 	}
+	return n, ri, nil
+}
 
+func (n *Net) parseRanges(ri *rawIPAM) error {
 	rawSets := ri.Ranges
 	if ri.Subnet != "" {
 		if len(rawSets) > 0 {
-			return nil, invalid("holdfast-ipam: ipam has both \"ranges\" and the legacy \"subnet\"; use one")
+			return invalid("holdfast-ipam: ipam has both \"ranges\" and the legacy \"subnet\"; use one")
 		}
 		rawSets = [][]rawRange{{ri.rawRange}}
 	}
 	if len(rawSets) == 0 {
-		return nil, invalid("holdfast-ipam: ipam.ranges is empty: no addresses to allocate")
+		return invalid("holdfast-ipam: ipam.ranges is empty: no addresses to allocate")
 	}
 	var all []struct {
 		r    Range
@@ -173,21 +198,21 @@ func Parse(data []byte) (*Net, error) {
 	}
 	for i, rs := range rawSets {
 		if len(rs) == 0 {
-			return nil, invalid("holdfast-ipam: ipam.ranges[%d] is empty", i)
+			return invalid("holdfast-ipam: ipam.ranges[%d] is empty", i)
 		}
 		var set RangeSet
 		for j, rr := range rs {
 			name := fmt.Sprintf("ipam.ranges[%d][%d]", i, j)
 			r, err := parseRange(name, rr)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			if len(set) > 0 && set[0].Subnet.Addr().Is4() != r.Subnet.Addr().Is4() {
-				return nil, invalid("holdfast-ipam: %s (%s) mixes address families within range set %d", name, r.Subnet, i)
+				return invalid("holdfast-ipam: %s (%s) mixes address families within range set %d", name, r.Subnet, i)
 			}
 			for _, o := range all {
 				if r.Subnet.Overlaps(o.r.Subnet) && !(r.RangeEnd.Less(o.r.RangeStart) || o.r.RangeEnd.Less(r.RangeStart)) {
-					return nil, invalid("holdfast-ipam: %s (%s) overlaps %s (%s)", name, r, o.name, o.r)
+					return invalid("holdfast-ipam: %s (%s) overlaps %s (%s)", name, r, o.name, o.r)
 				}
 			}
 			all = append(all, struct {
@@ -200,11 +225,11 @@ func Parse(data []byte) (*Net, error) {
 	}
 	for i, rt := range ri.Routes {
 		if rt == nil || rt.Dst.IP == nil {
-			return nil, invalid("holdfast-ipam: ipam.routes[%d] has no \"dst\"", i)
+			return invalid("holdfast-ipam: ipam.routes[%d] has no \"dst\"", i)
 		}
 		n.IPAM.Routes = append(n.IPAM.Routes, rt)
 	}
-	return n, nil
+	return nil
 }
 
 func parseAddr(name, field, s string, subnet netip.Prefix) (netip.Addr, error) {

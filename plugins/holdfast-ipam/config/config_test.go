@@ -90,3 +90,20 @@ func FuzzParse(f *testing.F) {
 		ParseArgs(string(data))
 	})
 }
+
+// GC needs no ranges (a chained plugin forwarding GC does not know the ones
+// flannel fills in at ADD); every other verb does, and bad ranges are
+// refused for GC too.
+func TestParseGCWithoutRanges(t *testing.T) {
+	conf := []byte(`{"cniVersion":"1.1.0","name":"cbr0","ipam":{"type":"holdfast-ipam","dataDir":"/d"},"cni.dev/valid-attachments":[{"containerID":"c","ifname":"eth0"}]}`)
+	if _, err := Parse(conf); err == nil {
+		t.Fatal("Parse accepted a config without ranges")
+	}
+	n, err := ParseGC(conf)
+	if err != nil || n.IPAM.DataDir != "/d" || len(n.ValidAttachments) != 1 {
+		t.Fatalf("ParseGC: %+v, %v", n, err)
+	}
+	if _, err := ParseGC([]byte(`{"name":"cbr0","ipam":{"type":"holdfast-ipam","ranges":[[{"subnet":"nonsense"}]]}}`)); err == nil {
+		t.Fatal("ParseGC accepted a malformed range")
+	}
+}

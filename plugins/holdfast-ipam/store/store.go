@@ -43,8 +43,9 @@ const DefaultLockTimeout = 30 * time.Second
 // ErrLockTimeout is returned (wrapped) when the lock is not obtained in time.
 var ErrLockTimeout = errors.New("timed out waiting for the store lock")
 
-// ErrCorrupt is returned (wrapped) when the state file cannot be read: torn,
-// bad checksum, other kind or a newer schema version.
+// ErrCorrupt is returned (wrapped) when the state file cannot be used: torn,
+// bad checksum, other kind, a newer schema version, trailing data, or
+// content that makes no sense (State.Validate).
 var ErrCorrupt = errors.New("state file unusable")
 
 // Allocation is one address held by one container interface.
@@ -56,6 +57,16 @@ type Allocation struct {
 	PinKey      string    `json:"pinKey,omitempty"`
 	Netns       string    `json:"netns,omitempty"`
 	Since       time.Time `json:"since"`
+	// HostLocal is the host-local reservation file (<dataDir>/<network>/<ip>,
+	// an on-node path) that mirrors this allocation, so the two IPAMs never
+	// hand the address out twice while a node moves between them.
+	HostLocal string `json:"hostLocal,omitempty"`
+	// Imported: install took the allocation over from host-local. The pod's
+	// DEL still goes to host-local (flannel replays the delegate config it
+	// saved at ADD), so the allocation is released once HostLocal no longer
+	// names the container. Otherwise (hand-back at uninstall) holdfast-ipam
+	// owns the address and removes HostLocal when it releases it.
+	Imported bool `json:"imported,omitempty"`
 }
 
 // Pin binds a pod interface (network/namespace/name/ifname) to addresses,
@@ -132,7 +143,8 @@ func New(dataDir, network string) *Disk {
 // StatePath is the path of the state file.
 func (d *Disk) StatePath() string { return filepath.Join(d.Dir, StateFileName) }
 
-// Lock takes the network's exclusive lock, waiting up to LockTimeout.
+// Lock takes the network's exclusive lock, waiting up to LockTimeout, and
+// removes the temp files of writers killed before their rename.
 func (d *Disk) Lock() error {
 	if d.lockFile != nil {
 		return errors.New("store: lock already held by this process")
@@ -150,6 +162,12 @@ func (d *Disk) Lock() error {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	d.lockFile = f
+	// Temp files of writers killed before their rename are garbage; only
+	// a holder of this lock may write here, so none of them is live.
+	if _, err := atomicfile.CleanTemps(d.StatePath()); err != nil {
+		d.Unlock()
+		return err
+	}
 	return nil
 }
 
@@ -232,6 +250,9 @@ func (d *Disk) Load() (*State, error) {
 	if st.Network != d.Network {
 		return nil, fmt.Errorf("%w: %s holds network %q, want %q", ErrCorrupt, d.StatePath(), st.Network, d.Network)
 	}
+	if err := st.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrCorrupt, d.StatePath(), err)
+	}
 	return st, nil
 }
 
@@ -240,8 +261,6 @@ func (d *Disk) Save(st *State) error {
 	if d.lockFile == nil {
 		return errors.New("store: Save without the lock")
 	}
-	// Temp files of writers killed before their rename are garbage.
-	_ = atomicfile.CleanTemps(d.Dir)
 	return statefile.Save(d.StatePath(), Kind, Version, st)
 }
 

@@ -1,7 +1,9 @@
 // Package attachment is the holdfast chained plugin's record of one pod
 // interface (pod, container ID, ifname, IPs, MAC, netns): one versioned
-// statefile per attachment under <dataDir>/<network>/, written atomically.
-// It owns those files only and never touches the network.
+// statefile per attachment under <dataDir>/<network>/, written atomically
+// under the network dir's lock (atomicfile.LockDir), which also removes what
+// plugins killed mid-write left there. It owns those files only and never
+// touches the network.
 package attachment
 
 import (
@@ -51,8 +53,13 @@ func Path(dataDir, network, cid, ifName string) (string, error) {
 	return filepath.Join(dataDir, network, cid+"_"+ifName+".json"), nil
 }
 
-// Save atomically writes a record.
+// Save atomically writes a record, under its directory's lock.
 func Save(path string, a *Attachment) error {
+	unlock, err := atomicfile.LockDir(filepath.Dir(path), atomicfile.DefaultLockTimeout)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	return statefile.Save(path, Kind, Version, a)
 }
 
@@ -83,5 +90,13 @@ func List(dataDir, network string) ([]string, error) {
 	return out, nil
 }
 
-// Remove deletes a record durably; a missing one is not an error.
-func Remove(path string) error { return atomicfile.Remove(path) }
+// Remove deletes a record durably, under its directory's lock; a missing
+// one is not an error.
+func Remove(path string) error {
+	unlock, err := atomicfile.LockDir(filepath.Dir(path), atomicfile.DefaultLockTimeout)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return atomicfile.Remove(path)
+}
