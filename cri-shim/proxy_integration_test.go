@@ -63,17 +63,24 @@ func TestProxyRelaysEverything(t *testing.T) {
 		t.Fatalf("Version differs: direct %v, shim %v", vd, vv)
 	}
 
-	// A method our cri-api does not know (runtime.v1alpha2, dropped from
-	// cri-api long ago, still served by containerd 1.6): same bytes back.
+	// Methods our cri-api does not know: runtime.v1alpha2 (dropped from
+	// cri-api long ago, still served by containerd 1.6, gone from 2.x) and
+	// containerd's own version service (served by both): containerd's
+	// answer comes back unchanged, bytes or status.
 	req, _ := proto.Marshal(&runtimeapi.VersionRequest{Version: "0.1.0"})
-	bd, errD := rawCall(ctx, rawDirect, "/runtime.v1alpha2.RuntimeService/Version", req)
-	bv, errV := rawCall(ctx, rawVia, "/runtime.v1alpha2.RuntimeService/Version", req)
-	if errD != nil || errV != nil || string(bd) != string(bv) || len(bd) == 0 {
-		t.Fatalf("unknown method v1alpha2 Version: direct %q %v, shim %q %v", bd, errD, bv, errV)
+	for _, m := range []string{"/runtime.v1alpha2.RuntimeService/Version", "/containerd.services.version.v1.Version/Version"} {
+		bd, errD := rawCall(ctx, rawDirect, m, req)
+		bv, errV := rawCall(ctx, rawVia, m, req)
+		if string(bd) != string(bv) || status.Code(errD) != status.Code(errV) || status.Convert(errD).Message() != status.Convert(errV).Message() {
+			t.Fatalf("unknown method %s: direct %q %v, shim %q %v", m, bd, errD, bv, errV)
+		}
+		if m == "/containerd.services.version.v1.Version/Version" && (errD != nil || len(bd) == 0) {
+			t.Fatalf("containerd's version service: %q %v", bd, errD)
+		}
 	}
 	// An invented method: containerd's answer (Unimplemented) reaches us unchanged.
-	_, errD = rawCall(ctx, rawDirect, "/runtime.v1.RuntimeService/NoSuchMethodV99", nil)
-	_, errV = rawCall(ctx, rawVia, "/runtime.v1.RuntimeService/NoSuchMethodV99", nil)
+	_, errD := rawCall(ctx, rawDirect, "/runtime.v1.RuntimeService/NoSuchMethodV99", nil)
+	_, errV := rawCall(ctx, rawVia, "/runtime.v1.RuntimeService/NoSuchMethodV99", nil)
 	if status.Code(errV) != codes.Unimplemented || status.Convert(errD).Message() != status.Convert(errV).Message() {
 		t.Fatalf("invented method: direct %v, shim %v", errD, errV)
 	}
@@ -114,16 +121,26 @@ func TestProxyRelaysEverything(t *testing.T) {
 		t.Fatal("no containerd event through the shim's stream relay")
 	}
 	scancel()
-	// GetContainerEvents (streaming CRI): same status as direct.
-	ge := func(c *harness.CRI) error {
-		s, err := c.GetContainerEvents(ctx, &runtimeapi.GetEventsRequest{})
+	// GetContainerEvents (streaming CRI: containerd 1.6 answers
+	// Unimplemented, 2.x streams): subscribe both ways, make events (a
+	// second pod), and both get the same: an event, or the same status.
+	ectx, ecancel := context.WithTimeout(ctx, time.Minute)
+	defer ecancel()
+	sub := func(c *harness.CRI) <-chan error {
+		ch := make(chan error, 1)
+		s, err := c.GetContainerEvents(ectx, &runtimeapi.GetEventsRequest{})
 		if err != nil {
-			return err
+			ch <- err
+			return ch
 		}
-		_, err = s.Recv()
-		return err
+		go func() { _, err := s.Recv(); ch <- err }()
+		return ch
 	}
-	if eD, eV := ge(direct), ge(via); status.Code(eD) != status.Code(eV) {
+	evD, evV := sub(direct), sub(via)
+	if _, err := direct.RunPod(ectx, harness.PodSpec{Name: "events"}); err != nil {
+		t.Fatalf("RunPod for events: %v", err)
+	}
+	if eD, eV := <-evD, <-evV; status.Code(eD) != status.Code(eV) {
 		t.Fatalf("GetContainerEvents: direct %v, shim %v", eD, eV)
 	}
 	// ExecSync relayed, real output.
@@ -180,7 +197,7 @@ func TestProxyRelaysEverything(t *testing.T) {
 	if status.Code(err) != codes.Unavailable {
 		t.Fatalf("Version with containerd down: %v, want Unavailable", err)
 	}
-	if _, err := node.Start("containerd", "containerd", "--config", node.EtcDir+"/containerd/config.toml"); err != nil {
+	if err := node.StartContainerd(); err != nil {
 		t.Fatal(err)
 	}
 	if err := harness.Eventually(30*time.Second, func() error { _, err := via.Version(ctx); return err }); err != nil {

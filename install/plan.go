@@ -29,6 +29,8 @@ type Options struct {
 	SourceDir string
 	NodeName  string
 
+	// CNIBinDir and CNIConfDir: empty takes containerd's (from
+	// ContainerdConfig); a value containerd would not use is refused.
 	CNIBinDir     string
 	CNIConfDir    string
 	KubeletConfig string
@@ -51,10 +53,14 @@ type Options struct {
 	// state dirs written into the conflist (empty: the plugins' defaults).
 	IPAMDataDir, CNIDataDir, SnapshotDir string
 
-	CRISocket       string
+	CRISocket string
+	// RuntimeEndpoint is containerd's CRI endpoint the shim relays to;
+	// empty takes containerd's [grpc] address.
 	RuntimeEndpoint string
-	NodeDNS         string
-	HealthKeyFile   string
+	// ContainerdConfig is containerd's config.toml (version 2 or 3).
+	ContainerdConfig string
+	NodeDNS          string
+	HealthKeyFile    string
 	// Kubeconfig is what the health and DNS units use to reach the
 	// apiserver (not kubelet's node credential: it may not write Leases in
 	// holdfast-system).
@@ -66,20 +72,18 @@ type Options struct {
 // DefaultOptions returns the paths of a kubeadm node.
 func DefaultOptions() Options {
 	return Options{
-		Root:            "/",
-		CNIBinDir:       "/opt/cni/bin",
-		CNIConfDir:      "/etc/cni/net.d",
-		KubeletConfig:   "/var/lib/kubelet/config.yaml",
-		KubeletFlags:    "/var/lib/kubelet/kubeadm-flags.env",
-		SystemdDir:      "/etc/systemd/system",
-		Holdfastd:       "/usr/local/bin/holdfastd",
-		StateDir:        DefaultStateDir,
-		CNICacheDir:     leases.DefaultCacheDir,
-		CRISocket:       "/run/holdfast/cri.sock",
-		RuntimeEndpoint: "unix:///run/containerd/containerd.sock",
-		NodeDNS:         "169.254.20.10",
-		HealthKeyFile:   "/var/lib/holdfast/health/node.key",
-		Kubeconfig:      "/etc/holdfast/kubeconfig",
+		Root:             "/",
+		KubeletConfig:    "/var/lib/kubelet/config.yaml",
+		KubeletFlags:     "/var/lib/kubelet/kubeadm-flags.env",
+		SystemdDir:       "/etc/systemd/system",
+		Holdfastd:        "/usr/local/bin/holdfastd",
+		StateDir:         DefaultStateDir,
+		CNICacheDir:      leases.DefaultCacheDir,
+		CRISocket:        "/run/holdfast/cri.sock",
+		ContainerdConfig: DefaultContainerdConfig,
+		NodeDNS:          "169.254.20.10",
+		HealthKeyFile:    "/var/lib/holdfast/health/node.key",
+		Kubeconfig:       "/etc/holdfast/kubeconfig",
 	}
 }
 
@@ -93,6 +97,11 @@ func (o *Options) validate() error {
 	for name, p := range map[string]string{"cni-bin-dir": o.CNIBinDir, "cni-conf-dir": o.CNIConfDir, "kubelet-config": o.KubeletConfig,
 		"kubelet-flags": o.KubeletFlags, "systemd-dir": o.SystemdDir, "holdfastd-path": o.Holdfastd, "state-dir": o.StateDir, "cri-socket": o.CRISocket,
 		"cni-cache-dir": o.CNICacheDir} {
+		// Empty CNI dirs: uninstall never needs them; install fills them
+		// from containerd's config first.
+		if p == "" && (name == "cni-bin-dir" || name == "cni-conf-dir") {
+			continue
+		}
 		if !path.IsAbs(p) {
 			return fmt.Errorf("--%s %q is not an absolute path", name, p)
 		}
@@ -245,6 +254,10 @@ func (c current) origMatches(r FileRecord) bool {
 // PlanInstall computes what install would change. It reads everything and
 // validates every input before returning; nothing is written.
 func PlanInstall(o Options) (*Plan, error) {
+	ctrNotes, err := o.fromContainerd()
+	if err != nil {
+		return nil, err
+	}
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
@@ -256,7 +269,7 @@ func PlanInstall(o Options) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Plan{prev: prev, backups: map[string][]byte{}, opts: o, Notes: notes, leases: netw}
+	p := &Plan{prev: prev, backups: map[string][]byte{}, opts: o, Notes: append(ctrNotes, notes...), leases: netw}
 	rec := &Record{NodeName: o.NodeName, Network: &NetworkRecord{Name: netw.Name, HostLocalDataDir: netw.HostLocalDataDir, IPAMDataDir: netw.IPAMDataDir}}
 	if prev != nil {
 		rec.Dirs = append(rec.Dirs, prev.Dirs...)

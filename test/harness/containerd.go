@@ -9,40 +9,6 @@ import (
 	"time"
 )
 
-const containerdConfig = `version = 2
-root = %[1]q
-state = %[2]q
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.internal.v1.tracing", "io.containerd.tracing.processor.v1.otlp"]
-
-[grpc]
-  address = %[3]q
-
-[ttrpc]
-  address = %[4]q
-
-[plugins]
-  [plugins."io.containerd.internal.v1.opt"]
-    path = %[5]q
-  [plugins."io.containerd.grpc.v1.cri"]
-    sandbox_image = %[6]q
-    restrict_oom_score_adj = true
-    netns_mounts_under_state_dir = true
-    disable_apparmor = true
-    stream_server_address = "127.0.0.1"
-    stream_server_port = "0"
-    [plugins."io.containerd.grpc.v1.cri".cni]
-      bin_dir = %[7]q
-      conf_dir = %[8]q
-      max_conf_num = 1
-    [plugins."io.containerd.grpc.v1.cri".containerd]
-      default_runtime_name = "runc"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-        runtime_type = "io.containerd.runc.v2"
-        [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-          SystemdCgroup = false
-          Root = %[9]q
-`
-
 // CNIBinDir is the CNI plugin directory containerd uses on this node. Set
 // it before StartContainerd; default: the reference plugins.
 func (n *Node) cniBinDir() (string, error) {
@@ -52,19 +18,28 @@ func (n *Node) cniBinDir() (string, error) {
 	return EnsureCNIPlugins()
 }
 
-// StartContainerd writes the node's containerd config, starts containerd in
-// the node netns, waits for its CRI to answer and imports the test images
-// (once per node: the images live in the node's var dir).
+// StartContainerd writes the node's containerd config (in the format of
+// the containerd HOLDFAST_CONTAINERD picks), starts containerd in the node
+// netns with the shim of the same version first on its PATH, waits for its
+// CRI to answer and imports the test images (once per node: the images live
+// in the node's var dir).
 func (n *Node) StartContainerd() error {
-	if err := requireBinaries("containerd", "containerd-shim-runc-v2", "runc", "ctr"); err != nil {
+	c, err := SelectedContainerd()
+	if err != nil {
+		return err
+	}
+	if err := requireBinaries(c.Containerd, c.Ctr, "runc"); err != nil {
 		return err
 	}
 	bin, err := n.cniBinDir()
 	if err != nil {
 		return err
 	}
-	cfgPath := filepath.Join(n.EtcDir, "containerd", "config.toml")
-	cfg := fmt.Sprintf(containerdConfig,
+	// Under the node's run dir, not its etc: the config holds host paths,
+	// so it is no file of the node root that `holdfastd install --root`
+	// should read as the node's containerd config.
+	cfgPath := filepath.Join(n.RunDir, "containerd-config.toml")
+	cfg := fmt.Sprintf(c.config,
 		filepath.Join(n.VarDir, "containerd"), filepath.Join(n.RunDir, "containerd"),
 		n.ContainerdSock, n.ContainerdSock+".ttrpc", filepath.Join(n.VarDir, "opt"),
 		PauseImage, bin, n.CNIConfDir, filepath.Join(n.RunDir, "runc"))
@@ -74,13 +49,13 @@ func (n *Node) StartContainerd() error {
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return err
 	}
-	if _, err := n.Start("containerd", "containerd", "--config", cfgPath); err != nil {
+	if _, err := n.StartEnv("containerd", c.env(), c.Containerd, "--config", cfgPath); err != nil {
 		return err
 	}
 	if err := n.WaitContainerd(30 * time.Second); err != nil {
 		return err
 	}
-	return n.importImages()
+	return n.importImages(c)
 }
 
 // WaitContainerd waits until the node's containerd answers CRI Version.
@@ -109,7 +84,7 @@ func WaitCRI(sock string, timeout time.Duration) error {
 	})
 }
 
-func (n *Node) importImages() error {
+func (n *Node) importImages(c Containerd) error {
 	marker := filepath.Join(n.VarDir, "containerd", ".hf-images-imported")
 	if _, err := os.Stat(marker); err == nil {
 		return nil
@@ -120,7 +95,7 @@ func (n *Node) importImages() error {
 	}
 	for ref, path := range tars {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		_, err := n.Exec(ctx, "ctr", "-a", n.ContainerdSock, "-n", "k8s.io", "images", "import", path)
+		_, err := n.Exec(ctx, c.Ctr, "-a", n.ContainerdSock, "-n", "k8s.io", "images", "import", path)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("import %s: %w", ref, err)

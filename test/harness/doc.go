@@ -14,13 +14,18 @@
 // interfaces, routes and iptables are never touched, and no namespace has a
 // default route. Each node has a directory tree under the site directory:
 //
-//	<site>/<node>/run   the node's /run: containerd state, sockets, pod netns
-//	                    mounts, subnet.env (wiped by Reboot, like tmpfs)
+//	<site>/<node>/run   the node's /run: containerd's config and state,
+//	                    sockets, pod netns mounts, subnet.env (wiped by
+//	                    Reboot, like tmpfs; StartContainerd rewrites the config)
 //	<site>/<node>/var   the node's /var/lib: containerd root, holdfast state
 //	                    (kept by Reboot)
 //	<site>/<node>/etc   CNI config
 //	<site>/<node>/logs  logs of processes started through Node.Start
 //	<site>/<node>/boot_id  the node's boot id (changed by Reboot)
+//
+// Every node runs the containerd HOLDFAST_CONTAINERD picks: "1.6" (default,
+// Debian's package, config version 2) or "2.1" (v2.1.5 from
+// test/tools/build.sh, config version 3, its own runc shim first on PATH).
 //
 // Processes run inside a node with `nsenter --net=<netns path>`, never
 // `ip netns exec`: the latter also unshares the mount namespace and remounts

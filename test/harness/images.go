@@ -3,12 +3,15 @@ package harness
 import (
 	"archive/tar"
 	"bytes"
+	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -36,25 +39,12 @@ var DefaultCommand = []string{"/bin/httpd", "-f", "-p", fmt.Sprint(PodHTTPPort),
 // imageTarballs builds (once, cached by busybox's content) the busybox and
 // pause image tarballs and returns their paths.
 func imageTarballs() (map[string]string, error) {
-	bb, err := os.ReadFile("/bin/busybox")
+	layer, digest, err := hostBusyboxLayer()
 	if err != nil {
-		return nil, fmt.Errorf("read /bin/busybox (install busybox-static, `make deps`): %w", err)
+		return nil, err
 	}
-	out, err := exec.Command("/bin/busybox", "--list").Output()
-	if err != nil {
-		return nil, fmt.Errorf("busybox --list: %w", err)
-	}
-	applets := strings.Fields(string(out))
 	dir := filepath.Join(CacheDir(), "images")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	layer, err := busyboxLayer(bb, applets)
-	if err != nil {
-		return nil, err
-	}
-	digest, err := layer.Digest()
-	if err != nil {
 		return nil, err
 	}
 	paths := map[string]string{}
@@ -72,6 +62,25 @@ func imageTarballs() (map[string]string, error) {
 		}
 	}
 	return paths, nil
+}
+
+// hostBusyboxLayer is the one layer of every test image, from the host's
+// busybox-static, and its digest.
+func hostBusyboxLayer() (v1.Layer, v1.Hash, error) {
+	bb, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		return nil, v1.Hash{}, fmt.Errorf("read /bin/busybox (install busybox-static, `make deps`): %w", err)
+	}
+	out, err := exec.Command("/bin/busybox", "--list").Output()
+	if err != nil {
+		return nil, v1.Hash{}, fmt.Errorf("busybox --list: %w", err)
+	}
+	layer, err := busyboxLayer(bb, strings.Fields(string(out)))
+	if err != nil {
+		return nil, v1.Hash{}, err
+	}
+	digest, err := layer.Digest()
+	return layer, digest, err
 }
 
 func busyboxLayer(bb []byte, applets []string) (v1.Layer, error) {
@@ -145,4 +154,36 @@ func writeImage(path, ref string, layer v1.Layer, entrypoint []string) error {
 		return fmt.Errorf("write image %s: %w", ref, err)
 	}
 	return os.Rename(tmp, path)
+}
+
+// ImportStandIn imports into the node's containerd (namespace k8s.io) a
+// busybox image tagged ref with the given entrypoint: a stand-in for an
+// upstream image a test suite (critest) names, since no registry exists.
+// The image tarball is cached like the test images.
+func (n *Node) ImportStandIn(ref string, entrypoint ...string) error {
+	c, err := SelectedContainerd()
+	if err != nil {
+		return err
+	}
+	layer, digest, err := hostBusyboxLayer()
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(CacheDir(), "images")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	key := strings.Join(append([]string{ref}, entrypoint...), " ")
+	path := filepath.Join(dir, fmt.Sprintf("standin-%x-%s.tar", sha256.Sum256([]byte(key)), digest.Hex[:12]))
+	if _, err := os.Stat(path); err != nil {
+		if err := writeImage(path, ref, layer, entrypoint); err != nil {
+			return err
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := n.Exec(ctx, c.Ctr, "-a", n.ContainerdSock, "-n", "k8s.io", "images", "import", path); err != nil {
+		return fmt.Errorf("import stand-in %s: %w", ref, err)
+	}
+	return nil
 }

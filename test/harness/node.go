@@ -78,6 +78,11 @@ func (n *Node) MustExec(name string, args ...string) string {
 // Start starts a long-running process inside the node's netns. Its output
 // goes to <node>/logs/<name>.log. Reboot and cleanup kill it.
 func (n *Node) Start(name string, cmdName string, args ...string) (*Proc, error) {
+	return n.StartEnv(name, nil, cmdName, args...)
+}
+
+// StartEnv is Start with the process's environment (nil: this process's).
+func (n *Node) StartEnv(name string, env []string, cmdName string, args ...string) (*Proc, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if p, ok := n.procs[name]; ok {
@@ -94,7 +99,7 @@ func (n *Node) Start(name string, cmdName string, args ...string) (*Proc, error)
 	}
 	fmt.Fprintf(logf, "=== %s start %s %s\n", time.Now().Format(time.RFC3339Nano), cmdName, strings.Join(args, " "))
 	cmd := exec.Command("nsenter", append([]string{"--net=" + n.NSPath, "--", cmdName}, args...)...)
-	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Stdout, cmd.Stderr, cmd.Env = logf, logf, env
 	// No Pdeathsig: it fires when the starting OS thread exits, which Go
 	// does for goroutines that end while locked to a thread (netns code).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
