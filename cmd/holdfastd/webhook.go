@@ -4,18 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"os"
 	"time"
-
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
-	"k8s.io/client-go/tools/leaderelection"
-	"k8s.io/client-go/tools/leaderelection/resourcelock"
-	"k8s.io/client-go/tools/record"
 
 	"github.com/holdfast-edge/holdfast/health/webhook"
 	"github.com/holdfast-edge/holdfast/internal/daemon"
@@ -69,42 +58,12 @@ func runWebhook(ctx context.Context, args []string) error {
 		return err
 	}
 	metrics := webhook.NewMetrics(reg)
-	events := eventRecorder(ctx, cs)
+	events := webhook.NewEventRecorder(ctx, cs)
 	dec := &webhook.Decider{Policy: pol, NoQuorum: nq, Duration: *duration, Log: log}
 	m := &webhook.Mutator{State: state, Decider: dec, Events: events, Observe: metrics.Observe, Log: log}
 	ctl := &webhook.Controller{Cluster: state, Decider: dec, Client: cs, Events: events, Log: log, Metrics: metrics,
 		Period: 2 * time.Second, Refresh: 5 * time.Minute}
-	go leadController(ctx, cs, log, ctl)
+	go webhook.RunLeading(ctx, cs, log, ctl)
 	log.Info("webhook serving", "listen", *listen, "policy", pol, "no_quorum_policy", nq, "autonomy_duration", *duration, "unit_label", *unitLabel)
 	return webhook.ServeTLS(ctx, *listen, *certFile, *keyFile, webhook.Handler(m, log, reg))
-}
-
-// eventRecorder records Events on Nodes as component holdfast-webhook.
-func eventRecorder(ctx context.Context, cs kubernetes.Interface) record.EventRecorder {
-	b := record.NewBroadcaster(record.WithContext(ctx))
-	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
-	return b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "holdfast-webhook"})
-}
-
-// leadController runs the Controller in the replica holding the Lease
-// holdfast-webhook (rendered by the manifests, so the webhook needs no
-// create right); the others only answer admission.
-func leadController(ctx context.Context, cs kubernetes.Interface, log *slog.Logger, ctl *webhook.Controller) {
-	host, _ := os.Hostname()
-	id := fmt.Sprintf("%s_%d", host, os.Getpid())
-	lock := &resourcelock.LeaseLock{LeaseMeta: metav1.ObjectMeta{Name: webhook.LeaderLease, Namespace: webhook.Namespace},
-		Client: cs.CoordinationV1(), LockConfig: resourcelock.ResourceLockConfig{Identity: id}}
-	for ctx.Err() == nil {
-		leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
-			Lock: lock, LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
-			ReleaseOnCancel: true, Name: webhook.LeaderLease,
-			Callbacks: leaderelection.LeaderCallbacks{
-				OnStartedLeading: func(ctx context.Context) {
-					log.Info("leading: writing node conditions and events", "identity", id)
-					ctl.Run(ctx)
-				},
-				OnStoppedLeading: func() { log.Info("stopped leading", "identity", id) },
-			},
-		})
-	}
 }
