@@ -88,124 +88,211 @@ func NameBefore(active string) (string, error) {
 // main plugin. Every other field is kept as it was. file is used in errors.
 // It refuses, naming file and problem, anything it cannot chain safely.
 func Chain(file string, src []byte, opts Options) ([]byte, error) {
-	fail := func(format string, a ...any) ([]byte, error) {
-		return nil, fmt.Errorf("%s: %s", file, fmt.Sprintf(format, a...))
+	out, err := chain(src, opts)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
 	}
-	var top map[string]json.RawMessage
-	if err := strictObject(src, &top); err != nil {
-		return fail("not a JSON object: %v", err)
+	return out, nil
+}
+
+// chain is Chain's steps: parse, switch the main plugin's IPAM where its
+// type reads it, add the IPAM options, build the holdfast entry, assemble.
+func chain(src []byte, opts Options) ([]byte, error) {
+	n, err := parse(src)
+	if err != nil {
+		return nil, err
+	}
+	main := n.plugins[0]
+	if err := switchMainIPAM(main, n.types[0]); err != nil {
+		return nil, err
+	}
+	main["ipam"] = addIPAMOptions(main["ipam"], opts)
+	return n.assemble(chainedEntry(main["ipam"], opts))
+}
+
+// network is a parsed conf or conflist.
+type network struct {
+	// top holds the list's own keys (a wrapped .conf's cniVersion and name).
+	top     map[string]json.RawMessage
+	plugins []map[string]json.RawMessage
+	// types[i] is plugins[i]'s "type".
+	types []string
+}
+
+// parse reads a conflist, or a single-plugin .conf as a list of one, and
+// checks its name, cniVersion and plugin types.
+func parse(src []byte) (network, error) {
+	var n network
+	if err := strictObject(src, &n.top); err != nil {
+		return n, fmt.Errorf("not a JSON object: %w", err)
+	}
+	var err error
+	if n.top, n.plugins, err = splitPlugins(n.top); err != nil {
+		return n, err
+	}
+	if err := checkHeader(n.top); err != nil {
+		return n, err
+	}
+	n.types, err = pluginTypes(n.plugins)
+	return n, err
+}
+
+// splitPlugins returns the list's keys and its plugins, wrapping a
+// single-plugin .conf.
+func splitPlugins(top map[string]json.RawMessage) (map[string]json.RawMessage, []map[string]json.RawMessage, error) {
+	raw, ok := top["plugins"]
+	if !ok {
+		return wrapConf(top)
 	}
 	var plugins []map[string]json.RawMessage
-	if raw, ok := top["plugins"]; ok {
-		if err := json.Unmarshal(raw, &plugins); err != nil {
-			return fail("\"plugins\" is not a list of objects: %v", err)
-		}
-		if len(plugins) == 0 {
-			return fail("conflist has no plugins")
-		}
-	} else {
-		// A single-plugin .conf: wrap it.
-		if _, ok := top["type"]; !ok {
-			return fail("neither a conflist (no \"plugins\") nor a plugin conf (no \"type\")")
-		}
-		conf := top
-		top = map[string]json.RawMessage{}
-		for _, k := range []string{"cniVersion", "name"} {
-			if v, ok := conf[k]; ok {
-				top[k] = v
-				delete(conf, k)
-			}
-		}
-		plugins = []map[string]json.RawMessage{conf}
+	if err := json.Unmarshal(raw, &plugins); err != nil {
+		return nil, nil, fmt.Errorf("\"plugins\" is not a list of objects: %w", err)
 	}
+	if len(plugins) == 0 {
+		return nil, nil, fmt.Errorf("conflist has no plugins")
+	}
+	return top, plugins, nil
+}
+
+// wrapConf makes a single-plugin .conf a list of one: its cniVersion and
+// name move up to the list.
+func wrapConf(conf map[string]json.RawMessage) (map[string]json.RawMessage, []map[string]json.RawMessage, error) {
+	if _, ok := conf["type"]; !ok {
+		return nil, nil, fmt.Errorf("neither a conflist (no \"plugins\") nor a plugin conf (no \"type\")")
+	}
+	list := map[string]json.RawMessage{}
+	for _, k := range []string{"cniVersion", "name"} {
+		if v, ok := conf[k]; ok {
+			list[k] = v
+			delete(conf, k)
+		}
+	}
+	return list, []map[string]json.RawMessage{conf}, nil
+}
+
+// checkHeader checks the network's name and that holdfast serves its
+// cniVersion.
+func checkHeader(top map[string]json.RawMessage) error {
 	var name string
 	if err := json.Unmarshal(top["name"], &name); err != nil || name == "" {
-		return fail("network has no \"name\"")
+		return fmt.Errorf("network has no \"name\"")
 	}
 	var version string
 	if v, ok := top["cniVersion"]; ok {
 		if err := json.Unmarshal(v, &version); err != nil {
-			return fail("\"cniVersion\" is not a string")
+			return fmt.Errorf("\"cniVersion\" is not a string")
 		}
 	}
 	if !supportedVersion(version) {
-		return fail("cniVersion %q is not supported by holdfast (%s)", version, strings.Join(cniplugin.Versions.SupportedVersions(), ", "))
+		return fmt.Errorf("cniVersion %q is not supported by holdfast (%s)", version, strings.Join(cniplugin.Versions.SupportedVersions(), ", "))
 	}
+	return nil
+}
+
+// pluginTypes returns each plugin's type, refusing a list holdfast is
+// already chained into.
+func pluginTypes(plugins []map[string]json.RawMessage) ([]string, error) {
 	types := make([]string, len(plugins))
 	for i, p := range plugins {
 		if err := json.Unmarshal(p["type"], &types[i]); err != nil || types[i] == "" {
-			return fail("plugin %d has no \"type\"", i)
+			return nil, fmt.Errorf("plugin %d has no \"type\"", i)
 		}
 		if types[i] == ChainedType || types[i] == IPAMType {
-			return fail("already chains %s (plugin %d)", types[i], i)
+			return nil, fmt.Errorf("already chains %s (plugin %d)", types[i], i)
 		}
 	}
-	main := plugins[0]
-	switch types[0] {
-	case "flannel":
-		// The flannel plugin builds its delegate's IPAM from its own
-		// top-level "ipam" (it overwrites delegate.ipam), filling in ranges
-		// and routes from subnet.env; so that is where the type goes.
-		ipam, err := switchIPAM(main["ipam"], true)
-		if err != nil {
-			return fail("flannel plugin: %v", err)
-		}
-		main["ipam"] = ipam
-		if d, ok := main["delegate"]; ok {
-			var del map[string]json.RawMessage
-			if err := json.Unmarshal(d, &del); err != nil {
-				return fail("flannel plugin: \"delegate\" is not an object: %v", err)
-			}
-			if _, ok := del["ipam"]; ok {
-				return fail("flannel plugin: \"delegate.ipam\" is set, but flannel replaces it with the plugin's own \"ipam\"; remove it")
-			}
-		}
-	default:
-		raw, ok := main["ipam"]
-		if !ok {
-			return fail("main plugin %q has no \"ipam\": holdfast needs host-local IPAM to replace", types[0])
-		}
-		ipam, err := switchIPAM(raw, false)
-		if err != nil {
-			return fail("plugin %q: %v", types[0], err)
-		}
-		main["ipam"] = ipam
+	return types, nil
+}
+
+// switchMainIPAM switches the main plugin's host-local IPAM to
+// holdfast-ipam in the section its type reads.
+func switchMainIPAM(main map[string]json.RawMessage, typ string) error {
+	if typ == "flannel" {
+		return switchFlannelIPAM(main)
 	}
-	if opts.PinTTL != "" || opts.IPAMDataDir != "" {
-		var ipam map[string]json.RawMessage
-		_ = json.Unmarshal(main["ipam"], &ipam)
-		if opts.PinTTL != "" {
-			ipam["pinTTL"] = mustJSON(opts.PinTTL)
-		}
-		if opts.IPAMDataDir != "" {
-			ipam["dataDir"] = mustJSON(opts.IPAMDataDir)
-		}
-		main["ipam"] = mustJSON(ipam)
+	raw, ok := main["ipam"]
+	if !ok {
+		return fmt.Errorf("main plugin %q has no \"ipam\": holdfast needs host-local IPAM to replace", typ)
 	}
-	chained := map[string]json.RawMessage{"type": mustJSON(ChainedType), "ipam": gcIPAM(main["ipam"])}
-	if opts.DataDir != "" {
-		chained["dataDir"] = mustJSON(opts.DataDir)
+	ipam, err := switchIPAM(raw, false)
+	if err != nil {
+		return fmt.Errorf("plugin %q: %w", typ, err)
 	}
+	main["ipam"] = ipam
+	return nil
+}
+
+// switchFlannelIPAM: the flannel plugin builds its delegate's IPAM from its
+// own top-level "ipam" (it overwrites delegate.ipam), filling in ranges and
+// routes from subnet.env; so that is where the type goes, and a
+// delegate.ipam, which flannel would drop, is refused.
+func switchFlannelIPAM(main map[string]json.RawMessage) error {
+	ipam, err := switchIPAM(main["ipam"], true)
+	if err != nil {
+		return fmt.Errorf("flannel plugin: %w", err)
+	}
+	main["ipam"] = ipam
+	d, ok := main["delegate"]
+	if !ok {
+		return nil
+	}
+	var del map[string]json.RawMessage
+	if err := json.Unmarshal(d, &del); err != nil {
+		return fmt.Errorf("flannel plugin: \"delegate\" is not an object: %w", err)
+	}
+	if _, ok := del["ipam"]; ok {
+		return fmt.Errorf("flannel plugin: \"delegate.ipam\" is set, but flannel replaces it with the plugin's own \"ipam\"; remove it")
+	}
+	return nil
+}
+
+// addIPAMOptions sets holdfast-ipam's pinTTL and dataDir, where opts has
+// them, in a switched IPAM section.
+func addIPAMOptions(raw json.RawMessage, opts Options) json.RawMessage {
+	if opts.PinTTL == "" && opts.IPAMDataDir == "" {
+		return raw
+	}
+	var ipam map[string]json.RawMessage
+	_ = json.Unmarshal(raw, &ipam) // switchIPAM made it: an object
+	setString(ipam, "pinTTL", opts.PinTTL)
+	setString(ipam, "dataDir", opts.IPAMDataDir)
+	return mustJSON(ipam)
+}
+
+// chainedEntry is the holdfast plugin's conf: the IPAM it forwards GC to,
+// its dataDir, and the overlay device it restores.
+func chainedEntry(mainIPAM json.RawMessage, opts Options) map[string]json.RawMessage {
+	chained := map[string]json.RawMessage{"type": mustJSON(ChainedType), "ipam": gcIPAM(mainIPAM)}
+	setString(chained, "dataDir", opts.DataDir)
 	if opts.OverlayDevice != "" {
-		overlay := map[string]string{"device": opts.OverlayDevice}
-		if opts.NodeName != "" {
-			overlay["nodeName"] = opts.NodeName
-		}
-		if opts.SnapshotDir != "" {
-			overlay["snapshotDir"] = opts.SnapshotDir
-		}
+		overlay := map[string]json.RawMessage{"device": mustJSON(opts.OverlayDevice)}
+		setString(overlay, "nodeName", opts.NodeName)
+		setString(overlay, "snapshotDir", opts.SnapshotDir)
 		chained["overlay"] = mustJSON(overlay)
 	}
-	out := append([]map[string]json.RawMessage{main, chained}, plugins[1:]...)
-	top["plugins"] = mustJSON(out)
+	return chained
+}
+
+// assemble chains the holdfast entry right after the main plugin and
+// encodes the list, indented, with its other keys as they were.
+func (n network) assemble(chained map[string]json.RawMessage) ([]byte, error) {
+	plugins := append([]map[string]json.RawMessage{n.plugins[0], chained}, n.plugins[1:]...)
+	n.top["plugins"] = mustJSON(plugins)
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetIndent("", "  ")
 	enc.SetEscapeHTML(false)
-	if err := enc.Encode(top); err != nil {
-		return fail("encode: %v", err)
+	if err := enc.Encode(n.top); err != nil {
+		return nil, fmt.Errorf("encode: %w", err)
 	}
 	return buf.Bytes(), nil
+}
+
+// setString sets m[key] to the JSON string v, unless v is empty.
+func setString(m map[string]json.RawMessage, key, v string) {
+	if v != "" {
+		m[key] = mustJSON(v)
+	}
 }
 
 // Main returns the type of the main (first) plugin of a conf or conflist.

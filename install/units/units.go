@@ -14,10 +14,13 @@
 package units
 
 import (
+	"embed"
 	"fmt"
 	"path"
+	"slices"
 	"sort"
 	"strings"
+	"text/template"
 )
 
 // Config is what the units need to know about the node.
@@ -85,113 +88,74 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// templates holds one template a unit (its description, doc page, and the
+// [Unit] and [Service] lines that are its own) and unit.tmpl, the layout
+// they share: the header, Type, the restart policy of a daemon and
+// [Install] WantedBy, rendered from the spec's wantedBy.
+//
+//go:embed templates/*.tmpl
+var templates embed.FS
+
+// spec is what a unit's template does not say: its name, the units that
+// want it, and when it is rendered.
+type spec struct {
+	name     string
+	wantedBy []string
+	// daemon: a long-running service (Type=simple, always restarted);
+	// otherwise a oneshot that stays active after it exits.
+	daemon bool
+	// daemonSet: not rendered when Config.DaemonSets (it runs as one).
+	daemonSet bool
+}
+
+// specs lists the units in boot order.
+var specs = []spec{
+	{name: SnapshotRestore, wantedBy: []string{"multi-user.target", "containerd.service"}},
+	{name: CRI, wantedBy: []string{"multi-user.target", "kubelet.service"}, daemon: true},
+	{name: DNS, wantedBy: []string{"multi-user.target", "kubelet.service"}, daemon: true, daemonSet: true},
+	{name: Snapshot, wantedBy: []string{"multi-user.target"}, daemon: true},
+	{name: Health, wantedBy: []string{"multi-user.target"}, daemon: true, daemonSet: true},
+}
+
+// templateData is what the templates see.
+type templateData struct {
+	Config
+	WantedBy []string
+	Daemon   bool
+}
+
 // Render returns the units, sorted by name.
 func Render(c Config) ([]Unit, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	bin := c.Holdfastd
-	snapArgs := "--node-name " + c.NodeName
-	if c.SnapshotDir != "" {
-		snapArgs += " --dir " + c.SnapshotDir
-	}
-	us := []Unit{
-		{Name: SnapshotRestore, WantedBy: []string{"multi-user.target", "containerd.service"}, Content: fmt.Sprintf(`# Written by holdfastd install; removed by holdfastd uninstall.
-[Unit]
-Description=holdfast: restore the overlay network from the node's snapshot
-Documentation=https://github.com/holdfast-edge/holdfast/blob/main/docs/boot.md
-After=local-fs.target network-pre.target systemd-networkd.service
-Before=containerd.service flanneld.service kubelet.service holdfast-cri.service
-DefaultDependencies=no
-Conflicts=shutdown.target
-Before=shutdown.target
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-# Exit status 2: no snapshot yet (first boot) - not a failure.
-SuccessExitStatus=2
-ExecStart=%s snapshot restore %s
-
-[Install]
-WantedBy=multi-user.target containerd.service
-`, bin, snapArgs)},
-		{Name: Snapshot, WantedBy: []string{"multi-user.target"}, Content: fmt.Sprintf(`# Written by holdfastd install; removed by holdfastd uninstall.
-[Unit]
-Description=holdfast: snapshot the overlay network on every change
-Documentation=https://github.com/holdfast-edge/holdfast/blob/main/docs/boot.md
-After=holdfast-snapshot-restore.service network-online.target
-Wants=network-online.target
-
-[Service]
-Type=simple
-ExecStart=%s snapshot watch %s
-Restart=always
-RestartSec=2
-
-[Install]
-WantedBy=multi-user.target
-`, bin, snapArgs)},
-		{Name: CRI, WantedBy: []string{"multi-user.target", "kubelet.service"}, Content: fmt.Sprintf(`# Written by holdfastd install; removed by holdfastd uninstall.
-[Unit]
-Description=holdfast: CRI shim between kubelet and containerd (relaunches pods after an offline boot)
-Documentation=https://github.com/holdfast-edge/holdfast/blob/main/docs/boot.md
-After=containerd.service holdfast-snapshot-restore.service
-Requires=containerd.service
-Before=kubelet.service
-
-[Service]
-Type=simple
-ExecStart=%s cri run --node-name %s --listen %s --runtime-endpoint %s
-# kubelet is ordered after this unit: hold it back until the socket exists.
-ExecStartPost=/bin/sh -c 'for i in $(seq 100); do test -S %s && exit 0; sleep 0.1; done; exit 1'
-Restart=always
-RestartSec=2
-
-[Install]
-WantedBy=multi-user.target kubelet.service
-`, bin, c.NodeName, c.CRISocket, c.RuntimeEndpoint, c.CRISocket)},
-	}
-	if !c.DaemonSets {
-		us = append(us,
-			Unit{Name: Health, WantedBy: []string{"multi-user.target"}, Content: fmt.Sprintf(`# Written by holdfastd install; removed by holdfastd uninstall.
-[Unit]
-Description=holdfast: peer health probing and voting
-Documentation=https://github.com/holdfast-edge/holdfast/blob/main/docs/install.md
-After=network-online.target
-Wants=network-online.target
-
-[Service]
-Type=simple
-# First start: make this node's signing key (keygen refuses to overwrite one).
-ExecStartPre=/bin/sh -c 'test -e %[3]s || exec %[1]s health keygen --out %[3]s --node-name %[2]s'
-ExecStart=%[1]s health run --node-name %[2]s --key-file %[3]s --kubeconfig %[4]s
-Restart=always
-RestartSec=2
-
-[Install]
-WantedBy=multi-user.target
-`, bin, c.NodeName, c.HealthKeyFile, c.Kubeconfig)},
-			Unit{Name: DNS, WantedBy: []string{"multi-user.target", "kubelet.service"}, Content: fmt.Sprintf(`# Written by holdfastd install; removed by holdfastd uninstall.
-[Unit]
-Description=holdfast: node DNS answering cluster names offline
-Documentation=https://github.com/holdfast-edge/holdfast/blob/main/docs/install.md
-After=network-online.target holdfast-snapshot-restore.service
-Wants=network-online.target
-Before=kubelet.service
-
-[Service]
-Type=simple
-ExecStart=%s dns run --node-name %s --listen %s:53 --kubeconfig %s
-Restart=always
-RestartSec=2
-
-[Install]
-WantedBy=multi-user.target kubelet.service
-`, bin, c.NodeName, c.NodeDNS, c.Kubeconfig)})
+	var us []Unit
+	for _, s := range specs {
+		if s.daemonSet && c.DaemonSets {
+			continue
+		}
+		u, err := render(s, c)
+		if err != nil {
+			return nil, err
+		}
+		us = append(us, u)
 	}
 	sort.Slice(us, func(i, j int) bool { return us[i].Name < us[j].Name })
 	return us, nil
+}
+
+// render executes the layout with s's own template.
+func render(s spec, c Config) (Unit, error) {
+	t, err := template.New("unit.tmpl").Funcs(template.FuncMap{"join": strings.Join}).
+		ParseFS(templates, "templates/unit.tmpl", "templates/"+s.name+".tmpl")
+	if err != nil {
+		return Unit{}, fmt.Errorf("parse the template of %s: %w", s.name, err)
+	}
+	var b strings.Builder
+	if err := t.Execute(&b, templateData{Config: c, WantedBy: s.wantedBy, Daemon: s.daemon}); err != nil {
+		return Unit{}, fmt.Errorf("render %s: %w", s.name, err)
+	}
+	return Unit{Name: s.name, Content: b.String(), WantedBy: slices.Clone(s.wantedBy)}, nil
 }
 
 // Link is one enablement symlink, as `systemctl enable` would create it:
