@@ -145,7 +145,8 @@ func BenchmarkRelaunch(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				boot++
 				r := &relaunch.Runner{Runtime: direct.RuntimeServiceClient, Images: direct.ImageServiceClient, Store: store,
-					BootID: fmt.Sprintf("bench-boot-%d", boot), Parallelism: 4, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+					BootID: fmt.Sprintf("bench-boot-%d", boot), Parallelism: 4,
+					BackoffBase: relaunch.DefaultBackoffBase, BackoffMax: relaunch.DefaultBackoffMax, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 				b.StartTimer()
 				todo, _ := relaunch.Plan(store.List(), r.BootID)
 				res := r.Run(ctx, todo)

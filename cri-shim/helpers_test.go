@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	crishim "github.com/holdfast-edge/holdfast/cri-shim"
+	"github.com/holdfast-edge/holdfast/cri-shim/relaunch"
 	"github.com/holdfast-edge/holdfast/test/harness"
 )
 
@@ -59,6 +60,7 @@ func startShim(t testing.TB, node *harness.Node, stateDir string, mod func(*cris
 	cfg := crishim.Config{
 		Listen: sock, RuntimeEndpoint: "unix://" + node.ContainerdSock, StateDir: stateDir, Relaunch: true,
 		Parallelism: 4, BootIDFile: node.BootIDFile, NodeName: node.Name,
+		BackoffBase: relaunch.DefaultBackoffBase, BackoffMax: relaunch.DefaultBackoffMax,
 		Log: slog.New(slog.NewTextHandler(w, nil)), Registry: prometheus.NewRegistry(),
 	}
 	if mod != nil {

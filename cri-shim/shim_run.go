@@ -18,8 +18,8 @@ import (
 	"github.com/holdfast-edge/holdfast/cri-shim/relaunch"
 )
 
-// Config configures the shim. Zero values get the documented defaults in
-// New; the caller's non-zero values are never overwritten.
+// Config configures the shim. New refuses what Check refuses; only Log,
+// RuntimeWait and SuperviseEvery (no holdfastd flag) get defaults when zero.
 type Config struct {
 	Listen          string // unix socket path for kubelet
 	RuntimeEndpoint string // unix:///run/containerd/containerd.sock
@@ -31,7 +31,8 @@ type Config struct {
 	NodeName        string
 	// RuntimeWait bounds how long the relaunch waits for containerd to answer.
 	RuntimeWait time.Duration
-	// BackoffBase/BackoffMax of container restarts before adoption.
+	// BackoffBase/BackoffMax of container restarts before adoption
+	// (relaunch.CheckBackoff; holdfastd: relaunch.DefaultBackoffBase/Max).
 	BackoffBase, BackoffMax time.Duration
 	// SuperviseEvery is the period of the restart supervisor (1 s).
 	SuperviseEvery time.Duration
@@ -60,14 +61,26 @@ type Shim struct {
 	recordErr prometheus.Counter
 }
 
-// New opens the records, reads the boot id and binds the socket. Serving
-// and relaunching start with Start.
-func New(cfg Config) (*Shim, error) {
+// Check refuses a Config New would refuse, touching nothing; every error
+// names the setting (as its holdfastd flag).
+func (cfg Config) Check() error {
 	if cfg.Listen == "" || cfg.RuntimeEndpoint == "" || cfg.StateDir == "" || cfg.BootIDFile == "" {
-		return nil, errors.New("cri shim: listen, runtime endpoint, state dir and boot id file are required")
+		return errors.New("cri shim: listen, runtime endpoint, state dir and boot id file are required")
 	}
 	if cfg.Parallelism < 1 {
-		return nil, fmt.Errorf("cri shim: relaunch parallelism %d: must be at least 1", cfg.Parallelism)
+		return fmt.Errorf("--relaunch-parallelism %d: must be at least 1", cfg.Parallelism)
+	}
+	if err := relaunch.CheckBackoff(cfg.BackoffBase, cfg.BackoffMax); err != nil {
+		return fmt.Errorf("--restart-backoff / --restart-backoff-max: %w", err)
+	}
+	return nil
+}
+
+// New checks cfg, opens the records, reads the boot id and binds the
+// socket. Serving and relaunching start with Start.
+func New(cfg Config) (*Shim, error) {
+	if err := cfg.Check(); err != nil {
+		return nil, err
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()

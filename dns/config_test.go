@@ -7,6 +7,7 @@ import (
 	"time"
 
 	hdns "github.com/holdfast-edge/holdfast/dns"
+	"github.com/holdfast-edge/holdfast/dns/forward"
 	"github.com/holdfast-edge/holdfast/dns/resolve"
 	"github.com/holdfast-edge/holdfast/dns/verdicts"
 )
@@ -14,7 +15,7 @@ import (
 func goodConfig() hdns.Config {
 	return hdns.Config{Listen: hdns.DefaultListen, Zone: hdns.DefaultZone, StateDir: "/nonexistent", Upstream: "198.51.100.53",
 		VerdictURL: hdns.DefaultVerdictURL, VerdictInterval: verdicts.DefaultInterval, VerdictMaxAge: verdicts.DefaultMaxAge,
-		EndpointMode: "off", StaleTTL: hdns.DefaultStaleTTL, TTL: resolve.DefaultTTL, Log: slog.New(slog.DiscardHandler)}
+		EndpointMode: "off", StaleTTL: forward.DefaultStaleTTL, TTL: resolve.DefaultTTL, Log: slog.New(slog.DiscardHandler)}
 }
 
 // TestNewRefusesBadConfig: every bad setting is refused by New, before
@@ -31,6 +32,7 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		{"--verdict-interval", func(c *hdns.Config) { c.VerdictInterval = -time.Second }},
 		{"--verdict-max-age", func(c *hdns.Config) { c.VerdictMaxAge = 0 }},
 		{"--stale-ttl", func(c *hdns.Config) { c.StaleTTL = -time.Second }},
+		{"--stale-ttl", func(c *hdns.Config) { c.StaleTTL = 0 }},
 		{"--ttl", func(c *hdns.Config) { c.TTL = 0 }},
 		{"--ttl", func(c *hdns.Config) { c.TTL = 3601 }},
 		{"--listen", func(c *hdns.Config) { c.Listen = "nohost" }},

@@ -32,7 +32,6 @@ const (
 	DefaultStateDir    = "/var/lib/holdfast/dns"
 	DefaultResolvConf  = "/etc/resolv.conf"
 	DefaultVerdictURL  = "http://127.0.0.1:51005/v1/verdicts"
-	DefaultStaleTTL    = time.Hour
 	DefaultMetricsAddr = "127.0.0.1:9645"
 )
 
@@ -114,8 +113,8 @@ func listenIP(listen string) (net.IP, error) {
 }
 
 func checkDurations(cfg Config) error {
-	if cfg.StaleTTL < 0 {
-		return fmt.Errorf("--stale-ttl %s is negative", cfg.StaleTTL)
+	if cfg.StaleTTL <= 0 {
+		return fmt.Errorf("--stale-ttl %s: want a positive duration", cfg.StaleTTL)
 	}
 	if cfg.VerdictInterval <= 0 {
 		return fmt.Errorf("--verdict-interval %s: want a positive duration", cfg.VerdictInterval)
@@ -183,7 +182,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	defer st.Close()
 	if c.VerdictURL != "" {
-		p := verdicts.New(verdicts.Options{URL: c.VerdictURL, Interval: c.VerdictInterval, MaxAge: c.VerdictMaxAge, Log: log, OnChange: srv.SetVerdicts})
+		p, err := verdicts.New(verdicts.Options{URL: c.VerdictURL, Interval: c.VerdictInterval, MaxAge: c.VerdictMaxAge, Log: log, OnChange: srv.SetVerdicts})
+		if err != nil {
+			return err
+		}
 		go p.Run(ctx)
 	}
 	go func() {
@@ -256,7 +258,8 @@ func (d *Daemon) serve(ctx context.Context, st *store.Store, reg prometheus.Regi
 		}
 		log.Info("dns address ready", "interface", c.Interface, "kind", kind, "created", created, "address", d.ip.String())
 	}
-	fwd, err := forward.New(forward.Options{Upstreams: d.upstreams, StaleTTL: c.StaleTTL, Log: log})
+	fwd, err := forward.New(forward.Options{Upstreams: d.upstreams, Timeout: forward.DefaultTimeout, StaleTTL: c.StaleTTL,
+		MaxTTL: forward.DefaultMaxTTL, MaxEntries: forward.DefaultMaxEntries, Log: log})
 	if err != nil {
 		return nil, err
 	}

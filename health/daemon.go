@@ -25,6 +25,10 @@ import (
 // DefaultPort is the health port (UDP for views, TCP for HTTP).
 const DefaultPort = 51005
 
+// DefaultProbePeriod is how often holdfastd health sends its view (its
+// heartbeat) to every other member.
+const DefaultProbePeriod = 2 * time.Second
+
 // Default paths of holdfastd health's state and key.
 const (
 	DefaultStateDir = "/var/lib/holdfast/health"
@@ -34,10 +38,10 @@ const (
 // Config is everything the daemon needs; the command line builds it.
 type Config struct {
 	NodeName  string
-	Listen    string // host:port; UDP views and TCP HTTP on the same port
-	Period    time.Duration
+	Listen    string        // host:port; UDP views and TCP HTTP on the same port
+	Period    time.Duration // positive (holdfastd: DefaultProbePeriod)
 	DeadAfter time.Duration // 0: 2.5 periods
-	MaxSkew   time.Duration // 0: 90 s
+	MaxSkew   time.Duration // positive (holdfastd: peer.DefaultMaxSkew)
 	Key       ed25519.PrivateKey
 	StateDir  string
 	// Members is the full member list (every unit); Source says where it came from.
@@ -49,6 +53,21 @@ type Config struct {
 	ViewSink func(fullView []byte, view map[string]string)
 	Log      *slog.Logger
 	Registry *prometheus.Registry
+}
+
+// Check refuses the settings New would refuse before touching anything;
+// every error names the setting (as its holdfastd flag).
+func (cfg Config) Check() error {
+	if cfg.NodeName == "" {
+		return errors.New("--node-name (or $NODE_NAME) is required")
+	}
+	if cfg.Period <= 0 {
+		return fmt.Errorf("--probe-period %s must be positive", cfg.Period)
+	}
+	if cfg.MaxSkew <= 0 {
+		return fmt.Errorf("--max-clock-skew %s must be positive", cfg.MaxSkew)
+	}
+	return nil
 }
 
 type metrics struct {
@@ -104,8 +123,8 @@ type Daemon struct {
 
 // New validates cfg, persists the member list with a new epoch and builds the engine.
 func New(cfg Config) (*Daemon, error) {
-	if cfg.NodeName == "" {
-		return nil, errors.New("node name is required")
+	if err := cfg.Check(); err != nil {
+		return nil, err
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()

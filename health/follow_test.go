@@ -24,6 +24,7 @@ import (
 
 	"github.com/holdfast-edge/holdfast/health"
 	"github.com/holdfast-edge/holdfast/health/members"
+	"github.com/holdfast-edge/holdfast/health/peer"
 )
 
 func node(name, ip, unit, key string) *corev1.Node {
@@ -201,7 +202,7 @@ func startKubeDaemon(t *testing.T, cs *fake.Clientset, name, listen string) *hea
 	log := slog.New(slog.DiscardHandler)
 	ctx, cancel := context.WithCancel(context.Background())
 	kc := health.NewKubeFromClient(cs, name, "holdfast.dev/unit", log)
-	cfg := health.Config{NodeName: name, Listen: listen, Period: udpPeriod, Key: key, StateDir: t.TempDir(), Log: log, Registry: prometheus.NewRegistry()}
+	cfg := health.Config{NodeName: name, Listen: listen, Period: udpPeriod, MaxSkew: peer.DefaultMaxSkew, Key: key, StateDir: t.TempDir(), Log: log, Registry: prometheus.NewRegistry()}
 	var err error
 	if cfg.Members, cfg.Source, err = kc.Members(ctx, cfg.StateDir, key); err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/holdfast-edge/holdfast/health"
 	"github.com/holdfast-edge/holdfast/health/members"
+	"github.com/holdfast-edge/holdfast/health/peer"
 )
 
 const udpPeriod = 300 * time.Millisecond
@@ -34,7 +35,7 @@ func newUDPNode(t *testing.T, name string) *udpNode {
 	port := freePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	return &udpNode{name: name, m: members.Member{Name: name, Address: addr, Unit: "u", PublicKey: pub},
-		cfg: health.Config{NodeName: name, Listen: addr, Period: udpPeriod, Key: key, StateDir: t.TempDir(), Source: "test",
+		cfg: health.Config{NodeName: name, Listen: addr, Period: udpPeriod, MaxSkew: peer.DefaultMaxSkew, Key: key, StateDir: t.TempDir(), Source: "test",
 			Log: slog.New(slog.DiscardHandler), Registry: prometheus.NewRegistry()}}
 }
 

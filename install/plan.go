@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/holdfast-edge/holdfast/health"
 	"github.com/holdfast-edge/holdfast/install/cniconf"
 	"github.com/holdfast-edge/holdfast/install/kubelet"
 	"github.com/holdfast-edge/holdfast/install/leases"
@@ -82,7 +83,7 @@ func DefaultOptions() Options {
 		CRISocket:        "/run/holdfast/cri.sock",
 		ContainerdConfig: DefaultContainerdConfig,
 		NodeDNS:          "169.254.20.10",
-		HealthKeyFile:    "/var/lib/holdfast/health/node.key",
+		HealthKeyFile:    health.DefaultKeyFile,
 		Kubeconfig:       "/etc/holdfast/kubeconfig",
 	}
 }

@@ -69,22 +69,20 @@ func runCRIServe(ctx context.Context, args []string) error {
 	default:
 		return exitError{2, fmt.Errorf("--relaunch %q: want auto or never", *relaunchMode)}
 	}
-	if *par < 1 {
-		return exitError{2, fmt.Errorf("--relaunch-parallelism %d: must be at least 1", *par)}
-	}
-	if *backoff <= 0 || *backoffMax < *backoff {
-		return exitError{2, fmt.Errorf("--restart-backoff %v / --restart-backoff-max %v: want 0 < backoff <= max", *backoff, *backoffMax)}
-	}
 	if *node == "" {
 		*node, _ = os.Hostname()
 	}
 	log := daemon.NewLogger("cri", *debug)
 	reg := daemon.NewRegistry()
-	shim, err := crishim.New(crishim.Config{
+	cfg := crishim.Config{
 		Listen: *listen, RuntimeEndpoint: *endpoint, StateDir: *stateDir, Relaunch: doRelaunch,
 		Parallelism: *par, BootIDFile: *bootIDFile, Kubeconfig: *kubeconfig, NodeName: *node,
 		BackoffBase: *backoff, BackoffMax: *backoffMax, Log: log, Registry: reg,
-	})
+	}
+	if err := cfg.Check(); err != nil {
+		return exitError{2, err}
+	}
+	shim, err := crishim.New(cfg)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	hdns "github.com/holdfast-edge/holdfast/dns"
+	"github.com/holdfast-edge/holdfast/dns/forward"
 	"github.com/holdfast-edge/holdfast/dns/resolve"
 	"github.com/holdfast-edge/holdfast/dns/store"
 	"github.com/holdfast-edge/holdfast/dns/verdicts"
@@ -64,7 +65,7 @@ func dnsRun(ctx context.Context, args []string) error {
 	fs.DurationVar(&c.VerdictMaxAge, "verdict-max-age", verdicts.DefaultMaxAge, "forget verdicts when --verdicts has not answered for this long")
 	fs.StringVar(&c.SeedFile, "seed-file", "", "a 'kubectl get services,endpointslices -A -o json' List loaded when the state dir holds no usable snapshot (air-gapped bootstrap, tests)")
 	fs.StringVar(&c.EndpointMode, "endpoint-mode", string(resolve.EndpointModeOff), "answer ClusterIP names with ready endpoint IPs: off, offline (while the apiserver is unreachable), always")
-	fs.DurationVar(&c.StaleTTL, "stale-ttl", hdns.DefaultStaleTTL, "serve expired upstream answers this long while no upstream answers")
+	fs.DurationVar(&c.StaleTTL, "stale-ttl", forward.DefaultStaleTTL, "serve expired upstream answers this long while no upstream answers")
 	fs.UintVar(&c.TTL, "ttl", resolve.DefaultTTL, "TTL of cluster answers (CoreDNS kubernetes plugin default 5)")
 	fs.StringVar(&c.NodeName, "node-name", host, "this node's name, for logs")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", hdns.DefaultMetricsAddr, "host:port serving /healthz and /metrics (empty: off)")

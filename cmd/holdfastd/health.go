@@ -7,10 +7,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/holdfast-edge/holdfast/health"
 	"github.com/holdfast-edge/holdfast/health/members"
+	"github.com/holdfast-edge/holdfast/health/peer"
 	"github.com/holdfast-edge/holdfast/internal/daemon"
 )
 
@@ -35,9 +35,9 @@ func runHealthDaemon(ctx context.Context, args []string) error {
 	fs := newFlagSet("health run", "Probe the other members of this node's unit, exchange signed views and vote on who is alive.\nServes GET /v1/verdicts, /healthz and /metrics over TCP and the views over UDP, both on the --listen port.")
 	nodeName := fs.String("node-name", os.Getenv("NODE_NAME"), "this node's name (its identity in the unit; default $NODE_NAME)")
 	listen := fs.String("listen", fmt.Sprintf(":%d", health.DefaultPort), "address of the health port: UDP for views, TCP for /v1/verdicts, /healthz, /metrics")
-	period := fs.Duration("probe-period", 2*time.Second, "how often each member sends its signed view (its heartbeat) to every other member")
+	period := fs.Duration("probe-period", health.DefaultProbePeriod, "how often each member sends its signed view (its heartbeat) to every other member")
 	deadAfter := fs.Duration("dead-after", 0, "a member not heard from for this long is dead in this node's view (default 2.5 × probe-period)")
-	maxSkew := fs.Duration("max-clock-skew", 90*time.Second, "refuse views whose timestamp is further than this from the local clock")
+	maxSkew := fs.Duration("max-clock-skew", peer.DefaultMaxSkew, "refuse views whose timestamp is further than this from the local clock")
 	keyFile := fs.String("key-file", health.DefaultKeyFile, "this node's Ed25519 private key (make one with 'holdfastd health keygen --out FILE')")
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig: members and public keys from Node objects (listed at start, then Node changes followed and applied without a restart; the persisted list is used while the apiserver is unreachable), own key published on its Node, own view written to Lease holdfast-view-<node>; '-' for in-cluster config")
 	membersFile := fs.String("members-file", "", "JSON list of {\"name\",\"address\",\"unit\",\"publicKey\"} (sites without an apiserver, tests); exclusive with --kubeconfig")
@@ -50,21 +50,19 @@ func runHealthDaemon(ctx context.Context, args []string) error {
 	if fs.NArg() > 0 {
 		return exitError{2, fmt.Errorf("unexpected arguments %q", fs.Args())}
 	}
-	if *nodeName == "" {
-		return exitError{2, errors.New("--node-name (or $NODE_NAME) is required")}
+	log := daemon.NewLogger("health", *debug).With("node", *nodeName)
+	cfg := health.Config{NodeName: *nodeName, Listen: *listen, Period: *period, DeadAfter: *deadAfter, MaxSkew: *maxSkew, StateDir: *stateDir, Log: log, Registry: daemon.NewRegistry()}
+	if err := cfg.Check(); err != nil {
+		return exitError{2, err}
 	}
 	if (*kubeconfig == "") == (*membersFile == "") {
 		return exitError{2, errors.New("exactly one of --kubeconfig and --members-file is required")}
 	}
-	if *period <= 0 {
-		return exitError{2, fmt.Errorf("--probe-period %s must be positive", *period)}
-	}
-	log := daemon.NewLogger("health", *debug).With("node", *nodeName)
 	key, err := health.LoadKey(*keyFile)
 	if err != nil {
 		return err
 	}
-	cfg := health.Config{NodeName: *nodeName, Listen: *listen, Period: *period, DeadAfter: *deadAfter, MaxSkew: *maxSkew, Key: key, StateDir: *stateDir, Log: log, Registry: daemon.NewRegistry()}
+	cfg.Key = key
 	if *membersFile != "" {
 		list, err := members.LoadFile(*membersFile)
 		if err != nil {

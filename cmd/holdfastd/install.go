@@ -19,6 +19,9 @@ import (
 	"github.com/holdfast-edge/holdfast/install/manifests"
 	"github.com/holdfast-edge/holdfast/install/status"
 	"github.com/holdfast-edge/holdfast/internal/atomicfile"
+	ipamconfig "github.com/holdfast-edge/holdfast/plugins/holdfast-ipam/config"
+	"github.com/holdfast-edge/holdfast/plugins/holdfast/attachment"
+	"github.com/holdfast-edge/holdfast/snapshot"
 )
 
 // installFlags registers the flags install and uninstall share.
@@ -47,9 +50,9 @@ func runInstall(ctx context.Context, args []string) error {
 	fs.StringVar(&o.CNIConfDir, "cni-conf-dir", o.CNIConfDir, "CNI config directory; the lexically first .conf/.conflist/.json in it is the network holdfast chains into (default: containerd's, else /etc/cni/net.d)")
 	fs.StringVar(&o.ConflistName, "conflist-name", "", "name of the conflist to write (default: 00-holdfast.conflist or another name sorting before the current one)")
 	fs.StringVar(&o.OverlayDevice, "overlay-device", "", "overlay device the chained plugin restores after an offline boot (default: flannel.1 for flannel, none otherwise)")
-	fs.StringVar(&o.IPAMDataDir, "ipam-data-dir", "", "holdfast-ipam's state dir written into the conflist (default: the original IPAM's dataDir, else /var/lib/holdfast/ipam)")
-	fs.StringVar(&o.CNIDataDir, "cni-data-dir", "", "the chained plugin's attachment records dir written into the conflist (default: /var/lib/holdfast/cni)")
-	fs.StringVar(&o.SnapshotDir, "snapshot-dir", "", "network snapshot dir: the snapshot units write and restore it, the chained plugin restores a missing overlay from it (default: /var/lib/holdfast/snapshot)")
+	fs.StringVar(&o.IPAMDataDir, "ipam-data-dir", "", "holdfast-ipam's state dir written into the conflist (default: the original IPAM's dataDir, else "+ipamconfig.DefaultDataDir+")")
+	fs.StringVar(&o.CNIDataDir, "cni-data-dir", "", "the chained plugin's attachment records dir written into the conflist (default: "+attachment.DefaultDataDir+")")
+	fs.StringVar(&o.SnapshotDir, "snapshot-dir", "", "network snapshot dir: the snapshot units write and restore it, the chained plugin restores a missing overlay from it (default: "+snapshot.DefaultDir+")")
 	fs.StringVar(&o.CNICacheDir, "cni-cache-dir", o.CNICacheDir, "libcni's cache dir (results/ names the pod of each attachment; install pins the host-local leases it imports to those pods)")
 	fs.StringVar(&o.PinTTL, "pin-ttl", "", "how long holdfast-ipam keeps a deleted pod's IP pinned, e.g. 168h (default: holdfast-ipam's own)")
 	fs.StringVar(&o.KubeletConfig, "kubelet-config", o.KubeletConfig, "KubeletConfiguration file to edit (containerRuntimeEndpoint, clusterDNS)")

@@ -30,7 +30,7 @@ func runIPAM(ctx context.Context, args []string) error {
 	fs := newFlagSet("ipam show", "Print holdfast-ipam's allocations (address → container) and pins (pod → address) of every network, or of one.")
 	dataDir := fs.String("data-dir", config.DefaultDataDir, "holdfast-ipam data directory (the ipam.dataDir of the CNI config)")
 	network := fs.String("network", "", "show only this CNI network (default: every network with a state file)")
-	cniDir := fs.String("cni-dir", "/var/lib/holdfast/cni", "the holdfast chained plugin's data directory (its dataDir): its attachment records are shown too; \"\" to skip")
+	cniDir := fs.String("cni-dir", attachment.DefaultDataDir, "the holdfast chained plugin's data directory (its dataDir): its attachment records are shown too; \"\" to skip")
 	output := fs.String("o", "table", "output format: table or json")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err

@@ -119,6 +119,15 @@ const (
 	DefaultBackoffMax  = 5 * time.Minute
 )
 
+// CheckBackoff refuses a restart backoff that is not 0 < base <= max: a
+// zero base would restart an exiting container in a tight loop.
+func CheckBackoff(base, max time.Duration) error {
+	if base <= 0 || max < base {
+		return fmt.Errorf("restart backoff %v / max %v: want 0 < backoff <= max", base, max)
+	}
+	return nil
+}
+
 // Runner runs relaunches.
 type Runner struct {
 	Runtime     runtimeapi.RuntimeServiceClient
@@ -131,8 +140,8 @@ type Runner struct {
 	Lock func(uid string) (unlock func())
 	// InitTimeout bounds how long one init container may run.
 	InitTimeout time.Duration
-	// BackoffBase and BackoffMax: DefaultBackoffBase and DefaultBackoffMax
-	// when zero.
+	// BackoffBase and BackoffMax: 0 < BackoffBase <= BackoffMax (see
+	// CheckBackoff; holdfastd: DefaultBackoffBase and DefaultBackoffMax).
 	BackoffBase, BackoffMax time.Duration
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
@@ -516,12 +525,6 @@ func (r *Runner) SuperviseOnce(ctx context.Context) {
 // now, and if so advances its backoff.
 func (r *Runner) due(key string, finished time.Time) bool {
 	base, max := r.BackoffBase, r.BackoffMax
-	if base <= 0 {
-		base = DefaultBackoffBase
-	}
-	if max <= 0 {
-		max = DefaultBackoffMax
-	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.backoff == nil {

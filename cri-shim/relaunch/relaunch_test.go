@@ -1,6 +1,7 @@
 package relaunch
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -89,9 +90,22 @@ func cnames(cs []*record.Container) string {
 	return s
 }
 
+// TestCheckBackoff: kubelet's defaults pass; a zero base (a restart loop)
+// or a max below the base is refused.
+func TestCheckBackoff(t *testing.T) {
+	if err := CheckBackoff(DefaultBackoffBase, DefaultBackoffMax); err != nil {
+		t.Fatalf("defaults refused: %v", err)
+	}
+	for _, c := range [][2]time.Duration{{0, DefaultBackoffMax}, {-time.Second, time.Second}, {time.Minute, time.Second}} {
+		if err := CheckBackoff(c[0], c[1]); err == nil || !strings.Contains(err.Error(), "restart backoff") {
+			t.Errorf("backoff %v / max %v: got %v, want a refusal", c[0], c[1], err)
+		}
+	}
+}
+
 func TestBackoffDoublesToMax(t *testing.T) {
 	now := time.Unix(1000, 0)
-	r := &Runner{Now: func() time.Time { return now }}
+	r := &Runner{BackoffBase: DefaultBackoffBase, BackoffMax: DefaultBackoffMax, Now: func() time.Time { return now }}
 	exit := now
 	var waits []time.Duration
 	for i := 0; i < 8; i++ {

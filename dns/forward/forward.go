@@ -31,13 +31,22 @@ const (
 	Failed       Source = "servfail"
 )
 
-// Options configure a Forwarder.
+// Defaults of the Options holdfastd passes (New fills nothing in).
+const (
+	DefaultTimeout    = 2 * time.Second
+	DefaultStaleTTL   = time.Hour
+	DefaultMaxTTL     = time.Hour
+	DefaultMaxEntries = 10000
+)
+
+// Options configure a Forwarder. The durations and MaxEntries must be
+// positive; holdfastd passes the Default constants above.
 type Options struct {
 	Upstreams  []string      // host or host:port; port 53 if absent
-	Timeout    time.Duration // per upstream try (default 2s)
-	StaleTTL   time.Duration // serve expired answers this long after expiry (default 1h)
-	MaxTTL     time.Duration // cap on cached TTLs (default 1h)
-	MaxEntries int           // cache size bound (default 10000)
+	Timeout    time.Duration // per upstream try
+	StaleTTL   time.Duration // serve expired answers this long after expiry
+	MaxTTL     time.Duration // cap on cached TTLs
+	MaxEntries int           // cache size bound
 	Now        func() time.Time
 	Log        *slog.Logger
 }
@@ -58,22 +67,10 @@ type Forwarder struct {
 	cache map[string]*cached
 }
 
-// New checks the upstream list and builds a Forwarder.
+// New checks opts (every error names the setting) and builds a Forwarder.
 func New(opts Options) (*Forwarder, error) {
-	if opts.Timeout <= 0 {
-		opts.Timeout = 2 * time.Second
-	}
-	if opts.StaleTTL < 0 {
-		return nil, fmt.Errorf("stale TTL %s is negative", opts.StaleTTL)
-	}
-	if opts.StaleTTL == 0 {
-		opts.StaleTTL = time.Hour
-	}
-	if opts.MaxTTL <= 0 {
-		opts.MaxTTL = time.Hour
-	}
-	if opts.MaxEntries <= 0 {
-		opts.MaxEntries = 10000
+	if err := checkOptions(opts); err != nil {
+		return nil, err
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -92,6 +89,21 @@ func New(opts Options) (*Forwarder, error) {
 		f.upstreams = append(f.upstreams, addr)
 	}
 	return f, nil
+}
+
+func checkOptions(opts Options) error {
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"timeout", opts.Timeout}, {"stale TTL", opts.StaleTTL}, {"max TTL", opts.MaxTTL}} {
+		if d.v <= 0 {
+			return fmt.Errorf("forward: %s %s: want a positive duration", d.name, d.v)
+		}
+	}
+	if opts.MaxEntries <= 0 {
+		return fmt.Errorf("forward: max entries %d: want a positive count", opts.MaxEntries)
+	}
+	return nil
 }
 
 // NormalizeUpstream turns "1.2.3.4" or "[fd00::1]:5353" into host:port.

@@ -3,6 +3,7 @@ package forward
 import (
 	"context"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -64,7 +65,9 @@ func (u *upstream) stop() {
 func TestForwardCacheAndServeStale(t *testing.T) {
 	up := startUpstream(t)
 	now := time.Unix(1_700_000_000, 0)
-	f, err := New(Options{Upstreams: []string{up.addr}, Timeout: 300 * time.Millisecond, StaleTTL: time.Hour, Now: func() time.Time { return now }})
+	o := defaults(up.addr)
+	o.Timeout, o.Now = 300*time.Millisecond, func() time.Time { return now }
+	f, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +119,12 @@ func TestForwardCacheAndServeStale(t *testing.T) {
 func TestForwardNegativeCache(t *testing.T) {
 	up := startUpstream(t)
 	now := time.Unix(1_700_000_000, 0)
-	f, _ := New(Options{Upstreams: []string{up.addr}, Now: func() time.Time { return now }})
+	o := defaults(up.addr)
+	o.Now = func() time.Time { return now }
+	f, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
 	req := new(dns.Msg)
 	req.SetQuestion("nope.example.org.", dns.TypeA)
 	for i := 0; i < 2; i++ {
@@ -137,11 +145,33 @@ func TestForwardNegativeCache(t *testing.T) {
 
 func TestNewRejectsBadUpstream(t *testing.T) {
 	for _, u := range []string{"resolver.example", "1.2.3.4:", "nameserver 1.1.1.1"} {
-		if _, err := New(Options{Upstreams: []string{u}}); err == nil {
+		if _, err := New(defaults(u)); err == nil {
 			t.Errorf("upstream %q accepted", u)
 		}
 	}
-	if _, err := New(Options{Upstreams: []string{"127.0.0.1", "[::1]:5353"}}); err != nil {
+	if _, err := New(defaults("127.0.0.1", "[::1]:5353")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// defaults are the Options holdfastd passes, for the upstreams ups.
+func defaults(ups ...string) Options {
+	return Options{Upstreams: ups, Timeout: DefaultTimeout, StaleTTL: DefaultStaleTTL, MaxTTL: DefaultMaxTTL, MaxEntries: DefaultMaxEntries}
+}
+
+// TestNewRefusesZeroSettings: a zero setting is refused with its name, not
+// replaced by a default behind the caller's back.
+func TestNewRefusesZeroSettings(t *testing.T) {
+	for name, mod := range map[string]func(*Options){
+		"timeout":     func(o *Options) { o.Timeout = 0 },
+		"stale TTL":   func(o *Options) { o.StaleTTL = 0 },
+		"max TTL":     func(o *Options) { o.MaxTTL = -time.Second },
+		"max entries": func(o *Options) { o.MaxEntries = 0 },
+	} {
+		o := defaults("127.0.0.1")
+		mod(&o)
+		if _, err := New(o); err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s: got %v, want an error naming it", name, err)
+		}
 	}
 }

@@ -34,10 +34,10 @@ const EDNSSize = 1232
 
 // Config builds a Server. Components never read flags: holdfastd fills this.
 type Config struct {
-	Listen       string // host:port for UDP and TCP
-	Zone         string
-	TTL          uint32
-	EndpointMode resolve.EndpointMode
+	Listen       string               // host:port for UDP and TCP
+	Zone         string               // cluster domain, required (holdfastd: dns.DefaultZone)
+	TTL          uint32               // answer TTL, positive (holdfastd: resolve.DefaultTTL)
+	EndpointMode resolve.EndpointMode // required (holdfastd: resolve.EndpointModeOff)
 	NodeName     string
 	Store        *store.Store
 	Forwarder    *forward.Forwarder // nil: names outside the cluster get SERVFAIL
@@ -78,14 +78,14 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("server: no store")
 	}
-	if cfg.Zone == "" {
-		cfg.Zone = "cluster.local"
-	}
 	if err := CheckZone(cfg.Zone); err != nil {
 		return nil, err
 	}
-	if cfg.EndpointMode == "" {
-		cfg.EndpointMode = resolve.EndpointModeOff
+	if _, err := resolve.ParseEndpointMode(string(cfg.EndpointMode)); err != nil {
+		return nil, fmt.Errorf("server: endpoint mode: %w", err)
+	}
+	if cfg.TTL == 0 {
+		return nil, errors.New("server: TTL 0: want a positive TTL")
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)

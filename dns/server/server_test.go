@@ -64,7 +64,7 @@ func startUpstream(t testing.TB) string {
 
 func startServer(t testing.TB, st *store.Store, fwd *forward.Forwarder) (*Server, string) {
 	t.Helper()
-	s, err := New(Config{Listen: "127.0.0.1:0", Zone: "cluster.local", Store: st, Forwarder: fwd, Registerer: prometheus.NewRegistry(), NodeName: "node1"})
+	s, err := New(Config{Listen: "127.0.0.1:0", Zone: "cluster.local", TTL: resolve.DefaultTTL, EndpointMode: resolve.EndpointModeOff, Store: st, Forwarder: fwd, Registerer: prometheus.NewRegistry(), NodeName: "node1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func rrText(rrs []dns.RR) string {
 // TestRealQueries asks every record kind over real UDP and TCP sockets.
 func TestRealQueries(t *testing.T) {
 	up := startUpstream(t)
-	fwd, err := forward.New(forward.Options{Upstreams: []string{up}})
+	fwd, err := forward.New(forward.Options{Upstreams: []string{up}, Timeout: forward.DefaultTimeout, StaleTTL: forward.DefaultStaleTTL, MaxTTL: forward.DefaultMaxTTL, MaxEntries: forward.DefaultMaxEntries})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,8 +261,25 @@ func TestMalformedPacketsOverUDP(t *testing.T) {
 }
 
 func TestNewRejectsBadZone(t *testing.T) {
-	if _, err := New(Config{Zone: "bad..zone", Store: seededStore(t)}); err == nil || !strings.Contains(err.Error(), "bad..zone") {
+	if _, err := New(Config{Zone: "bad..zone", TTL: resolve.DefaultTTL, EndpointMode: resolve.EndpointModeOff, Store: seededStore(t)}); err == nil || !strings.Contains(err.Error(), "bad..zone") {
 		t.Fatalf("bad zone: %v", err)
+	}
+}
+
+// TestNewRefusesZeroSettings: an empty zone, endpoint mode or TTL is
+// refused with the setting's name, not replaced by a default.
+func TestNewRefusesZeroSettings(t *testing.T) {
+	st := seededStore(t)
+	for name, mod := range map[string]func(*Config){
+		"cluster domain": func(c *Config) { c.Zone = "" },
+		"endpoint mode":  func(c *Config) { c.EndpointMode = "" },
+		"TTL":            func(c *Config) { c.TTL = 0 },
+	} {
+		c := Config{Listen: "127.0.0.1:0", Zone: "cluster.local", TTL: resolve.DefaultTTL, EndpointMode: resolve.EndpointModeOff, Store: st}
+		mod(&c)
+		if _, err := New(c); err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s: got %v, want an error naming it", name, err)
+		}
 	}
 }
 
@@ -279,7 +296,7 @@ func FuzzHandlePacket(f *testing.F) {
 		f.Fatal(err)
 	}
 	st.Replace(snap)
-	s, err := New(Config{Listen: "127.0.0.1:0", Zone: "cluster.local", Store: st})
+	s, err := New(Config{Listen: "127.0.0.1:0", Zone: "cluster.local", TTL: resolve.DefaultTTL, EndpointMode: resolve.EndpointModeOff, Store: st})
 	if err != nil {
 		f.Fatal(err)
 	}

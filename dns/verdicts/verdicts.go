@@ -7,6 +7,7 @@ package verdicts
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -55,10 +56,10 @@ const (
 // Options configure a Poller.
 type Options struct {
 	URL      string
-	Interval time.Duration // DefaultInterval when 0
+	Interval time.Duration // poll period, positive (holdfastd: DefaultInterval)
 	// MaxAge: verdicts older than this (no successful poll since) are
-	// dropped, and answers fall back to snapshot readiness. DefaultMaxAge
-	// when 0.
+	// dropped, and answers fall back to snapshot readiness. Positive
+	// (holdfastd: DefaultMaxAge).
 	MaxAge time.Duration
 	Client *http.Client
 	Log    *slog.Logger
@@ -77,13 +78,16 @@ type Poller struct {
 	lastErr error
 }
 
-// New builds a Poller.
-func New(opts Options) *Poller {
+// New checks opts and builds a Poller; every error names the setting.
+func New(opts Options) (*Poller, error) {
+	if opts.URL == "" {
+		return nil, errors.New("verdicts: no URL")
+	}
 	if opts.Interval <= 0 {
-		opts.Interval = DefaultInterval
+		return nil, fmt.Errorf("verdicts: interval %s: want a positive duration", opts.Interval)
 	}
 	if opts.MaxAge <= 0 {
-		opts.MaxAge = DefaultMaxAge
+		return nil, fmt.Errorf("verdicts: max age %s: want a positive duration", opts.MaxAge)
 	}
 	if opts.Client == nil {
 		opts.Client = &http.Client{Timeout: opts.Interval}
@@ -91,7 +95,7 @@ func New(opts Options) *Poller {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Poller{opts: opts}
+	return &Poller{opts: opts}, nil
 }
 
 // Current returns the usable verdicts (nil if none).

@@ -40,7 +40,10 @@ func TestPollerFollowsSourceAndForgetsStale(t *testing.T) {
 	}))
 	defer srv.Close()
 	var changes []map[string]string
-	p := New(Options{URL: srv.URL, MaxAge: 50 * time.Millisecond, OnChange: func(m map[string]string) { changes = append(changes, m) }})
+	p, err := New(Options{URL: srv.URL, Interval: DefaultInterval, MaxAge: 50 * time.Millisecond, OnChange: func(m map[string]string) { changes = append(changes, m) }})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
 	p.PollOnce(ctx)
 	if p.Current()["node2"] != "alive" || len(changes) != 1 {
@@ -65,5 +68,25 @@ func TestPollerFollowsSourceAndForgetsStale(t *testing.T) {
 	p.PollOnce(ctx)
 	if p.Current() != nil || len(changes) != 3 || changes[2] != nil {
 		t.Fatalf("stale verdicts kept: %v changes %v", p.Current(), changes)
+	}
+}
+
+// TestNewRefusesZeroSettings: a zero or negative period is refused with the
+// setting's name, not silently replaced by a default.
+func TestNewRefusesZeroSettings(t *testing.T) {
+	good := Options{URL: "http://127.0.0.1:1/v1/verdicts", Interval: DefaultInterval, MaxAge: DefaultMaxAge}
+	if _, err := New(good); err != nil {
+		t.Fatalf("defaults refused: %v", err)
+	}
+	for name, mod := range map[string]func(*Options){
+		"no URL":   func(o *Options) { o.URL = "" },
+		"interval": func(o *Options) { o.Interval = 0 },
+		"max age":  func(o *Options) { o.MaxAge = -time.Second },
+	} {
+		o := good
+		mod(&o)
+		if _, err := New(o); err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s: got %v, want an error naming it", name, err)
+		}
 	}
 }

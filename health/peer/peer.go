@@ -42,8 +42,7 @@ type Config struct {
 	// Default DeadAfter.
 	VoteTTL time.Duration
 	// MaxSkew: messages whose timestamp is further than this from my clock
-	// are refused. Default 90 s (so nodes each within ±30 s of true time,
-	// i.e. up to 60 s apart, always accept each other, with margin).
+	// are refused. Positive (holdfastd: DefaultMaxSkew).
 	MaxSkew time.Duration
 	// FullEvery: a full view is sent at least every FullEvery messages
 	// (views of up to FullAlways members are always sent full). Default 16.
@@ -120,6 +119,11 @@ type Engine struct {
 	prev *remap
 }
 
+// DefaultMaxSkew is holdfastd's clock skew bound: nodes each within ±30 s
+// of true time, i.e. up to 60 s apart, always accept each other, with
+// margin.
+const DefaultMaxSkew = 90 * time.Second
+
 // New validates cfg and returns an engine.
 func New(cfg Config) (*Engine, error) {
 	if cfg.Period <= 0 {
@@ -134,8 +138,8 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.VoteTTL == 0 {
 		cfg.VoteTTL = cfg.DeadAfter
 	}
-	if cfg.MaxSkew == 0 {
-		cfg.MaxSkew = 90 * time.Second
+	if cfg.MaxSkew <= 0 {
+		return nil, fmt.Errorf("max clock skew %s: want a positive duration", cfg.MaxSkew)
 	}
 	if cfg.FullEvery == 0 {
 		cfg.FullEvery = 16

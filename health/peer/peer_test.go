@@ -61,7 +61,7 @@ func (b *bus) list(names ...string) []members.Member {
 
 func (b *bus) start(name string, list []members.Member, epoch uint32) *peer.Engine {
 	b.t.Helper()
-	e, err := peer.New(peer.Config{Self: name, Unit: "u", Members: list, Key: b.keys[name], Period: period, Epoch: epoch, Start: b.now})
+	e, err := peer.New(peer.Config{Self: name, Unit: "u", Members: list, Key: b.keys[name], Period: period, MaxSkew: peer.DefaultMaxSkew, Epoch: epoch, Start: b.now})
 	if err != nil {
 		b.t.Fatal(err)
 	}

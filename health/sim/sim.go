@@ -209,7 +209,7 @@ func (n *Network) clock(i int) time.Time {
 func (n *Network) Start(i int) error {
 	nd := n.nodes[i]
 	nd.epoch++
-	eng, err := peer.New(peer.Config{Self: nd.name, Unit: n.cfg.Unit, Members: n.members, Key: nd.key, Period: n.cfg.Period, Epoch: nd.epoch, Verifier: n.ver, Start: n.clock(i)})
+	eng, err := peer.New(peer.Config{Self: nd.name, Unit: n.cfg.Unit, Members: n.members, Key: nd.key, Period: n.cfg.Period, MaxSkew: peer.DefaultMaxSkew, Epoch: nd.epoch, Verifier: n.ver, Start: n.clock(i)})
 	if err != nil {
 		return err
 	}

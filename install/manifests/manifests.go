@@ -28,6 +28,9 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
+
+	"github.com/holdfast-edge/holdfast/dns"
+	"github.com/holdfast-edge/holdfast/health"
 )
 
 // Names shared with the components.
@@ -37,7 +40,7 @@ const (
 	Webhook     = "holdfast-webhook"
 	Health      = "holdfast-health"
 	DNS         = "holdfast-dns"
-	HealthPort  = 51005
+	HealthPort  = health.DefaultPort
 	WebhookPort = 8443
 )
 
@@ -266,8 +269,8 @@ func ptr[T any](v T) *T { return &v }
 
 func healthDS(c Config) *appsv1.DaemonSet {
 	return daemonSet(Health, c,
-		[]string{"health", "run", "--node-name", "$(NODE_NAME)", "--kubeconfig", "-", "--key-file", "/var/lib/holdfast/health/node.key", "--unit-label", c.UnitLabel},
-		nil, "/var/lib/holdfast/health",
+		[]string{"health", "run", "--node-name", "$(NODE_NAME)", "--kubeconfig", "-", "--key-file", health.DefaultKeyFile, "--unit-label", c.UnitLabel},
+		nil, health.DefaultStateDir,
 		[]corev1.ContainerPort{{Name: "views", ContainerPort: HealthPort, Protocol: corev1.ProtocolUDP}, {Name: "http", ContainerPort: HealthPort, Protocol: corev1.ProtocolTCP}})
 }
 
@@ -276,7 +279,7 @@ func dnsDS(c Config) *appsv1.DaemonSet {
 	// needs NET_BIND_SERVICE.
 	return daemonSet(DNS, c,
 		[]string{"dns", "run", "--node-name", "$(NODE_NAME)", "--listen", c.NodeDNS + ":53"},
-		[]corev1.Capability{"NET_ADMIN", "NET_BIND_SERVICE"}, "/var/lib/holdfast/dns",
+		[]corev1.Capability{"NET_ADMIN", "NET_BIND_SERVICE"}, dns.DefaultStateDir,
 		[]corev1.ContainerPort{{Name: "dns", ContainerPort: 53, Protocol: corev1.ProtocolUDP}, {Name: "dns-tcp", ContainerPort: 53, Protocol: corev1.ProtocolTCP}})
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/holdfast-edge/holdfast/dns"
 	dnsstore "github.com/holdfast-edge/holdfast/dns/store"
 	"github.com/holdfast-edge/holdfast/health"
+	"github.com/holdfast-edge/holdfast/install"
 	"github.com/holdfast-edge/holdfast/install/leases"
 	"github.com/holdfast-edge/holdfast/internal/statefile"
 	ipamconfig "github.com/holdfast-edge/holdfast/plugins/holdfast-ipam/config"
@@ -36,7 +37,7 @@ type Dirs struct {
 // the CNI defaults of a kubeadm node.
 func DefaultDirs() Dirs {
 	return Dirs{Root: "/", Snapshot: snapshot.DefaultDir, CRI: record.DefaultDir, IPAM: ipamconfig.DefaultDataDir,
-		Health: health.DefaultStateDir, DNS: dns.DefaultStateDir, InstallState: "/var/lib/holdfast/install",
+		Health: health.DefaultStateDir, DNS: dns.DefaultStateDir, InstallState: install.DefaultStateDir,
 		CNIConfDir: "/etc/cni/net.d", CNIBinDir: "/opt/cni/bin", CNICacheDir: leases.DefaultCacheDir}
 }
 

@@ -12,11 +12,9 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/holdfast-edge/holdfast/internal/cniplugin"
+	"github.com/holdfast-edge/holdfast/plugins/holdfast/attachment"
 	"github.com/holdfast-edge/holdfast/snapshot"
 )
-
-// DefaultDataDir is where attachment records live when dataDir is unset.
-const DefaultDataDir = "/var/lib/holdfast/cni"
 
 // DefaultSnapshotDir is where the network snapshot and VTEP MAC pins live.
 const DefaultSnapshotDir = snapshot.DefaultDir
@@ -75,7 +73,7 @@ func parseConf(data []byte, needPrev bool) (*NetConf, error) {
 		return nil, invalidConf("network name %q is not usable as a directory name", conf.Name)
 	}
 	if conf.DataDir == "" {
-		conf.DataDir = DefaultDataDir
+		conf.DataDir = attachment.DefaultDataDir
 	}
 	if o := conf.Overlay; o != nil {
 		if o.Device == "" {

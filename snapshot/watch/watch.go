@@ -38,9 +38,11 @@ type Config struct {
 	// Capture says what to capture (node name, devices, subnet.env, chains,
 	// network namespace).
 	Capture snapshot.CaptureOptions
-	// Interval between full captures without any event (30 s if zero).
+	// Interval between full captures without any event; positive
+	// (holdfastd: DefaultInterval).
 	Interval time.Duration
-	// MinGap is the least time between two captures (1 s if zero).
+	// MinGap is the least time between two captures; positive (holdfastd:
+	// DefaultMinGap).
 	MinGap time.Duration
 	Log    *slog.Logger
 	// Registry receives the metrics; nil registers nothing.
@@ -76,10 +78,10 @@ func New(cfg Config) (*Watcher, error) {
 		return nil, errors.New("watch: snapshot dir and node name are required")
 	}
 	if cfg.Interval <= 0 {
-		cfg.Interval = DefaultInterval
+		return nil, fmt.Errorf("watch: interval %s: want a positive duration", cfg.Interval)
 	}
 	if cfg.MinGap <= 0 {
-		cfg.MinGap = DefaultMinGap
+		return nil, fmt.Errorf("watch: min gap %s: want a positive duration", cfg.MinGap)
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()

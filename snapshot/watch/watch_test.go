@@ -54,7 +54,7 @@ func TestOnceWritesOnlyOnChangeAndNeverDropsADevice(t *testing.T) {
 
 	dir := t.TempDir()
 	reg := prometheus.NewRegistry()
-	w, err := New(Config{Dir: dir, Registry: reg, Capture: snapshot.CaptureOptions{NodeName: "node2", NetNS: "/var/run/netns/" + ns}})
+	w, err := New(Config{Dir: dir, Registry: reg, Interval: DefaultInterval, MinGap: DefaultMinGap, Capture: snapshot.CaptureOptions{NodeName: "node2", NetNS: "/var/run/netns/" + ns}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,5 +167,20 @@ func TestRunCapturesNFTablesCommit(t *testing.T) {
 	captured(before + 2)
 	if _, err := tableIn(); err != nil {
 		t.Fatalf("a capture without the table dropped it from the snapshot: %v", err)
+	}
+}
+
+// TestNewRefusesZeroPeriods: a zero interval or min gap is refused with the
+// setting's name, not replaced by the default.
+func TestNewRefusesZeroPeriods(t *testing.T) {
+	for name, mod := range map[string]func(*Config){
+		"interval": func(c *Config) { c.Interval = 0 },
+		"min gap":  func(c *Config) { c.MinGap = -time.Second },
+	} {
+		c := Config{Dir: t.TempDir(), Interval: DefaultInterval, MinGap: DefaultMinGap, Capture: snapshot.CaptureOptions{NodeName: "node1"}}
+		mod(&c)
+		if _, err := New(c); err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s: got %v, want an error naming it", name, err)
+		}
 	}
 }

@@ -18,6 +18,10 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/statefile"
 )
 
+// DefaultDataDir is the chained plugin's data directory (its dataDir) when
+// the network config sets none; it lives here so holdfastd can import it.
+const DefaultDataDir = "/var/lib/holdfast/cni"
+
 // Kind and Version identify an attachment record.
 const (
 	Kind    = "holdfast/attachment"
