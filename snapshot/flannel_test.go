@@ -125,12 +125,17 @@ func TestFlanneldKeepsRestoredDevice(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// One node at a time: flanneld's etcd subnet manager exits ("failed to
+	// acquire lease: subnet already exists") when two nodes starting
+	// together pick the same free subnet (seen once under load).
+	gws := map[string]string{}
 	for _, n := range site.Nodes {
 		startFlannel(n)
+		gws[n.Name] = flannelSubnet(t, n)
 	}
 	pods := map[string][]*pod{}
 	for _, n := range site.Nodes {
-		pods[n.Name] = flannelPods(t, n, flannelSubnet(t, n))
+		pods[n.Name] = flannelPods(t, n, gws[n.Name])
 	}
 	n1, n2, n3 := site.Node(1), site.Node(2), site.Node(3)
 	node2Mesh(t, ctx, pods, "flanneld overlay")
