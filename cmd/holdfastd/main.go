@@ -25,6 +25,7 @@ func commands() []command {
 	return []command{
 		{"snapshot", "capture and restore the node's overlay network (save|restore|watch|show|diff)", runSnapshot},
 		{"cri", "CRI shim between kubelet and containerd; records and relaunches pods (run|pods)", runCRI},
+		{"node", "the CRI shim and the snapshot watcher in one process (the node's host daemon)", runNode},
 		{"ipam", "inspect holdfast-ipam state (show)", runIPAM},
 		{"health", "peer health probing and voting daemon (run|keygen)", runHealth},
 		{"webhook", "admission webhook applying peer verdicts to taints and endpoints", runWebhook},

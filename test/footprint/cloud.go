@@ -137,7 +137,9 @@ func (c *cloud) restConfig() *rest.Config {
 		Dial: dialIn(c.node.NSPath)}
 }
 
-func (c *cloud) client() (*kubernetes.Clientset, error) { return kubernetes.NewForConfig(c.restConfig()) }
+func (c *cloud) client() (*kubernetes.Clientset, error) {
+	return kubernetes.NewForConfig(c.restConfig())
+}
 
 func (c *cloud) waitReady(ctx context.Context, timeout time.Duration) error {
 	tr, err := rest.TransportFor(c.restConfig())
