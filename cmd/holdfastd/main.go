@@ -12,6 +12,8 @@ import (
 	"os/signal"
 	"sort"
 	"syscall"
+
+	"github.com/holdfast-edge/holdfast/internal/daemon"
 )
 
 // command is one holdfastd subcommand.
@@ -60,6 +62,8 @@ func main() {
 		if c.name != os.Args[1] {
 			continue
 		}
+		_, gogcSet := os.LookupEnv("GOGC")
+		daemon.TuneGC(gogcSet)
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		err := c.run(ctx, os.Args[2:])
 		stop()

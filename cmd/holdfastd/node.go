@@ -42,12 +42,12 @@ func runNode(ctx context.Context, args []string) error {
 	}
 	log := daemon.NewLogger("node", *cf.debug).With("node", sf.node)
 	reg := daemon.NewRegistry()
-	cfg, err := cf.config(log.With("component", "cri"), reg)
+	cfg, err := cf.config(daemon.NewLogger("cri", *cf.debug), reg)
 	if err != nil {
 		return err
 	}
 	w, err := watch.New(watch.Config{Dir: sf.dir, Capture: opts, Interval: *interval, MinGap: *gap,
-		Log: log.With("component", "snapshot-watch"), Registry: reg})
+		Log: daemon.NewLogger("snapshot-watch", *cf.debug).With("node", sf.node), Registry: reg})
 	if err != nil {
 		return exitError{2, err}
 	}

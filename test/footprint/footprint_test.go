@@ -130,8 +130,9 @@ func BenchmarkNodeFootprint(b *testing.B) {
 		rss, pss, cpu = rss+p.mem.RSS, pss+p.mem.PSS, cpu+p.cpuPct
 		b.ReportMetric(mb(p.mem.RSS), name+"-rss-MB")
 		b.ReportMetric(mb(p.mem.PSS), name+"-pss-MB")
+		b.ReportMetric(mb(p.mem.Anon), name+"-anon-MB")
 		b.ReportMetric(p.cpuPct, name+"-cpu-%")
-		b.Logf("%-15s RSS %6.1f MB  PSS %6.1f MB  CPU %.3f %% of one core", name, mb(p.mem.RSS), mb(p.mem.PSS), p.cpuPct)
+		b.Logf("%-15s RSS %6.1f MB  PSS %6.1f MB  anon %6.1f MB  CPU %.3f %% of one core", name, mb(p.mem.RSS), mb(p.mem.PSS), mb(p.mem.Anon), p.cpuPct)
 	}
 	b.Logf("%-15s RSS %6.1f MB  PSS %6.1f MB  CPU %.3f %% of one core (idle %s)", "holdfast total", mb(rss), mb(pss), cpu, idle)
 	b.Logf("%-15s RSS %6.1f MB  PSS %6.1f MB  CPU %.3f %% (through the shim)", "kubelet", mb(w1["kubelet"].mem.RSS), mb(w1["kubelet"].mem.PSS), w1["kubelet"].cpuPct)

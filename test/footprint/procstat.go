@@ -51,8 +51,9 @@ func parseStatCPU(b []byte) (float64, error) {
 // memory is a process's resident and proportional set sizes in bytes
 // (/proc/<pid>/smaps_rollup): RSS counts every resident page it maps, PSS
 // shares each page among the processes that map it (the holdfastd binary
-// mapped by three daemons counts a third in each).
-type memory struct{ RSS, PSS uint64 }
+// mapped by three daemons counts a third in each); Anon is the resident
+// anonymous memory (heap, stacks: what the process itself allocated).
+type memory struct{ RSS, PSS, Anon uint64 }
 
 func readMemory(pid int) (memory, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
@@ -80,6 +81,8 @@ func parseSmapsRollup(b []byte) (memory, error) {
 			m.RSS, haveRSS = v*1024, true
 		case "Pss:":
 			m.PSS, havePSS = v*1024, true
+		case "Anonymous:":
+			m.Anon = v * 1024
 		}
 	}
 	if !haveRSS || !havePSS {

@@ -27,12 +27,12 @@ func TestParseStatCPU(t *testing.T) {
 }
 
 func TestParseSmapsRollup(t *testing.T) {
-	in := "00400000-7ffd0000 ---p 00000000 00:00 0    [rollup]\nRss:               12000 kB\nPss:                4000 kB\nPss_Anon:           3000 kB\n"
+	in := "00400000-7ffd0000 ---p 00000000 00:00 0    [rollup]\nRss:               12000 kB\nPss:                4000 kB\nPss_Anon:           3000 kB\nAnonymous:          3500 kB\n"
 	m, err := parseSmapsRollup([]byte(in))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.RSS != 12000*1024 || m.PSS != 4000*1024 {
+	if m.RSS != 12000*1024 || m.PSS != 4000*1024 || m.Anon != 3500*1024 {
 		t.Fatalf("got %+v", m)
 	}
 	if _, err := parseSmapsRollup([]byte("Rss: 1 kB\n")); err == nil {
