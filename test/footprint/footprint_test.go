@@ -389,6 +389,12 @@ func startHealthUnit(ctx context.Context, cs kubernetes.Interface, cloudNode *ha
 			return fmt.Errorf("node %s: %w", name, err)
 		}
 	}
+	// The peers run a copy of holdfastd: pages of the same file would be
+	// shared with the node's daemons and lower their PSS.
+	peerBin := filepath.Join(peerDir, "holdfastd")
+	if err := copyFile(hd, peerBin); err != nil {
+		return err
+	}
 	mf := filepath.Join(peerDir, "members.json")
 	b, err := json.Marshal(list)
 	if err != nil {
@@ -398,7 +404,7 @@ func startHealthUnit(ctx context.Context, cs kubernetes.Interface, cloudNode *ha
 		return err
 	}
 	for _, m := range list[1:] {
-		if _, err := cloudNode.Start("health-"+m.Name, hd, "health", "run", "--node-name", m.Name,
+		if _, err := cloudNode.Start("health-"+m.Name, peerBin, "health", "run", "--node-name", m.Name,
 			"--listen", fmt.Sprintf("%s:%d", m.Address, health.DefaultPort), "--members-file", mf,
 			"--state-dir", filepath.Join(peerDir, m.Name), "--key-file", filepath.Join(peerDir, m.Name, "node.key")); err != nil {
 			return err
@@ -408,6 +414,14 @@ func startHealthUnit(ctx context.Context, cs kubernetes.Interface, cloudNode *ha
 		"--listen", fmt.Sprintf(":%d", health.DefaultPort), "--kubeconfig", kubeconfig,
 		"--state-dir", healthDir(node), "--key-file", nodeKey)
 	return err
+}
+
+func copyFile(src, dst string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, 0o755)
 }
 
 // startDNS starts the node DNS on clusterDNS as its DaemonSet would run it
