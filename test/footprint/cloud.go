@@ -8,15 +8,11 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"time"
 
-	"github.com/containernetworking/plugins/pkg/ns"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -115,7 +111,7 @@ current-context: footprint
 	}
 	if err := c.waitReady(ctx, 120*time.Second); err != nil {
 		return nil, fmt.Errorf("kube-apiserver not ready: %w\n--- kube-apiserver log (tail)\n%s\n--- etcd log (tail)\n%s",
-			err, tail(n.Logs("kube-apiserver"), 3000), tail(n.Logs("etcd"), 1500))
+			err, harness.Tail(n.Logs("kube-apiserver"), 3000), harness.Tail(n.Logs("etcd"), 1500))
 	}
 	return c, nil
 }
@@ -134,72 +130,26 @@ func (c *cloud) restConfig() *rest.Config {
 	return &rest.Config{Host: c.server, BearerToken: c.token,
 		TLSClientConfig: rest.TLSClientConfig{Insecure: true},
 		QPS:             200, Burst: 400, Timeout: 30 * time.Second,
-		Dial: dialIn(c.node.NSPath)}
+		Dial: harness.DialIn(c.node.NSPath)}
 }
 
 func (c *cloud) client() (*kubernetes.Clientset, error) {
 	return kubernetes.NewForConfig(c.restConfig())
 }
 
+// waitReady polls the apiserver's /readyz until it answers ok.
 func (c *cloud) waitReady(ctx context.Context, timeout time.Duration) error {
-	tr, err := rest.TransportFor(c.restConfig())
+	cs, err := c.client()
 	if err != nil {
 		return err
 	}
-	hc := &http.Client{Transport: tr, Timeout: 3 * time.Second}
 	return harness.Eventually(timeout, func() error {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.server+"/readyz", nil)
-		resp, err := hc.Do(req)
+		rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		body, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(rctx)
 		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("/readyz: %s", resp.Status)
+			return fmt.Errorf("/readyz: %w: %s", err, body)
 		}
 		return nil
 	})
-}
-
-// dialIn dials from inside the netns at nsPath.
-func dialIn(nsPath string) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		var conn net.Conn
-		err := ns.WithNetNSPath(nsPath, func(ns.NetNS) error {
-			d := net.Dialer{Timeout: 5 * time.Second}
-			var err error
-			conn, err = d.DialContext(ctx, network, addr)
-			return err
-		})
-		return conn, err
-	}
-}
-
-// getIn GETs url from inside the netns at nsPath.
-func getIn(ctx context.Context, nsPath, url string) ([]byte, error) {
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: dialIn(nsPath), DisableKeepAlives: true}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return b, fmt.Errorf("GET %s: %s: %s", url, resp.Status, b)
-	}
-	return b, nil
-}
-
-func tail(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return "…" + s[len(s)-n:]
 }

@@ -84,13 +84,13 @@ func BenchmarkNodeFootprint(b *testing.B) {
 		b.Fatal(err)
 	}
 	if err := node.WaitSnapshot(ctx); err != nil {
-		b.Fatalf("%v\n--- holdfastd node log\n%s", err, tail(node.Logs(nodeDaemon), 2000))
+		b.Fatalf("%v\n--- holdfastd node log\n%s", err, harness.Tail(node.Logs(nodeDaemon), 2000))
 	}
 	if err := startKubelet(node.Node, kb.Kubelet, cl.kubeconfig, "unix://"+node.ShimSock()); err != nil {
 		b.Fatal(err)
 	}
 	if err := waitNodeReady(ctx, cs, node.Name); err != nil {
-		b.Fatalf("%v\n--- kubelet log (tail)\n%s", err, tail(node.Logs("kubelet"), 4000))
+		b.Fatalf("%v\n--- kubelet log (tail)\n%s", err, harness.Tail(node.Logs("kubelet"), 4000))
 	}
 	if err := setupObjects(ctx, cs); err != nil {
 		b.Fatal(err)
@@ -106,15 +106,15 @@ func BenchmarkNodeFootprint(b *testing.B) {
 	}
 	waitAll := func(what string) {
 		if err := waitPods(ctx, cs); err != nil {
-			b.Fatalf("%s: %v\n--- kubelet log (tail)\n%s\n--- cri-shim log (tail)\n%s", what, err, tail(node.Logs("kubelet"), 4000), tail(node.Logs(nodeDaemon), 2000))
+			b.Fatalf("%s: %v\n--- kubelet log (tail)\n%s\n--- cri-shim log (tail)\n%s", what, err, harness.Tail(node.Logs("kubelet"), 4000), harness.Tail(node.Logs(nodeDaemon), 2000))
 		}
 	}
 	waitAll("pods through the shim")
 	if err := waitDNS(node); err != nil {
-		b.Fatalf("%v\n--- dns log (tail)\n%s", err, tail(node.Logs("dns"), 2000))
+		b.Fatalf("%v\n--- dns log (tail)\n%s", err, harness.Tail(node.Logs("dns"), 2000))
 	}
 	if err := waitVerdicts(ctx, node); err != nil {
-		b.Fatalf("%v\n--- health log (tail)\n%s", err, tail(node.Logs("health"), 3000))
+		b.Fatalf("%v\n--- health log (tail)\n%s", err, harness.Tail(node.Logs("health"), 3000))
 	}
 
 	// Window 1: kubelet through the shim; every holdfast process measured.
@@ -143,7 +143,7 @@ func BenchmarkNodeFootprint(b *testing.B) {
 		b.Fatal(err)
 	}
 	if err := waitNodeReady(ctx, cs, node.Name); err != nil {
-		b.Fatalf("%v\n--- kubelet log (tail)\n%s", err, tail(node.Logs("kubelet"), 4000))
+		b.Fatalf("%v\n--- kubelet log (tail)\n%s", err, harness.Tail(node.Logs("kubelet"), 4000))
 	}
 	waitAll("pods straight to containerd")
 	w2, err := measure(node.Node, []string{"kubelet"}, idle)
@@ -192,7 +192,7 @@ func measure(n *harness.Node, names []string, window time.Duration) (map[string]
 	for _, name := range names {
 		end, err := cpuSeconds(pids[name])
 		if err != nil {
-			return nil, fmt.Errorf("%s (pid %d) exited during the window: %w\n%s", name, pids[name], err, tail(n.Logs(name), 2000))
+			return nil, fmt.Errorf("%s (pid %d) exited during the window: %w\n%s", name, pids[name], err, harness.Tail(n.Logs(name), 2000))
 		}
 		m, err := readMemory(pids[name])
 		if err != nil {
@@ -339,7 +339,7 @@ func startNodeDaemon(n reboot.Node) error {
 		return err
 	}
 	if err := harness.WaitCRI(n.ShimSock(), 30*time.Second); err != nil {
-		return fmt.Errorf("holdfastd node: %w\n%s", err, tail(n.Logs(nodeDaemon), 2000))
+		return fmt.Errorf("holdfastd node: %w\n%s", err, harness.Tail(n.Logs(nodeDaemon), 2000))
 	}
 	return nil
 }
@@ -460,7 +460,7 @@ func waitDNS(node reboot.Node) error {
 // and holds every other member alive.
 func waitVerdicts(ctx context.Context, node reboot.Node) error {
 	return harness.Eventually(2*time.Minute, func() error {
-		body, err := getIn(ctx, node.NSPath, fmt.Sprintf("http://127.0.0.1:%d/v1/verdicts", health.DefaultPort))
+		body, err := harness.GetIn(ctx, node.NSPath, fmt.Sprintf("http://127.0.0.1:%d/v1/verdicts", health.DefaultPort))
 		if err != nil {
 			return err
 		}

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
-	"strings"
 
 	"github.com/holdfast-edge/holdfast/test/harness"
 )
@@ -14,19 +12,6 @@ import (
 // clusterDNS is the node DNS address kubelet hands to pods (holdfastd dns
 // listens there).
 const clusterDNS = "169.254.20.10"
-
-// kernelDefaults are the sysctls kubelet insists on. They are host-wide, so
-// kubelet never writes them: it runs in a mount namespace of its own where
-// files with these values are bind-mounted over /proc/sys, and
-// protectKernelDefaults makes it fail instead of writing if they differ.
-var kernelDefaults = map[string]string{
-	"vm/overcommit_memory":      "1",
-	"vm/panic_on_oom":           "0",
-	"kernel/panic":              "10",
-	"kernel/panic_on_oops":      "1",
-	"kernel/keys/root_maxkeys":  "1000000",
-	"kernel/keys/root_maxbytes": "25000000",
-}
 
 // kubeletConfig is a KubeletConfiguration for a harness node whose runtime
 // is endpoint: cgroupfs without QoS cgroups (the node shares the host's
@@ -72,7 +57,7 @@ func kubeletConfig(n *harness.Node, endpoint string) map[string]any {
 // kernel-default files.
 func startKubelet(n *harness.Node, kubelet, kubeconfig, endpoint string) error {
 	root := filepath.Join(n.VarDir, "kubelet")
-	for _, d := range []string{root, filepath.Join(n.VarDir, "log", "pods"), filepath.Join(n.VarDir, "kubelet-plugins"), filepath.Join(n.EtcDir, "sysctl")} {
+	for _, d := range []string{root, filepath.Join(n.VarDir, "log", "pods"), filepath.Join(n.VarDir, "kubelet-plugins")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
 		}
@@ -91,22 +76,11 @@ func startKubelet(n *harness.Node, kubelet, kubeconfig, endpoint string) error {
 	if err := makeCgroupRoot("/" + n.NetNS); err != nil {
 		return err
 	}
-	keys := make([]string, 0, len(kernelDefaults))
-	for k := range kernelDefaults {
-		keys = append(keys, k)
+	script, err := harness.KubeletSysctlScript(filepath.Join(n.EtcDir, "sysctl"))
+	if err != nil {
+		return err
 	}
-	sort.Strings(keys)
-	var script strings.Builder
-	script.WriteString("set -e\n")
-	for _, key := range keys {
-		f := filepath.Join(n.EtcDir, "sysctl", strings.ReplaceAll(key, "/", "."))
-		if err := os.WriteFile(f, []byte(kernelDefaults[key]+"\n"), 0o644); err != nil {
-			return err
-		}
-		fmt.Fprintf(&script, "mount --bind %s /proc/sys/%s\n", f, key)
-	}
-	script.WriteString(`exec "$0" "$@"` + "\n")
-	_, err = n.Start("kubelet", "unshare", "--mount", "--propagation", "unchanged", "--", "/bin/sh", "-c", script.String(),
+	_, err = n.Start("kubelet", "unshare", "--mount", "--propagation", "unchanged", "--", "/bin/sh", "-c", script,
 		kubelet, "--config", cfgPath, "--kubeconfig", kubeconfig,
 		"--hostname-override", n.Name, "--node-ip", n.UnderlayIP.String(),
 		"--root-dir", root, "--cert-dir", filepath.Join(root, "pki"), "--v=1")
