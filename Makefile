@@ -18,7 +18,7 @@ export HOLDFAST_CACHE := $(CACHE)
 # cgo backend on amd64.
 DEB_PACKAGES := containerd runc iptables nftables iproute2 busybox-static conntrack \
 	etcd-server etcd-client systemd util-linux procps kmod ca-certificates git \
-	gcc libc6-dev
+	gcc libc6-dev strace
 
 GO_TEST_FLAGS ?= -count=1 -timeout 40m
 # package:benchmark-regexp:benchtime ("-" = go test's default). Iteration
