@@ -18,7 +18,7 @@ export HOLDFAST_CACHE := $(CACHE)
 # cgo backend on amd64.
 DEB_PACKAGES := containerd runc iptables nftables iproute2 busybox-static conntrack \
 	etcd-server etcd-client systemd util-linux procps kmod ca-certificates git \
-	gcc libc6-dev
+	gcc libc6-dev strace
 
 GO_TEST_FLAGS ?= -count=1 -timeout 40m
 # package:benchmark-regexp:benchtime ("-" = go test's default). Iteration
@@ -49,16 +49,17 @@ deps: require-root go-check
 	else echo "deps: all Debian packages present"; fi
 	@$(GO) mod download
 
-# holdfastd is built without the symbol table and DWARF (-s -w) and with
-# module-relative paths (-trimpath): a smaller file to ship and to map into
-# every daemon (docs/footprint.md). test/harness builds it the same way
-# (harness.DaemonBuildFlags), so the tests run the binary as shipped.
-HOLDFASTD_BUILD_FLAGS := -trimpath -ldflags='-s -w'
+# Every shipped binary is static, without the symbol table and DWARF
+# (-s -w), with module-relative paths (-trimpath): the plugins are exec'd on
+# every pod's ADD and DEL, and holdfastd is mapped into every daemon
+# (docs/cni.md, docs/footprint.md). test/harness builds them the same way
+# (harness.BuildFlags), so tests and benchmarks measure the binaries as shipped.
+BUILD_FLAGS := -trimpath -ldflags='-s -w'
 
 build: go-check
-	CGO_ENABLED=0 $(GO) build -o bin/holdfast ./plugins/holdfast
-	CGO_ENABLED=0 $(GO) build -o bin/holdfast-ipam ./plugins/holdfast-ipam
-	CGO_ENABLED=0 $(GO) build $(HOLDFASTD_BUILD_FLAGS) -o bin/holdfastd ./cmd/holdfastd
+	CGO_ENABLED=0 $(GO) build $(BUILD_FLAGS) -o bin/holdfast ./plugins/holdfast
+	CGO_ENABLED=0 $(GO) build $(BUILD_FLAGS) -o bin/holdfast-ipam ./plugins/holdfast-ipam
+	CGO_ENABLED=0 $(GO) build $(BUILD_FLAGS) -o bin/holdfastd ./cmd/holdfastd
 
 # Reference CNI plugins at a pinned version, built from source into the
 # git-ignored cache (never whatever the machine happens to have).

@@ -268,3 +268,19 @@ func TestVersion1SnapshotStillRead(t *testing.T) {
 		t.Fatalf("version 1: %v %+v", err, s)
 	}
 }
+
+// TestPlainNFTName: the hand-written check accepts exactly what the
+// identifier grammar `[A-Za-z_][A-Za-z0-9_./-]{0,255}` does.
+func TestPlainNFTName(t *testing.T) {
+	grammar := regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_./-]{0,255}$`)
+	names := []string{"", "a", "_", "kube-proxy", "flannel-ipv4", "a.b/c-d_e9", "9a", "-a", ".a", "/a", "a b", "a\x00", "ä", "a:b",
+		"a" + strings.Repeat("b", 255), "a" + strings.Repeat("b", 256), strings.Repeat("z", 300)}
+	for c := 0; c < 256; c++ {
+		names = append(names, string(rune(c)), "x"+string([]byte{byte(c)}))
+	}
+	for _, n := range names {
+		if got, want := plainNFTName(n), grammar.MatchString(n); got != want {
+			t.Errorf("plainNFTName(%q) = %v, grammar says %v", n, got, want)
+		}
+	}
+}

@@ -42,7 +42,7 @@ func runIPAM(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	atts, err := loadAttachments(*cniDir, *network)
+	atts, err := loadAttachments(*cniDir, *network, os.Stderr)
 	if err != nil {
 		return err
 	}
@@ -69,8 +69,11 @@ func runIPAM(ctx context.Context, args []string) error {
 	return tw.Flush()
 }
 
-// loadAttachments reads the holdfast plugin's records (all networks, or one).
-func loadAttachments(dir, network string) ([]*attachment.Attachment, error) {
+// loadAttachments reads the holdfast plugin's records (all networks, or
+// one). A record that cannot be read is named on warn and skipped: records
+// are not fsynced (attachment.Save), so a power loss may leave one empty
+// until the runtime's GC prunes it.
+func loadAttachments(dir, network string, warn io.Writer) ([]*attachment.Attachment, error) {
 	out := []*attachment.Attachment{}
 	if dir == "" {
 		return out, nil
@@ -99,7 +102,8 @@ func loadAttachments(dir, network string) ([]*attachment.Attachment, error) {
 		for _, p := range paths {
 			a, err := attachment.Load(p)
 			if err != nil {
-				return nil, err
+				fmt.Fprintf(warn, "holdfastd ipam show: skipping unreadable attachment record: %v\n", err)
+				continue
 			}
 			out = append(out, a)
 		}

@@ -106,7 +106,7 @@ func shortID(id string) string {
 // withLocks runs fn holding host-local's lock and holdfast-ipam's (one
 // lock when both IPAMs share the dir, as when holdfast-ipam keeps
 // host-local's dataDir).
-func (n Network) withLocks(fn func(st *store.State, ipam *store.Disk) (bool, error)) error {
+func (n Network) withLocks(fn func(st *store.State, ipam *store.Disk) (bool, error)) (err error) {
 	ipam := store.New(n.host(n.IPAMDataDir), n.Name)
 	hl := store.New(n.host(n.HostLocalDataDir), n.Name)
 	if hl.Dir != ipam.Dir {
@@ -118,7 +118,12 @@ func (n Network) withLocks(fn func(st *store.State, ipam *store.Disk) (bool, err
 	if err := ipam.Lock(); err != nil {
 		return fmt.Errorf("holdfast-ipam lock: %w", err)
 	}
-	defer ipam.Unlock()
+	defer func() {
+		// Unlock finishes the durable save (the directory fsync).
+		if uerr := ipam.Unlock(); err == nil {
+			err = uerr
+		}
+	}()
 	st, err := ipam.Load()
 	if err != nil {
 		return err
@@ -127,7 +132,7 @@ func (n Network) withLocks(fn func(st *store.State, ipam *store.Disk) (bool, err
 	if err != nil || !changed {
 		return err
 	}
-	return ipam.Save(st)
+	return ipam.Save(st, store.Durable) // install and uninstall: durable before they report
 }
 
 // Reservations lists host-local's reservations of n (what Import would

@@ -32,7 +32,7 @@ func save(t *testing.T, n Network, st *store.State) {
 		t.Fatal(err)
 	}
 	defer d.Unlock()
-	if err := d.Save(st); err != nil {
+	if err := d.Save(st, store.Durable); err != nil {
 		t.Fatal(err)
 	}
 }

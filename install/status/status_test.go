@@ -65,7 +65,7 @@ func TestRealStateFiles(t *testing.T) {
 	if err := disk.Lock(); err != nil {
 		t.Fatal(err)
 	}
-	if err := disk.Save(st); err != nil {
+	if err := disk.Save(st, ipamstore.Durable); err != nil {
 		t.Fatal(err)
 	}
 	disk.Unlock()

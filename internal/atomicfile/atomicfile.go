@@ -40,6 +40,22 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 // the caller's SyncDir (which batches the fsyncs of many writes, as the CRI
 // record store does).
 func WriteFileNoDirSync(path string, data []byte, perm os.FileMode) error {
+	return replace(path, data, perm, true)
+}
+
+// WriteFileNoSync is WriteFile without any fsync: a writer killed at any
+// instruction (SIGKILL, crash of the process) still leaves the old or the
+// new content, never a torn mix, because the page cache outlives it; only a
+// power loss or kernel crash may lose the write or leave the file empty or
+// torn. It is for records that can be rebuilt or pruned, as the chained
+// CNI plugin's attachment records (docs/cni.md).
+func WriteFileNoSync(path string, data []byte, perm os.FileMode) error {
+	return replace(path, data, perm, false)
+}
+
+// replace writes data to a temp file beside path (fsynced when sync is
+// set) and renames it over path.
+func replace(path string, data []byte, perm os.FileMode, sync bool) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create dir for %s: %w", path, err)
@@ -62,8 +78,10 @@ func WriteFileNoDirSync(path string, data []byte, perm os.FileMode) error {
 	if err := tmp.Chmod(perm); err != nil {
 		return fmt.Errorf("chmod %s: %w", tmpName, err)
 	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", tmpName, err)
+	if sync {
+		if err := tmp.Sync(); err != nil {
+			return fmt.Errorf("fsync %s: %w", tmpName, err)
+		}
 	}
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("close %s: %w", tmpName, err)
@@ -90,10 +108,19 @@ func SyncDir(dir string) error {
 
 // Remove deletes path durably; a missing file is not an error.
 func Remove(path string) error {
+	if err := RemoveNoSync(path); err != nil {
+		return err
+	}
+	return SyncDir(filepath.Dir(path))
+}
+
+// RemoveNoSync deletes path without the directory fsync (a power loss may
+// bring the file back); a missing file is not an error.
+func RemoveNoSync(path string) error {
 	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
 		return fmt.Errorf("remove %s: %w", path, err)
 	}
-	return SyncDir(filepath.Dir(path))
+	return nil
 }
 
 // CleanTemps removes the temp files WriteFile left for target when its

@@ -15,44 +15,67 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/flock"
 )
 
+// writers are the three ways to replace a file; they differ only in what
+// they fsync.
+var writers = map[string]func(string, []byte, os.FileMode) error{
+	"WriteFile": WriteFile, "WriteFileNoDirSync": WriteFileNoDirSync, "WriteFileNoSync": WriteFileNoSync,
+}
+
 func TestWriteFileContentModeReplace(t *testing.T) {
 	old := syscall.Umask(0o077) // the mode must not depend on the umask
 	defer syscall.Umask(old)
-	path := filepath.Join(t.TempDir(), "sub", "f.json")
-	if err := WriteFile(path, []byte("one"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := WriteFile(path, []byte("two, longer"), 0o640); err != nil {
-		t.Fatal(err)
-	}
-	got, err := os.ReadFile(path)
-	if err != nil || string(got) != "two, longer" {
-		t.Fatalf("content %q, %v", got, err)
-	}
-	st, _ := os.Stat(path)
-	if st.Mode().Perm() != 0o640 {
-		t.Fatalf("mode %v, want 0640", st.Mode().Perm())
-	}
-	if left := temps(t, filepath.Dir(path)); len(left) != 0 {
-		t.Fatalf("temp files left after successful writes: %v", left)
+	for name, write := range writers {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "sub", "f.json")
+			if err := write(path, []byte("one"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := write(path, []byte("two, longer"), 0o640); err != nil {
+				t.Fatal(err)
+			}
+			got, err := os.ReadFile(path)
+			if err != nil || string(got) != "two, longer" {
+				t.Fatalf("content %q, %v", got, err)
+			}
+			st, _ := os.Stat(path)
+			if st.Mode().Perm() != 0o640 {
+				t.Fatalf("mode %v, want 0640", st.Mode().Perm())
+			}
+			if left := temps(t, filepath.Dir(path)); len(left) != 0 {
+				t.Fatalf("temp files left after successful writes: %v", left)
+			}
+			if err := RemoveNoSync(path); err != nil {
+				t.Fatal(err)
+			}
+			if err := RemoveNoSync(path); err != nil {
+				t.Fatalf("removing a missing file: %v", err)
+			}
+			if _, err := os.Stat(path); !os.IsNotExist(err) {
+				t.Fatalf("still there after RemoveNoSync: %v", err)
+			}
+		})
 	}
 }
 
 // TestWriteFileFailureKeepsOldAndNoTemp: a rename that fails (the target
 // is a non-empty directory) leaves the target as it was and no temp file.
 func TestWriteFileFailureKeepsOldAndNoTemp(t *testing.T) {
-	dir := t.TempDir()
-	target := filepath.Join(dir, "busy")
-	os.MkdirAll(filepath.Join(target, "inside"), 0o755)
-	err := WriteFile(target, []byte("x"), 0o600)
-	if err == nil || !strings.Contains(err.Error(), target) {
-		t.Fatalf("want an error naming %s, got %v", target, err)
-	}
-	if st, err := os.Stat(filepath.Join(target, "inside")); err != nil || !st.IsDir() {
-		t.Fatalf("target changed: %v", err)
-	}
-	if left := temps(t, dir); len(left) != 0 {
-		t.Fatalf("temp files left after a failed write: %v", left)
+	for name, write := range writers {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			target := filepath.Join(dir, "busy")
+			os.MkdirAll(filepath.Join(target, "inside"), 0o755)
+			err := write(target, []byte("x"), 0o600)
+			if err == nil || !strings.Contains(err.Error(), target) {
+				t.Fatalf("want an error naming %s, got %v", target, err)
+			}
+			if st, err := os.Stat(filepath.Join(target, "inside")); err != nil || !st.IsDir() {
+				t.Fatalf("target changed: %v", err)
+			}
+			if left := temps(t, dir); len(left) != 0 {
+				t.Fatalf("temp files left after a failed write: %v", left)
+			}
+		})
 	}
 }
 

@@ -24,9 +24,11 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/atomicfile"
 	"github.com/holdfast-edge/holdfast/internal/statefile"
 	"github.com/holdfast-edge/holdfast/plugins/holdfast-ipam/store"
+	"github.com/holdfast-edge/holdfast/test/harness"
 )
 
-// binPath is the holdfast-ipam binary built once for the tests.
+// binPath is the holdfast-ipam binary built once for the tests, as `make
+// build` ships it.
 var binPath string
 
 func TestMain(m *testing.M) {
@@ -36,8 +38,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binPath = filepath.Join(dir, "holdfast-ipam")
-	if out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build holdfast-ipam: %v\n%s", err, out)
+	if err := harness.BuildPlugin(dir, "holdfast-ipam"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()

@@ -24,7 +24,7 @@ import (
 )
 
 // pluginDir holds the reference plugins and freshly built holdfast and
-// holdfast-ipam (built once per test process).
+// holdfast-ipam (built once per test process, as `make build` ships them).
 var pluginDir string
 
 func TestMain(m *testing.M) {
@@ -41,10 +41,8 @@ func TestMain(m *testing.M) {
 		}
 		defer os.RemoveAll(dir)
 		for _, b := range []string{"holdfast", "holdfast-ipam"} {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(dir, b), "./plugins/"+b)
-			cmd.Dir = harness.RepoRoot()
-			if out, err := cmd.CombinedOutput(); err != nil {
-				fmt.Fprintf(os.Stderr, "build %s: %v\n%s", b, err, out)
+			if err := harness.BuildPlugin(dir, b); err != nil {
+				fmt.Fprintln(os.Stderr, err)
 				return 1
 			}
 		}

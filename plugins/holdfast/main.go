@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -275,7 +274,7 @@ func gcIPAM(conf *NetConf) error {
 	if err != nil {
 		return internal("GC: encode IPAM config: %v", err)
 	}
-	if err := invoke.DelegateGC(context.Background(), ipam.Type, stdin, nil); err != nil {
+	if err := cniplugin.DelegateGC(context.Background(), ipam.Type, stdin); err != nil {
 		return internal("GC of IPAM %s: %v", ipam.Type, err)
 	}
 	return nil

@@ -36,10 +36,12 @@ func CacheDir() string {
 	return filepath.Join(RepoRoot(), ".cache")
 }
 
-// DaemonBuildFlags are the go build flags of holdfastd, as the Makefile's
-// HOLDFASTD_BUILD_FLAGS (no symbol table or DWARF, module-relative paths):
-// the tests run and measure the binary as shipped.
-var DaemonBuildFlags = []string{"-trimpath", "-ldflags=-s -w"}
+// BuildFlags are the go build flags of every shipped binary, as the
+// Makefile's BUILD_FLAGS: static (CGO_ENABLED=0 is set beside them), no
+// symbol table or DWARF, module-relative paths. Tests and benchmarks exec
+// and measure the binaries as shipped: a cgo build is dynamically linked,
+// and the loader and libc start-up add about a millisecond to every exec.
+var BuildFlags = []string{"-trimpath", "-ldflags=-s -w"}
 
 var (
 	buildMu    sync.Mutex
@@ -62,22 +64,15 @@ func Binaries(t testing.TB) string {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, b := range []struct {
-		name, pkg string
-		flags     []string
-	}{
-		{"holdfast", "./plugins/holdfast", nil},
-		{"holdfast-ipam", "./plugins/holdfast-ipam", nil},
-		{"holdfastd", "./cmd/holdfastd", DaemonBuildFlags},
+	for _, b := range []struct{ name, pkg string }{
+		{"holdfast", "./plugins/holdfast"},
+		{"holdfast-ipam", "./plugins/holdfast-ipam"},
+		{"holdfastd", "./cmd/holdfastd"},
 	} {
 		tmp := filepath.Join(dir, fmt.Sprintf(".%s.%d", b.name, os.Getpid()))
-		args := append(append([]string{"build"}, b.flags...), "-o", tmp, b.pkg)
-		cmd := exec.Command("go", args...)
-		cmd.Dir = RepoRoot()
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as `make build` and the image want
-		if out, err := cmd.CombinedOutput(); err != nil {
+		if err := goBuild(tmp, b.pkg); err != nil {
 			os.Remove(tmp)
-			t.Fatalf("harness: build %s: %v\n%s", b.name, err, out)
+			t.Fatalf("harness: %v", err)
 		}
 		if err := os.Rename(tmp, filepath.Join(dir, b.name)); err != nil {
 			t.Fatal(err)
@@ -85,6 +80,23 @@ func Binaries(t testing.TB) string {
 	}
 	binDirOnce = dir
 	return dir
+}
+
+// BuildPlugin builds the CNI plugin name ("holdfast", "holdfast-ipam")
+// into dir the way `make build` ships it.
+func BuildPlugin(dir, name string) error {
+	return goBuild(filepath.Join(dir, name), "./plugins/"+name)
+}
+
+// goBuild builds pkg to out with BuildFlags, static.
+func goBuild(out, pkg string) error {
+	cmd := exec.Command("go", append(append([]string{"build"}, BuildFlags...), "-o", out, pkg)...)
+	cmd.Dir = RepoRoot()
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if output, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("build %s: %v\n%s", pkg, err, output)
+	}
+	return nil
 }
 
 // CNIPlugins returns a directory with the reference CNI plugins (bridge,

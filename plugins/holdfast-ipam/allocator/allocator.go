@@ -31,7 +31,9 @@ type Store interface {
 	Lock() error
 	Unlock() error
 	Load() (*store.State, error)
-	Save(*store.State) error
+	// Save replaces the state; dur says whether it must be on disk
+	// before Save returns (store.Durable) or may follow (store.Deferred).
+	Save(st *store.State, dur store.Durability) error
 }
 
 // ErrExhausted is returned (wrapped) when a range set has no address left.
@@ -100,12 +102,19 @@ func (a *Allocator) netnsGone(p string) bool {
 	return errors.Is(err, os.ErrNotExist)
 }
 
-// update runs fn on the state under the lock and saves if fn says so.
-func (a *Allocator) update(fn func(st *store.State) (bool, error)) error {
+// update runs fn on the state under the lock and saves, with dur, if fn
+// says so.
+func (a *Allocator) update(dur store.Durability, fn func(st *store.State) (bool, error)) (err error) {
 	if err := a.Store.Lock(); err != nil {
 		return err
 	}
-	defer a.Store.Unlock()
+	defer func() {
+		// Unlock finishes a durable save (the directory fsync): its
+		// error is the operation's.
+		if uerr := a.Store.Unlock(); err == nil {
+			err = uerr
+		}
+	}()
 	st, err := a.Store.Load()
 	if err != nil {
 		return err
@@ -116,7 +125,7 @@ func (a *Allocator) update(fn func(st *store.State) (bool, error)) error {
 		return err
 	}
 	if changed || reconciled {
-		return a.Store.Save(st)
+		return a.Store.Save(st, dur)
 	}
 	return nil
 }
@@ -149,7 +158,8 @@ func (a *Allocator) expire(st *store.State, now time.Time) bool {
 // Add allocates one address per range set for req.
 func (a *Allocator) Add(req Request) ([]Lease, error) {
 	var leases []Lease
-	err := a.update(func(st *store.State) (bool, error) {
+	// Durable: a new pod's pin must survive a power loss.
+	err := a.update(store.Durable, func(st *store.State) (bool, error) {
 		var err error
 		leases, err = a.add(st, req)
 		return err == nil, err
@@ -400,9 +410,11 @@ func (a *Allocator) reconcile(st *store.State) bool {
 }
 
 // Del releases what container/ifname holds and keeps its pin. Releasing
-// nothing is not an error.
+// nothing is not an error. The save is store.Deferred: a release a power
+// loss undoes is one whose DEL never came, which ADD's stale-sandbox
+// takeover and GC already handle.
 func (a *Allocator) Del(cid, ifName string) error {
-	return a.update(func(st *store.State) (bool, error) {
+	return a.update(store.Deferred, func(st *store.State) (bool, error) {
 		return a.release(st, func(al *store.Allocation) bool { return al.ContainerID == cid && al.IfName == ifName }, "released"), nil
 	})
 }
@@ -466,7 +478,7 @@ func (a *Allocator) GC(valid []types.GCAttachment) (int, error) {
 		keep[[2]string{v.ContainerID, v.IfName}] = true
 	}
 	n := 0
-	err := a.update(func(st *store.State) (bool, error) {
+	err := a.update(store.Deferred, func(st *store.State) (bool, error) { // releases only, as Del
 		changed := a.release(st, func(al *store.Allocation) bool {
 			if keep[[2]string{al.ContainerID, al.IfName}] {
 				return false

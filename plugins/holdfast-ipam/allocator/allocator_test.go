@@ -3,6 +3,7 @@ package allocator
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 type memStore struct {
 	data   []byte
 	locked bool
+	saves  []store.Durability // of every Save, in order
 }
 
 func (m *memStore) Lock() error {
@@ -34,10 +36,11 @@ func (m *memStore) Load() (*store.State, error) {
 	}
 	return st, json.Unmarshal(m.data, st)
 }
-func (m *memStore) Save(st *store.State) error {
+func (m *memStore) Save(st *store.State, dur store.Durability) error {
 	if !m.locked {
 		return fmt.Errorf("save without lock")
 	}
+	m.saves = append(m.saves, dur)
 	var err error
 	m.data, err = json.Marshal(st)
 	return err
@@ -215,7 +218,7 @@ func TestImportedAndHandedBackAllocations(t *testing.T) {
 	st.Pins["n/ns/web/eth0"] = &store.Pin{Key: "n/ns/web/eth0", Namespace: "ns", Name: "web", IfName: "eth0", IPs: []string{"10.1.0.9"}, ContainerID: "old"}
 	st.Allocations["10.1.0.7"] = &store.Allocation{IP: "10.1.0.7", ContainerID: "new", IfName: "eth0", HostLocal: "/hl/10.1.0.7"}
 	ms.locked = true
-	ms.Save(st)
+	ms.Save(st, store.Durable)
 	ms.locked = false
 
 	// host-local still holds .9: a new pod must not get it.
@@ -239,5 +242,25 @@ func TestImportedAndHandedBackAllocations(t *testing.T) {
 	}
 	if _, ok := files["/hl/10.1.0.7"]; ok {
 		t.Fatal("releasing a handed-back allocation left its host-local reservation")
+	}
+}
+
+// TestAddDurableReleasesDeferred: ADD's save is on disk before the plugin
+// answers (a new pod's pin survives a power loss); DEL's and GC's saves
+// skip the directory fsync (docs/cni.md: a release a power loss undoes is
+// a DEL that never came).
+func TestAddDurableReleasesDeferred(t *testing.T) {
+	a, ms, _ := newAlloc(t, "10.1.0.0/24", "1h")
+	add(t, a, "c1", "web")
+	add(t, a, "c2", "db")
+	if err := a.Del("c1", "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.GC([]types.GCAttachment{{ContainerID: "c1", IfName: "eth0"}}); err != nil {
+		t.Fatal(err)
+	}
+	want := []store.Durability{store.Durable, store.Durable, store.Deferred, store.Deferred}
+	if !slices.Equal(ms.saves, want) {
+		t.Fatalf("saves %v, want %v (0 = Durable, 1 = Deferred)", ms.saves, want)
 	}
 }

@@ -1,7 +1,8 @@
 // Package store is holdfast-ipam's one crash-safe store: per network, a
 // single statefile snapshot (kind "holdfast-ipam/state") of every allocation
-// and pin, rewritten atomically (temp file, fsync, rename, fsync dir) while
-// an exclusive flock on the network's lock file is held. A SIGKILL at any
+// and pin, rewritten atomically (temp file, fsync, rename) while an
+// exclusive flock on the network's lock file is held; a Durable save
+// fsyncs the directory too, right after the lock is released. A SIGKILL at any
 // instruction leaves either the previous snapshot or the new one, never a
 // torn mix; the lock serialises every plugin process on the node.
 //
@@ -130,6 +131,9 @@ type Disk struct {
 	Network     string
 	LockTimeout time.Duration
 	lockFile    *os.File
+	// syncDir: a Durable Save renamed the state file; Unlock fsyncs the
+	// directory.
+	syncDir bool
 }
 
 // New returns the store of network under dataDir. Nothing is created until
@@ -164,14 +168,26 @@ func (d *Disk) Lock() error {
 	return nil
 }
 
-// Unlock releases the lock.
+// Unlock releases the lock, then, after a Durable Save, fsyncs the
+// directory so the new state is on disk when Unlock returns. Its error
+// must be checked: a failed directory fsync means the save may not be
+// durable.
 func (d *Disk) Unlock() error {
 	if d.lockFile == nil {
 		return nil
 	}
 	err := d.lockFile.Close() // closing drops the flock
 	d.lockFile = nil
-	return err
+	if d.syncDir {
+		d.syncDir = false
+		if serr := atomicfile.SyncDir(d.Dir); serr != nil {
+			return serr
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("release lock of %s: %w", d.Dir, err)
+	}
+	return nil
 }
 
 // Load reads the state; a missing file is an empty state. Callers that
@@ -194,12 +210,42 @@ func (d *Disk) Load() (*State, error) {
 	return st, nil
 }
 
+// Durability says how soon a Save survives a power loss. Either way the
+// state file is fsynced before its rename, so it is never torn, and a
+// killed plugin leaves the old state or the new one.
+type Durability int
+
+const (
+	// Durable: the directory is fsynced too, so the new state is on disk
+	// before Save returns (ADD: the pod's pin must survive a power loss).
+	// The directory fsync runs in Unlock, after the lock is released, so
+	// plugins waiting for the lock do not queue behind it.
+	Durable Durability = iota
+	// Deferred: no directory fsync; the rename reaches the disk with the
+	// filesystem's next commit (ext4: within 5 s), so a power loss may
+	// bring back the state of just before. Only for releases (DEL, GC):
+	// losing one looks like a power loss just before the DEL, which the
+	// allocator already handles (the same pod takes over an allocation
+	// whose netns is gone; GC releases the rest).
+	Deferred
+)
+
 // Save atomically replaces the state file. The caller must hold the lock.
-func (d *Disk) Save(st *State) error {
+func (d *Disk) Save(st *State, dur Durability) error {
 	if d.lockFile == nil {
 		return errors.New("store: Save without the lock")
 	}
-	return statefile.Save(d.StatePath(), Kind, Version, st)
+	data, err := statefile.Encode(Kind, Version, st)
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.WriteFileNoDirSync(d.StatePath(), data, 0o600); err != nil {
+		return err
+	}
+	if dur == Durable {
+		d.syncDir = true
+	}
+	return nil
 }
 
 // ListNetworks returns the network names that have a state file in dataDir.

@@ -52,13 +52,13 @@ func TestLockTimeoutThenRelease(t *testing.T) {
 func TestSaveLoadRoundTripAndRefusals(t *testing.T) {
 	dir := t.TempDir()
 	d := New(dir, "n")
-	if err := d.Save(NewState("n")); err == nil {
+	if err := d.Save(NewState("n"), Durable); err == nil {
 		t.Fatal("Save without lock succeeded")
 	}
 	d.Lock()
 	st := NewState("n")
 	st.Allocations["10.0.0.2"] = &Allocation{IP: "10.0.0.2", ContainerID: "c"}
-	if err := d.Save(st); err != nil {
+	if err := d.Save(st, Durable); err != nil {
 		t.Fatal(err)
 	}
 	d.Unlock()

@@ -1,8 +1,9 @@
 // Package attachment is the holdfast chained plugin's record of one pod
 // interface (pod, container ID, ifname, IPs, MAC, netns): one versioned
 // statefile per attachment under <dataDir>/<network>/, written atomically
-// under the network dir's lock (atomicfile.LockDir), which also removes what
-// plugins killed mid-write left there. It owns those files only and never
+// (but not fsynced: see Save) under the network dir's lock
+// (atomicfile.LockDir), which also removes what plugins killed mid-write
+// left there. It owns those files only and never
 // touches the network.
 package attachment
 
@@ -57,14 +58,23 @@ func Path(dataDir, network, cid, ifName string) (string, error) {
 	return filepath.Join(dataDir, network, cid+"_"+ifName+".json"), nil
 }
 
-// Save atomically writes a record, under its directory's lock.
+// Save atomically writes a record, under its directory's lock, without
+// fsync (atomicfile.WriteFileNoSync): a plugin killed at any point leaves
+// the old record or the new one, never a torn file, but a power loss may
+// lose a record written in the last seconds or leave it empty. Records
+// describe sandboxes, which a power loss kills all of: the runtime's next
+// GC prunes them without reading them, and new sandboxes write new ones.
 func Save(path string, a *Attachment) error {
+	data, err := statefile.Encode(Kind, Version, a)
+	if err != nil {
+		return err
+	}
 	unlock, err := atomicfile.LockDir(filepath.Dir(path), atomicfile.DefaultLockTimeout)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	return statefile.Save(path, Kind, Version, a)
+	return atomicfile.WriteFileNoSync(path, data, 0o600)
 }
 
 // Load reads a record; errors name the file.
@@ -94,13 +104,14 @@ func List(dataDir, network string) ([]string, error) {
 	return out, nil
 }
 
-// Remove deletes a record durably, under its directory's lock; a missing
-// one is not an error.
+// Remove deletes a record under its directory's lock, without the
+// directory fsync (a power loss may bring it back; GC prunes it); a
+// missing one is not an error.
 func Remove(path string) error {
 	unlock, err := atomicfile.LockDir(filepath.Dir(path), atomicfile.DefaultLockTimeout)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	return atomicfile.Remove(path)
+	return atomicfile.RemoveNoSync(path)
 }
