@@ -348,6 +348,14 @@ func (s *Store) UIDForContainer(id string) (string, bool) {
 	return uid, ok
 }
 
+// Has reports whether the pod has a record (without copying it).
+func (s *Store) Has(uid string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.pods[uid]
+	return ok
+}
+
 // Get returns a copy of the pod record.
 func (s *Store) Get(uid string) (*Pod, bool) {
 	s.mu.Lock()
