@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -17,7 +16,6 @@ import (
 	"github.com/holdfast-edge/holdfast/cri-shim/proxy"
 	"github.com/holdfast-edge/holdfast/cri-shim/record"
 	"github.com/holdfast-edge/holdfast/cri-shim/relaunch"
-	"github.com/holdfast-edge/holdfast/cri-shim/seal"
 	"github.com/holdfast-edge/holdfast/cri-shim/volumes"
 )
 
@@ -127,14 +125,7 @@ func New(cfg Config) (*Shim, error) {
 	}
 	s := &Shim{cfg: cfg, log: log, store: store, bootID: bootID, locks: &podLocks{}, done: make(chan struct{}), badFiles: bad}
 	if cfg.RestoreVolumes {
-		var sealer volumes.Sealer
-		box, err := seal.LoadOrCreate(filepath.Join(cfg.StateDir, seal.KeyFileName), nil)
-		if err != nil {
-			log.Error("node key unusable: Secret and token volumes are neither captured nor restored", "err", err)
-		} else {
-			sealer = box
-		}
-		if s.vols, err = newVolumeKeeper(cfg.StateDir, cfg.MountInfo, sealer, store, bad, log); err != nil {
+		if s.vols, err = openVolumes(cfg.StateDir, cfg.MountInfo, store, bad, log); err != nil {
 			conn.Close()
 			return nil, err
 		}

@@ -12,6 +12,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/holdfast-edge/holdfast/cri-shim/record"
+	"github.com/holdfast-edge/holdfast/cri-shim/seal"
 	"github.com/holdfast-edge/holdfast/cri-shim/volumes"
 )
 
@@ -66,6 +67,32 @@ type volumeKeeper struct {
 	captureErrs prometheus.Counter
 	missing     *prometheus.CounterVec
 	incomplete  prometheus.Counter
+}
+
+// openVolumes opens the node key and the captures under stateDir. A node
+// key that cannot be used is logged (naming its file) and leaves Secret and
+// token content uncaptured and unrestored; the rest works on.
+func openVolumes(stateDir, mountInfo string, store *record.Store, badRecords []record.LoadError, log *slog.Logger) (*volumeKeeper, error) {
+	var sealer volumes.Sealer
+	box, err := seal.LoadOrCreate(filepath.Join(stateDir, seal.KeyFileName), nil)
+	if err != nil {
+		log.Error("node key unusable: Secret and token volumes are neither captured nor restored", "err", err)
+	} else {
+		sealer = box
+	}
+	return newVolumeKeeper(stateDir, mountInfo, sealer, store, badRecords, log)
+}
+
+// VolumeRestore returns the step the shim runs before relaunching a pod
+// (relaunch.Runner.Prepare): restore of the pod's tmpfs volumes from the
+// captures and node key under stateDir. For benchmarks and tools that run
+// a relaunch.Runner themselves.
+func VolumeRestore(stateDir string, store *record.Store, log *slog.Logger) (func(context.Context, *record.Pod) error, error) {
+	k, err := openVolumes(stateDir, volumes.MountInfo, store, nil, log)
+	if err != nil {
+		return nil, err
+	}
+	return k.prepare, nil
 }
 
 func newVolumeKeeper(stateDir, mountInfo string, sealer volumes.Sealer, store *record.Store, badRecords []record.LoadError, log *slog.Logger) (*volumeKeeper, error) {
