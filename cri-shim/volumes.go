@@ -74,13 +74,29 @@ type volumeKeeper struct {
 // token content uncaptured and unrestored; the rest works on.
 func openVolumes(stateDir, mountInfo string, store *record.Store, badRecords []record.LoadError, log *slog.Logger) (*volumeKeeper, error) {
 	var sealer volumes.Sealer
-	box, err := seal.LoadOrCreate(filepath.Join(stateDir, seal.KeyFileName), nil)
+	box, err := openKey(filepath.Join(stateDir, seal.KeyFileName))
 	if err != nil {
 		log.Error("node key unusable: Secret and token volumes are neither captured nor restored", "err", err)
 	} else {
 		sealer = box
+		log.Info("node key open", "file", box.Path(), "method", box.Method())
 	}
 	return newVolumeKeeper(stateDir, mountInfo, sealer, store, badRecords, log)
+}
+
+// openKey opens the node key, through the node's TPM when it has one (the
+// TPM is open only while the key is loaded).
+func openKey(path string) (*seal.Box, error) {
+	dev := seal.FindTPM()
+	if dev == "" {
+		return seal.LoadOrCreate(path, nil)
+	}
+	tpm, err := seal.OpenTPM(dev)
+	if err != nil {
+		return nil, err
+	}
+	defer tpm.Close()
+	return seal.LoadOrCreate(path, tpm)
 }
 
 // VolumeRestore returns the step the shim runs before relaunching a pod

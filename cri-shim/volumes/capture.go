@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -323,10 +324,8 @@ func (c *Capturer) Restore(uid string, refs []Ref) ([]Outcome, error) {
 		o.Restored = res
 		out = append(out, o)
 		if res == RestoredFilled || res == RestoredEmpty {
-			// The mount table changed: the next volume may be nested.
-			if m, err := ReadMounts(c.mountInfo); err == nil {
-				mounts = m
-			}
+			// What Restore mounted, without reading the table again.
+			mounts[filepath.Clean(r.Path)] = Mount{Point: filepath.Clean(r.Path), FSType: "tmpfs"}
 		}
 	}
 	return out, nil
