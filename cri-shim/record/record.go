@@ -7,7 +7,8 @@
 //
 // It owns <state-dir>/pods/*.json and <state-dir>/boot.json and nothing
 // else. It never talks to containerd or kubelet, never reads volume
-// contents: a recorded config holds host paths, not the files behind them.
+// contents: a recorded config holds host paths, not the files behind them
+// (cri-shim/volumes captures those apart).
 //
 // Writes on kubelet's call path cost exactly one fsync (the new file's); the
 // rename that publishes it is made durable by a coalescing directory fsync

@@ -30,9 +30,9 @@ func TestParsePath(t *testing.T) {
 		{root + "kubernetes.io~projected/kube-api-access-abcde", true, volumes.Projected},
 		{root + "kubernetes.io~downward-api/podinfo", true, volumes.DownwardAPI},
 		{root + "kubernetes.io~empty-dir/cache/", true, volumes.EmptyDir},
-		{root + "kubernetes.io~configmap/cfg", false, ""},            // on disk: survives
-		{root + "kubernetes.io~secret/creds/password", false, ""},    // a file inside
-		{root + "kubernetes.io~csi/pvc-1/mount", false, ""},          // not tmpfs-backed
+		{root + "kubernetes.io~configmap/cfg", false, ""},         // on disk: survives
+		{root + "kubernetes.io~secret/creds/password", false, ""}, // a file inside
+		{root + "kubernetes.io~csi/pvc-1/mount", false, ""},       // not tmpfs-backed
 		{"/var/lib/kubelet/pods/" + uid + "/volume-subpaths/creds/app/0", false, ""},
 		{"/var/lib/kubelet/pods/other-uid/volumes/kubernetes.io~secret/creds", false, ""},
 		{"relative/pods/" + uid + "/volumes/kubernetes.io~secret/creds", false, ""},
@@ -486,3 +486,9 @@ func TestOptOutKeepsNoContent(t *testing.T) {
 		}
 	}
 }
+
+func sealBox(dir string) (*seal.Box, error) {
+	return seal.LoadOrCreate(filepath.Join(dir, seal.KeyFileName), nil)
+}
+
+func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
