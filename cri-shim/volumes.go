@@ -63,6 +63,8 @@ type volumeKeeper struct {
 	kick  chan string
 	// keep: UIDs whose record is unreadable (their captures stay).
 	keep map[string]bool
+	// lastErr is the last capture failure logged (run's goroutine only).
+	lastErr string
 
 	captureErrs prometheus.Counter
 	missing     *prometheus.CounterVec
@@ -191,7 +193,13 @@ func (k *volumeKeeper) scan(uids ...string) {
 	n, err := k.cap.Scan(uids...)
 	if err != nil {
 		k.captureErrs.Inc()
-		k.log.Error("volume capture failed", "err", err)
+		// Once per distinct failure, not every scan.
+		if msg := err.Error(); msg != k.lastErr {
+			k.lastErr = msg
+			k.log.Error("volume capture failed", "err", err)
+		}
+	} else if len(uids) == 0 {
+		k.lastErr = ""
 	}
 	if n > 0 {
 		k.log.Debug("volume captures written", "pods", n)

@@ -3,9 +3,11 @@ package crishim_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -130,18 +132,36 @@ func TestVolumesComeBackAfterReboot(t *testing.T) {
 	if _, err := kubelet.RunPod(ctx, spec); err != nil {
 		t.Fatal(err)
 	}
+	// A pod that opted out: its Secret is not captured, and comes back as
+	// an empty tmpfs (for kubelet to fill after reconnect).
+	optUID := uid + "-optout"
+	optSecret := filepath.Join(node.VarDir, "kubelet", "pods", optUID, "volumes", "kubernetes.io~secret", "creds")
+	mountTmpfs(t, optSecret, "size=1024k")
+	t.Cleanup(func() { unix.Unmount(optSecret, unix.MNT_DETACH) })
+	atomicWrite(t, optSecret, ts1, 0, map[string]kubeletFile{"password": {"not-kept", 0o644}})
+	optSpec := harness.PodSpec{Name: "optout", UID: optUID, Annotations: map[string]string{crishim.AnnotationRestoreVolumes: "false"},
+		Containers: []harness.ContainerSpec{{Name: "app", Command: []string{"sleep", "100000"}, Mounts: []*runtimeapi.Mount{{HostPath: optSecret, ContainerPath: "/v/creds"}}}}}
+	if _, err := kubelet.RunPod(ctx, optSpec); err != nil {
+		t.Fatal(err)
+	}
 	// Captured off kubelet's call path, within the scan interval.
 	capPath := filepath.Join(state, volumes.DirName, uid+".json")
 	var capture *volumes.PodFile
 	if err := harness.Eventually(20*time.Second, func() error {
 		files, bad, err := volumes.InspectStore(filepath.Join(state, volumes.DirName)).Load()
-		if err != nil || len(bad) > 0 || len(files) != 1 {
+		if err != nil || len(bad) > 0 || len(files) != 2 {
 			return fmt.Errorf("captures %d, bad %v, err %v", len(files), bad, err)
 		}
-		if len(files[0].Volumes) != 4 {
-			return fmt.Errorf("%d volumes captured, want 4 (secret, projected, downward-api, memory empty-dir)", len(files[0].Volumes))
+		for _, f := range files {
+			switch {
+			case f.UID == uid && len(f.Volumes) == 4:
+				capture = f
+			case f.UID == uid:
+				return fmt.Errorf("%d volumes captured, want 4 (secret, projected, downward-api, memory empty-dir)", len(f.Volumes))
+			case !f.OptOut || len(f.Volumes) != 1 || !f.Volumes[0].Withheld || f.Volumes[0].Sealed != nil:
+				return fmt.Errorf("opted-out pod captured as %+v", f.Volumes)
+			}
 		}
-		capture = files[0]
 		return nil
 	}); err != nil {
 		t.Fatal(err)
@@ -225,6 +245,37 @@ func TestVolumesComeBackAfterReboot(t *testing.T) {
 	if _, ok := mt.Tmpfs(disk); ok {
 		t.Fatal("a disk emptyDir was mounted over")
 	}
+	optRec, _ := shim.Store().Get(optUID)
+	if optRec == nil || optRec.Relaunch == nil || optRec.Relaunch.Outcome != "relaunched" {
+		t.Fatalf("opted-out pod not relaunched: %+v", optRec)
+	}
+	if got, err := execIn(ctx, kubelet, optRec.Relaunch.Containers["app"], "sh", "-c", "stat -f -c %T /v/creds; ls -A /v/creds"); err != nil || got != "tmpfs\n" {
+		t.Fatalf("opted-out pod's Secret after relaunch: %q (%v), want an empty tmpfs", got, err)
+	}
+	// holdfastd cri pods shows what is captured and when.
+	out, err := node.Exec(ctx, filepath.Join(harness.Binaries(t), "holdfastd"), "cri", "pods", "-o", "json", "--state-dir", state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []struct {
+		Name    string
+		Volumes []volumes.Status
+	}
+	must(t, json.Unmarshal([]byte(out), &rows))
+	shown := map[string]string{}
+	for _, r := range rows {
+		for _, v := range r.Volumes {
+			if v.Refreshed.IsZero() {
+				t.Fatalf("cri pods: %s %s without a refresh time", r.Name, v.ID)
+			}
+			shown[r.Name+" "+v.ID] = v.Content
+		}
+	}
+	wantShown := map[string]string{"volumes secret/creds": "sealed", "volumes projected/kube-api-access-x1": "sealed", "volumes downward-api/podinfo": "plain",
+		"volumes empty-dir/cache": "empty", "optout secret/creds": "withheld"}
+	if !reflect.DeepEqual(shown, wantShown) {
+		t.Fatalf("cri pods shows volumes %v, want %v", shown, wantShown)
+	}
 
 	// kubelet, back online, keeps the mount it finds and writes the next
 	// version into it with its atomic writer: the container sees it.
@@ -236,8 +287,11 @@ func TestVolumesComeBackAfterReboot(t *testing.T) {
 	// And the capture follows it.
 	if err := harness.Eventually(10*time.Second, func() error {
 		files, _, err := volumes.InspectStore(filepath.Join(state, volumes.DirName)).Load()
-		if err != nil || len(files) != 1 {
+		if err != nil || len(files) != 2 {
 			return fmt.Errorf("captures: %v", err)
+		}
+		if files[0].UID != uid {
+			files[0] = files[1]
 		}
 		if v := files[0].Volume("secret/creds"); v == nil || v.Version != ts2 {
 			return fmt.Errorf("secret capture at %+v, want version %s", v, ts2)
