@@ -122,11 +122,7 @@ func BenchmarkProxy(b *testing.B) {
 // + RunPodSandbox/Create/Start, parallelism 4) vs the floor (the same
 // RunPodSandbox/Create/Start straight to containerd, parallelism 4), same run.
 func BenchmarkRelaunch(b *testing.B) {
-	site := harness.NewSite(b, 1, harness.WithContainerd())
-	node := site.Node(1)
-	if err := node.WriteCNIConfig("10-bridge", node.BridgeConflist(nil)); err != nil {
-		b.Fatal(err)
-	}
+	node := bridgeNode(b)
 	ctx := context.Background()
 	direct := node.CRI()
 	for _, n := range []int{10, 50} {
@@ -277,11 +273,7 @@ func clearSandboxes(b *testing.B, c *harness.CRI) {
 // time per pod (parallelism 4); restore-ms/pod is the time spent in the
 // restore step itself, per pod.
 func BenchmarkRelaunchVolumes(b *testing.B) {
-	site := harness.NewSite(b, 1, harness.WithContainerd())
-	node := site.Node(1)
-	if err := node.WriteCNIConfig("10-bridge", node.BridgeConflist(nil)); err != nil {
-		b.Fatal(err)
-	}
+	node := bridgeNode(b)
 	ctx := context.Background()
 	direct := node.CRI()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -420,4 +412,13 @@ func benchCheckRestored(b *testing.B, paths []string) {
 			b.Fatalf("%s restored without content: %v", p, err)
 		}
 	}
+}
+
+// bridgeNode is one harness node with containerd and a bridge network.
+func bridgeNode(b *testing.B) *harness.Node {
+	node := harness.NewSite(b, 1, harness.WithContainerd()).Node(1)
+	if err := node.WriteCNIConfig("10-bridge", node.BridgeConflist(nil)); err != nil {
+		b.Fatal(err)
+	}
+	return node
 }

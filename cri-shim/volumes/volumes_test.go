@@ -211,6 +211,19 @@ func newCapturer(t *testing.T, dir string, sealer volumes.Sealer) (*volumes.Capt
 	return c, bad
 }
 
+// captured is a fixture whose volumes one scan has captured into a new
+// state dir.
+func captured(t *testing.T, optOut bool) (*fixture, string, *volumes.Capturer) {
+	f := newFixture(t)
+	state := t.TempDir()
+	c, _ := newCapturer(t, state, newBox(t, state))
+	c.Track(uid, "default/p", optOut, f.refs)
+	if _, err := c.Scan(); err != nil {
+		t.Fatal(err)
+	}
+	return f, state, c
+}
+
 func mounts(t *testing.T) volumes.Mounts {
 	m, err := volumes.ReadMounts(volumes.MountInfo)
 	if err != nil {
@@ -359,13 +372,7 @@ func TestScanWritesOnlyChanges(t *testing.T) {
 // TestRestoreRefillsACutShortRestore: a tmpfs without ..data (a restore
 // killed half-way) is emptied and filled again.
 func TestRestoreRefillsACutShortRestore(t *testing.T) {
-	f := newFixture(t)
-	state := t.TempDir()
-	c, _ := newCapturer(t, state, newBox(t, state))
-	c.Track(uid, "default/p", false, f.refs)
-	if _, err := c.Scan(); err != nil {
-		t.Fatal(err)
-	}
+	f, _, c := captured(t, false)
 	f.wipe(t)
 	if err := unix.Mount("tmpfs", f.secret, "tmpfs", 0, "size=512k"); err != nil {
 		t.Fatal(err)
@@ -393,13 +400,7 @@ func TestRestoreRefillsACutShortRestore(t *testing.T) {
 // problem (and the file); the pod's Secret/token volumes still come back
 // as empty tmpfs mounts, so kubelet's later writes reach the container.
 func TestUnusableCapturesGiveEmptyTmpfs(t *testing.T) {
-	f := newFixture(t)
-	state := t.TempDir()
-	c, _ := newCapturer(t, state, newBox(t, state))
-	c.Track(uid, "default/p", false, f.refs)
-	if _, err := c.Scan(); err != nil {
-		t.Fatal(err)
-	}
+	f, state, _ := captured(t, false)
 	f.wipe(t)
 	other := newBox(t, t.TempDir())
 	c2, _ := newCapturer(t, state, other)
@@ -462,13 +463,7 @@ func TestUnusableCapturesGiveEmptyTmpfs(t *testing.T) {
 // TestOptOutKeepsNoContent: a pod with holdfast.dev/restore-volumes "false"
 // has only mount options recorded; its volumes come back as empty tmpfs.
 func TestOptOutKeepsNoContent(t *testing.T) {
-	f := newFixture(t)
-	state := t.TempDir()
-	c, _ := newCapturer(t, state, newBox(t, state))
-	c.Track(uid, "default/p", true, f.refs)
-	if _, err := c.Scan(); err != nil {
-		t.Fatal(err)
-	}
+	f, state, c := captured(t, true)
 	raw, _ := os.ReadFile(filepath.Join(state, volumes.DirName, uid+".json"))
 	if bytes.Contains(raw, []byte(`"sealed"`)) || bytes.Contains(raw, []byte(`"entries"`)) {
 		t.Fatalf("opted-out pod's content captured: %s", raw)
