@@ -15,10 +15,12 @@ export HOLDFAST_CACHE := $(CACHE)
 # network tools, busybox for pod images, etcd for flanneld's backend, and
 # systemd for `systemd-analyze verify` of the installed units.
 # gcc and libc6-dev: flanneld (built from its module for the tests) has a
-# cgo backend on amd64.
+# cgo backend on amd64. libssl-dev: the TPM 2.0 reference simulator
+# (go-tpm-tools, cgo) that cri-shim/seal's TPM test seals the node key to.
+# strace: plugins/holdfast's fsync budget test.
 DEB_PACKAGES := containerd runc iptables nftables iproute2 busybox-static conntrack \
 	etcd-server etcd-client systemd util-linux procps kmod ca-certificates git \
-	gcc libc6-dev strace
+	gcc libc6-dev libssl-dev strace
 
 GO_TEST_FLAGS ?= -count=1 -timeout 40m
 # package:benchmark-regexp:benchtime ("-" = go test's default). Iteration
