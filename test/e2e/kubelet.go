@@ -26,7 +26,15 @@ func NewNode(hn *harness.Node, bins string, cloud *Cloud) (*Node, error) {
 	n := &Node{Node: reboot.Node{Node: hn, Bins: bins}, Cloud: cloud}
 	var err error
 	n.Kubeconfig, err = cloud.Kubeconfig(hn.EtcDir, "kubelet-"+hn.Name, "system:node:"+hn.Name, "system:nodes")
-	return n, err
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range []string{n.healthDir(), n.dnsDir()} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	return n, n.linkRunFlannel()
 }
 
 // KubeletRoot is kubelet's --root-dir (durable: under the node's var dir).
@@ -151,6 +159,9 @@ func (n *Node) StartKubelet() error {
 		"--root-dir", root,
 		"--cert-dir", filepath.Join(root, "pki"),
 		"--v=3", // computePodActions: what kubelet decides per pod
+	}
+	if n.Name == NFTablesNode {
+		args = append(args, "--node-labels="+NFTablesLabel+"=true")
 	}
 	_, err := n.Start("kubelet", "unshare", args...)
 	return err
