@@ -524,6 +524,26 @@ func WaitDaemonPods(ctx context.Context, cs kubernetes.Interface, nodes []string
 	})
 }
 
+// WaitAPIServiceIP waits until every node reaches the kubernetes
+// Service's ClusterIP (10.96.0.1:443, what in-cluster config dials): its
+// kube-proxy has synced. flanneld started before that exits and waits out
+// kubelet's crash-loop back-off.
+func WaitAPIServiceIP(ctx context.Context, nodes []*Node, timeout time.Duration) error {
+	for _, n := range nodes {
+		err := harness.Eventually(timeout, func() error {
+			c, err := DialIn(n.NSPath)(ctx, "tcp", "10.96.0.1:443")
+			if err != nil {
+				return fmt.Errorf("%s → 10.96.0.1:443: %w", n.Name, err)
+			}
+			return c.Close()
+		})
+		if err != nil {
+			return fmt.Errorf("%w\n--- kube-proxy pod log (tail)\n%s", err, tail(n.podLogs("kube-system_kube-proxy"), 3000))
+		}
+	}
+	return nil
+}
+
 func dsOf(p *corev1.Pod) string {
 	for _, ref := range p.OwnerReferences {
 		if ref.Kind == "DaemonSet" {

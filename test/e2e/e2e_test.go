@@ -136,7 +136,11 @@ func bringUp(t *testing.T, ctx context.Context, rep *Report, bins Bins) *site {
 		s.dumpLogs(t)
 		t.Fatal(err)
 	}
-	rep.Mark("kube-proxy running", "DaemonSets kube-proxy, kube-proxy-nftables")
+	if err := WaitAPIServiceIP(ctx, s.nodes, 60*time.Second); err != nil {
+		s.dumpLogs(t)
+		t.Fatal(err)
+	}
+	rep.Mark("kube-proxy running", "DaemonSets kube-proxy, kube-proxy-nftables; every node reaches the kubernetes Service")
 	if err := createObjects(ctx, cs, flannelObjects(hs)); err != nil {
 		t.Fatal(err)
 	}
