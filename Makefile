@@ -25,7 +25,7 @@ GO_TEST_FLAGS ?= -count=1 -timeout 40m
 # counts fit each benchmark: CNI ADD+DEL and proxy calls want many samples
 # for p50/p99; recovery and relaunch runs take seconds each.
 BENCH_SPECS ?= ./plugins/holdfast:.:100x ./snapshot:.:10x ./cri-shim:Proxy:1000x \
-	./cri-shim:Relaunch:3x ./dns:.:- ./health/sim:.:1x ./test/reboot:.:2x
+	./cri-shim:Relaunch:3x ./cri-shim/volumes:Restore:200x ./dns:.:- ./health/sim:.:1x ./test/reboot:.:2x
 
 .PHONY: all deps go-check build cni-plugins flannel-cni test unit bench demo lint clean image require-root fuzz e2e-tools e2e
 

@@ -10,7 +10,12 @@
 // it intercepts the mutating CRI calls to record them and to answer kubelet
 // with an already-relaunched sandbox or container instead of a duplicate.
 //
+// With --restore-volumes it also captures the pods' tmpfs-backed volumes
+// (cri-shim/volumes, sealed with cri-shim/seal) and restores them before a
+// relaunch: it reads, and after a reboot mounts, only the volume paths
+// kubelet's own CreateContainer calls named.
+//
 // It owns the shim's socket (--listen) and its state dir (--state-dir). It
-// never touches containerd's own state, pod volumes, CNI state or the
-// network: pod IPs come back because holdfast-ipam pins them by pod name.
+// never touches containerd's own state, CNI state or the network: pod IPs
+// come back because holdfast-ipam pins them by pod name.
 package crishim

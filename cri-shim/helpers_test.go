@@ -13,6 +13,7 @@ import (
 
 	crishim "github.com/holdfast-edge/holdfast/cri-shim"
 	"github.com/holdfast-edge/holdfast/cri-shim/relaunch"
+	"github.com/holdfast-edge/holdfast/cri-shim/volumes"
 	"github.com/holdfast-edge/holdfast/test/harness"
 )
 
@@ -61,6 +62,7 @@ func startShim(t testing.TB, node *harness.Node, stateDir string, mod func(*cris
 		Listen: sock, RuntimeEndpoint: "unix://" + node.ContainerdSock, StateDir: stateDir, Relaunch: true,
 		Parallelism: 4, BootIDFile: node.BootIDFile, NodeName: node.Name,
 		BackoffBase: relaunch.DefaultBackoffBase, BackoffMax: relaunch.DefaultBackoffMax,
+		RestoreVolumes: crishim.DefaultRestoreVolumes, VolumeScanInterval: volumes.DefaultScanInterval,
 		Log: slog.New(slog.NewTextHandler(w, nil)), Registry: prometheus.NewRegistry(),
 	}
 	if mod != nil {

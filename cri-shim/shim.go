@@ -79,6 +79,7 @@ type interceptor struct {
 	locks  *podLocks
 	bootID string
 	log    *slog.Logger
+	vols   *volumeKeeper // nil: volume capture off
 	onErr  func(what string, err error)
 }
 
@@ -265,6 +266,9 @@ func (ic *interceptor) CreateContainer(ctx context.Context, req *runtimeapi.Crea
 	if err != nil {
 		ic.recordErr("CreateContainer", key, err)
 	}
+	if ic.vols != nil {
+		ic.vols.onCreate(uid, key, req)
+	}
 	return resp, nil
 }
 
@@ -325,6 +329,11 @@ func (ic *interceptor) StartContainer(ctx context.Context, req *runtimeapi.Start
 		c.StartSeq, c.State = p.NextSeq, record.StateRunning
 		return true
 	})
+	if ic.vols != nil {
+		if uid, ok := ic.store.UIDForContainer(id); ok {
+			ic.vols.kickUID(uid)
+		}
+	}
 	return resp, nil
 }
 

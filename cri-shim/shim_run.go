@@ -16,6 +16,7 @@ import (
 	"github.com/holdfast-edge/holdfast/cri-shim/proxy"
 	"github.com/holdfast-edge/holdfast/cri-shim/record"
 	"github.com/holdfast-edge/holdfast/cri-shim/relaunch"
+	"github.com/holdfast-edge/holdfast/cri-shim/volumes"
 )
 
 // Config configures the shim. New refuses what Check refuses; only Log,
@@ -36,8 +37,16 @@ type Config struct {
 	BackoffBase, BackoffMax time.Duration
 	// SuperviseEvery is the period of the restart supervisor (1 s).
 	SuperviseEvery time.Duration
-	Log            *slog.Logger
-	Registry       prometheus.Registerer
+	// RestoreVolumes turns capture and restore of the pods' tmpfs-backed
+	// volumes on (DefaultRestoreVolumes); VolumeScanInterval is the rescan
+	// period (volumes.DefaultScanInterval).
+	RestoreVolumes     bool
+	VolumeScanInterval time.Duration
+	// MountInfo is the mount table the volume capture reads
+	// (volumes.MountInfo when empty; no holdfastd flag).
+	MountInfo string
+	Log       *slog.Logger
+	Registry  prometheus.Registerer
 }
 
 // Shim is a running CRI shim.
@@ -51,6 +60,7 @@ type Shim struct {
 	runner *relaunch.Runner
 	locks  *podLocks
 	facts  *factsFetcher
+	vols   *volumeKeeper // nil: --restore-volumes=false
 
 	done     chan struct{} // closed when the boot relaunch finished
 	badFiles []record.LoadError
@@ -73,6 +83,9 @@ func (cfg Config) Check() error {
 	if err := relaunch.CheckBackoff(cfg.BackoffBase, cfg.BackoffMax); err != nil {
 		return fmt.Errorf("--restart-backoff / --restart-backoff-max: %w", err)
 	}
+	if cfg.RestoreVolumes && cfg.VolumeScanInterval <= 0 {
+		return fmt.Errorf("--volume-scan-interval %v: must be positive", cfg.VolumeScanInterval)
+	}
 	return nil
 }
 
@@ -91,6 +104,9 @@ func New(cfg Config) (*Shim, error) {
 	if cfg.SuperviseEvery == 0 {
 		cfg.SuperviseEvery = time.Second
 	}
+	if cfg.MountInfo == "" {
+		cfg.MountInfo = volumes.MountInfo
+	}
 	log := cfg.Log.With("node", cfg.NodeName)
 	bootID, err := record.ReadBootID(cfg.BootIDFile)
 	if err != nil {
@@ -108,6 +124,12 @@ func New(cfg Config) (*Shim, error) {
 		return nil, err
 	}
 	s := &Shim{cfg: cfg, log: log, store: store, bootID: bootID, locks: &podLocks{}, done: make(chan struct{}), badFiles: bad}
+	if cfg.RestoreVolumes {
+		if s.vols, err = openVolumes(cfg.StateDir, cfg.MountInfo, store, bad, log); err != nil {
+			conn.Close()
+			return nil, err
+		}
+	}
 	s.calls = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "holdfast_cri_calls_total", Help: "CRI calls served, by method, whether the shim intercepted them, and gRPC code."}, []string{"method", "intercepted", "code"})
 	s.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "holdfast_cri_call_seconds", Help: "CRI call latency through the shim.", Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10)}, []string{"method"})
 	s.outcomes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "holdfast_cri_relaunch_total", Help: "Pod relaunches after a reboot, by outcome."}, []string{"outcome"})
@@ -120,18 +142,28 @@ func New(cfg Config) (*Shim, error) {
 				return nil, fmt.Errorf("register metrics: %w", err)
 			}
 		}
+		if s.vols != nil {
+			for _, c := range s.vols.collectors() {
+				if err := cfg.Registry.Register(c); err != nil {
+					return nil, fmt.Errorf("register metrics: %w", err)
+				}
+			}
+		}
 	}
 	s.proxy = proxy.New(conn, func(method string, intercepted bool, code codes.Code, d time.Duration) {
 		s.calls.WithLabelValues(method, fmt.Sprint(intercepted), code.String()).Inc()
 		s.latency.WithLabelValues(method).Observe(d.Seconds())
 	})
 	rt := runtimeapi.NewRuntimeServiceClient(conn)
-	ic := &interceptor{rt: rt, store: store, locks: s.locks, bootID: bootID, log: log, onErr: func(string, error) { s.recordErr.Inc() }}
+	ic := &interceptor{rt: rt, store: store, locks: s.locks, bootID: bootID, log: log, vols: s.vols, onErr: func(string, error) { s.recordErr.Inc() }}
 	ic.register(s.proxy)
 	s.runner = &relaunch.Runner{
 		Runtime: rt, Images: runtimeapi.NewImageServiceClient(conn), Store: store, BootID: bootID,
 		Parallelism: cfg.Parallelism, Log: log, Lock: s.locks.Lock,
 		BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax,
+	}
+	if s.vols != nil {
+		s.runner.Prepare = s.vols.prepare
 	}
 	if cfg.Kubeconfig != "" {
 		if s.facts, err = newFactsFetcher(cfg.Kubeconfig, store, log); err != nil {
@@ -186,6 +218,10 @@ func (s *Shim) Run(ctx context.Context) error {
 	if s.facts != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.facts.run(ctx, 30*time.Second) }()
+	}
+	if s.vols != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.vols.run(ctx, s.cfg.VolumeScanInterval) }()
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.proxy.Serve(s.ln) }()

@@ -6,13 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	crishim "github.com/holdfast-edge/holdfast/cri-shim"
 	"github.com/holdfast-edge/holdfast/cri-shim/record"
 	"github.com/holdfast-edge/holdfast/cri-shim/relaunch"
+	"github.com/holdfast-edge/holdfast/cri-shim/seal"
+	"github.com/holdfast-edge/holdfast/cri-shim/volumes"
 	"github.com/holdfast-edge/holdfast/internal/daemon"
 )
 
@@ -54,6 +58,8 @@ func runCRIServe(ctx context.Context, args []string) error {
 	node := fs.String("node-name", "", "node name used in logs (default: the host name)")
 	backoff := fs.Duration("restart-backoff", relaunch.DefaultBackoffBase, "first delay before restarting an exited relaunched container; doubles per restart (kubelet: 10s)")
 	backoffMax := fs.Duration("restart-backoff-max", relaunch.DefaultBackoffMax, "longest delay between restarts (kubelet: 5m)")
+	restoreVolumes := fs.Bool("restore-volumes", crishim.DefaultRestoreVolumes, "capture the pods' tmpfs-backed volumes (Secret, projected token, downwardAPI, memory emptyDir) while online and restore them before a relaunch; Secret and token content is kept only encrypted under the node key (<state-dir>/"+seal.KeyFileName+"); false: never read or mount pod volumes")
+	volumeScan := fs.Duration("volume-scan-interval", volumes.DefaultScanInterval, "how often captured volumes are checked for changes kubelet made (also on every CreateContainer/StartContainer)")
 	debug := fs.Bool("debug", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -77,7 +83,8 @@ func runCRIServe(ctx context.Context, args []string) error {
 	cfg := crishim.Config{
 		Listen: *listen, RuntimeEndpoint: *endpoint, StateDir: *stateDir, Relaunch: doRelaunch,
 		Parallelism: *par, BootIDFile: *bootIDFile, Kubeconfig: *kubeconfig, NodeName: *node,
-		BackoffBase: *backoff, BackoffMax: *backoffMax, Log: log, Registry: reg,
+		BackoffBase: *backoff, BackoffMax: *backoffMax, RestoreVolumes: *restoreVolumes, VolumeScanInterval: *volumeScan,
+		Log: log, Registry: reg,
 	}
 	if err := cfg.Check(); err != nil {
 		return exitError{2, err}
@@ -102,6 +109,8 @@ type podRow struct {
 	Containers []string         `json:"containers"`
 	Facts      *record.Facts    `json:"facts,omitempty"`
 	Relaunch   *record.Relaunch `json:"relaunch,omitempty"`
+	Volumes    []volumes.Status `json:"volumes,omitempty"`
+	VolumeErr  string           `json:"volumeError,omitempty"`
 	Error      string           `json:"error,omitempty"`
 	File       string           `json:"file,omitempty"`
 }
@@ -120,9 +129,22 @@ func runCRIPods(_ context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	captures, badCaptures, err := volumes.InspectStore(filepath.Join(*stateDir, volumes.DirName)).Load()
+	if err != nil {
+		return err
+	}
+	vols := map[string][]volumes.Status{}
+	for _, f := range captures {
+		vols[f.UID] = volumes.StatusOf(f)
+	}
+	volErr := map[string]string{}
+	for _, b := range badCaptures {
+		volErr[strings.TrimSuffix(filepath.Base(b.Path), ".json")] = b.Err.Error()
+	}
 	var rows []podRow
 	for _, p := range store.List() {
-		row := podRow{Namespace: p.Namespace, Name: p.Name, UID: p.UID, Sandboxes: len(p.Sandboxes), Facts: p.Facts, Relaunch: p.Relaunch}
+		row := podRow{Namespace: p.Namespace, Name: p.Name, UID: p.UID, Sandboxes: len(p.Sandboxes), Facts: p.Facts, Relaunch: p.Relaunch,
+			Volumes: vols[p.UID], VolumeErr: volErr[p.UID]}
 		if sb := p.LatestSandbox(); sb != nil {
 			row.Latest, row.Running = sb.ID, !sb.Stopped
 		}
@@ -145,10 +167,10 @@ func runCRIPods(_ context.Context, args []string) error {
 		return enc.Encode(rows)
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "POD\tUID\tSANDBOXES\tRUNNING\tCONTAINERS\tRELAUNCH")
+	fmt.Fprintln(tw, "POD\tUID\tSANDBOXES\tRUNNING\tCONTAINERS\tVOLUMES\tRELAUNCH")
 	for _, r := range rows {
 		if r.Error != "" {
-			fmt.Fprintf(tw, "?\t?\t-\t-\t-\tunreadable: %s\n", r.Error)
+			fmt.Fprintf(tw, "?\t?\t-\t-\t-\t-\tunreadable: %s\n", r.Error)
 			continue
 		}
 		rl := "-"
@@ -161,13 +183,28 @@ func runCRIPods(_ context.Context, args []string) error {
 				rl += ": " + r.Relaunch.Error
 			}
 		}
-		fmt.Fprintf(tw, "%s/%s\t%s\t%d\t%v\t%s\t%s\n", r.Namespace, r.Name, r.UID, r.Sandboxes, r.Running, strings.Join(r.Containers, ","), rl)
+		fmt.Fprintf(tw, "%s/%s\t%s\t%d\t%v\t%s\t%s\t%s\n", r.Namespace, r.Name, r.UID, r.Sandboxes, r.Running, strings.Join(r.Containers, ","), volumeCell(r), rl)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if len(bad) > 0 {
+	if len(bad) > 0 || len(badCaptures) > 0 {
 		return exitError{1, errors.New("")}
 	}
 	return nil
+}
+
+// volumeCell shows a pod's captured volumes: kind/name=content@refreshed.
+func volumeCell(r podRow) string {
+	if r.VolumeErr != "" {
+		return "unreadable: " + r.VolumeErr
+	}
+	if len(r.Volumes) == 0 {
+		return "-"
+	}
+	var out []string
+	for _, v := range r.Volumes {
+		out = append(out, v.ID+"="+v.Content+"@"+v.Refreshed.Format(time.RFC3339))
+	}
+	return strings.Join(out, ",")
 }

@@ -7,7 +7,8 @@
 //
 // It owns <state-dir>/pods/*.json and <state-dir>/boot.json and nothing
 // else. It never talks to containerd or kubelet, never reads volume
-// contents: a recorded config holds host paths, not the files behind them.
+// contents: a recorded config holds host paths, not the files behind them
+// (cri-shim/volumes captures those apart).
 //
 // Writes on kubelet's call path cost exactly one fsync (the new file's); the
 // rename that publishes it is made durable by a coalescing directory fsync
@@ -346,6 +347,14 @@ func (s *Store) UIDForContainer(id string) (string, bool) {
 	defer s.mu.Unlock()
 	uid, ok := s.ctr[id]
 	return uid, ok
+}
+
+// Has reports whether the pod has a record (without copying it).
+func (s *Store) Has(uid string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.pods[uid]
+	return ok
 }
 
 // Get returns a copy of the pod record.

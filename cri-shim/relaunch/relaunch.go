@@ -145,6 +145,9 @@ type Runner struct {
 	BackoffBase, BackoffMax time.Duration
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+	// Prepare, when set, runs before the pod's sandbox is created (the
+	// shim restores the pod's tmpfs volumes there); an error fails the pod.
+	Prepare func(ctx context.Context, p *record.Pod) error
 
 	mu      sync.Mutex
 	backoff map[string]*backoffState // uid/container → state
@@ -258,6 +261,14 @@ func (r *Runner) relaunchPod(ctx context.Context, p *record.Pod) (string, error)
 	if sb := cur.LatestSandbox(); sb != nil && sb.BootID == r.BootID {
 		unlock()
 		return "", fmt.Errorf("kubelet already created sandbox %s in this boot", sb.ID)
+	}
+	if r.Prepare != nil {
+		if err := r.Prepare(ctx, cur); err != nil {
+			unlock()
+			err = fmt.Errorf("prepare: %w", err)
+			r.setOutcome(p, record.OutcomeFailed, "", nil, err)
+			return "", err
+		}
 	}
 	var attempt uint32
 	for _, s := range cur.Sandboxes {
