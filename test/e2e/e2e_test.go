@@ -112,10 +112,9 @@ func bringUp(t *testing.T, ctx context.Context, rep *Report, bins Bins) *site {
 		s.nodes = append(s.nodes, n)
 	}
 	rep.Mark("kubelets started", "")
-	if err := ImportImages(ctx, s.nodes, images); err != nil {
-		t.Fatal(err)
-	}
-	rep.Mark("images imported", fmt.Sprintf("%d images into every node's containerd", len(images)))
+	// The imports run while the kubelets register.
+	imported := make(chan error, 1)
+	go func() { imported <- ImportImages(ctx, s.nodes, images) }()
 	for _, n := range s.nodes {
 		if err := SetPodCIDR(ctx, cs, n.Name, n.PodCIDR().String(), 90*time.Second); err != nil {
 			s.dumpLogs(t)
@@ -126,6 +125,10 @@ func bringUp(t *testing.T, ctx context.Context, rep *Report, bins Bins) *site {
 		}
 	}
 	rep.Mark("nodes registered", "podCIDRs set from the harness plan")
+	if err := <-imported; err != nil {
+		t.Fatal(err)
+	}
+	rep.Mark("images imported", fmt.Sprintf("%d images into every node's containerd", len(images)))
 	// kube-proxy first: flanneld and holdfast's daemons reach the
 	// apiserver through the kubernetes Service's ClusterIP (in-cluster
 	// config), kube-proxy through kubeadm's kubeconfig.

@@ -167,6 +167,19 @@ func (n *Node) StartKubelet() error {
 	return err
 }
 
+// ShareKubeletRoot makes kubelet's root dir a shared bind mount of itself,
+// once per boot, before anything mounts below it: after an offline reboot
+// the shim restores the pods' tmpfs volumes there before kubelet starts,
+// and a bind mount made over them later would hide them from the
+// containers it relaunches (their sources would resolve to the empty
+// mount points below).
+func (n *Node) ShareKubeletRoot() error {
+	if err := os.MkdirAll(n.KubeletRoot(), 0o755); err != nil {
+		return err
+	}
+	return n.sharedMount(n.KubeletRoot())
+}
+
 // sharedMount makes dir a shared bind mount of itself (once per boot: the
 // harness's reboot unmounts everything under the node dir).
 func (n *Node) sharedMount(dir string) error {

@@ -347,6 +347,9 @@ func (r *run) bootSequence(ctx context.Context) (restoreErr, err error) {
 	if err := victim.linkRunFlannel(); err != nil {
 		return nil, err
 	}
+	if err := victim.ShareKubeletRoot(); err != nil {
+		return nil, err
+	}
 	out, restoreErr := victim.Restore(ctx)
 	r.rep.Mark("node3 snapshot restore", firstLines(strings.TrimSpace(out), 1))
 	r.rep.Check("reboot: restore put back node3's kube-proxy and flanneld nftables tables as captured (kube-proxy's maps web's ClusterIP) before they start", r.nftablesRestored(ctx, out))

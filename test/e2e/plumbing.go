@@ -112,14 +112,14 @@ func (r *run) lateService(ctx context.Context) error {
 	var netns string
 	for _, v := range r.before {
 		if p := r.relaunched[v.UID]; len(p.Ready) == 1 {
-			if _, netns, err = c.SandboxNet(ctx, p.Ready[0]); err != nil {
-				return err
+			if _, ns, err := c.SandboxNet(ctx, p.Ready[0]); err == nil {
+				netns = ns
+				break
 			}
-			break
 		}
 	}
 	if netns == "" {
-		return fmt.Errorf("no relaunched pod on node3 to ask from")
+		return fmt.Errorf("no relaunched pod left on node3 to ask from")
 	}
 	ip := created.Spec.ClusterIP
 	return harness.Eventually(60*time.Second, func() error {
