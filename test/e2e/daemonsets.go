@@ -13,7 +13,9 @@ import (
 	"sync"
 	"time"
 
+	admv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	coordv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -436,7 +438,8 @@ func holdfastDaemonSets(s *harness.Site, r *manifests.Rendered) ([]*appsv1.Daemo
 	return out, nil
 }
 
-// createObjects creates typed objects (already-existing ones are kept).
+// createObjects creates typed objects (already-existing ones are kept):
+// the node DaemonSets' and those of `holdfastd manifests`.
 func createObjects(ctx context.Context, cs kubernetes.Interface, objs []any) error {
 	opts := metav1.CreateOptions{}
 	for _, o := range objs {
@@ -452,6 +455,18 @@ func createObjects(ctx context.Context, cs kubernetes.Interface, objs []any) err
 			_, err = cs.RbacV1().ClusterRoles().Create(ctx, o, opts)
 		case *rbacv1.ClusterRoleBinding:
 			_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, o, opts)
+		case *rbacv1.Role:
+			_, err = cs.RbacV1().Roles(o.Namespace).Create(ctx, o, opts)
+		case *rbacv1.RoleBinding:
+			_, err = cs.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, opts)
+		case *coordv1.Lease:
+			_, err = cs.CoordinationV1().Leases(o.Namespace).Create(ctx, o, opts)
+		case *admv1.ValidatingAdmissionPolicy:
+			_, err = cs.AdmissionregistrationV1().ValidatingAdmissionPolicies().Create(ctx, o, opts)
+		case *admv1.ValidatingAdmissionPolicyBinding:
+			_, err = cs.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Create(ctx, o, opts)
+		case *admv1.MutatingWebhookConfiguration:
+			_, err = cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, o, opts)
 		case *appsv1.DaemonSet:
 			_, err = cs.AppsV1().DaemonSets(o.Namespace).Create(ctx, o, opts)
 		default:

@@ -16,11 +16,9 @@ import (
 	"time"
 
 	admv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	authnv1 "k8s.io/api/authentication/v1"
-	coordv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -53,39 +51,20 @@ func ApplyManifests(ctx context.Context, cs kubernetes.Interface, caPEM []byte, 
 	if err != nil {
 		return nil, err
 	}
-	opts := metav1.CreateOptions{}
+	var objs []any
 	for _, o := range r.Objects {
-		var err error
 		switch o := o.(type) {
-		case *corev1.Namespace:
-			_, err = cs.CoreV1().Namespaces().Create(ctx, o, opts)
-		case *corev1.ServiceAccount:
-			_, err = cs.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, o, opts)
-		case *rbacv1.ClusterRole:
-			_, err = cs.RbacV1().ClusterRoles().Create(ctx, o, opts)
-		case *rbacv1.ClusterRoleBinding:
-			_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, o, opts)
-		case *rbacv1.Role:
-			_, err = cs.RbacV1().Roles(o.Namespace).Create(ctx, o, opts)
-		case *rbacv1.RoleBinding:
-			_, err = cs.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, opts)
-		case *coordv1.Lease:
-			_, err = cs.CoordinationV1().Leases(o.Namespace).Create(ctx, o, opts)
-		case *admv1.ValidatingAdmissionPolicy:
-			_, err = cs.AdmissionregistrationV1().ValidatingAdmissionPolicies().Create(ctx, o, opts)
-		case *admv1.ValidatingAdmissionPolicyBinding:
-			_, err = cs.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Create(ctx, o, opts)
+		case *appsv1.DaemonSet, *appsv1.Deployment, *corev1.Service, *corev1.Secret:
+			continue
 		case *admv1.MutatingWebhookConfiguration:
 			for i := range o.Webhooks {
 				o.Webhooks[i].ClientConfig = admv1.WebhookClientConfig{URL: &webhookURL, CABundle: caPEM}
 			}
-			_, err = cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, o, opts)
-		default:
-			continue
 		}
-		if err != nil && !apierrors.IsAlreadyExists(err) {
-			return nil, fmt.Errorf("create %T: %w", o, err)
-		}
+		objs = append(objs, o)
+	}
+	if err := createObjects(ctx, cs, objs); err != nil {
+		return nil, err
 	}
 	return r, nil
 }
