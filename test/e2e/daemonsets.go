@@ -482,6 +482,7 @@ func createObjects(ctx context.Context, cs kubernetes.Interface, objs []any) err
 // nodePod is one DaemonSet pod of the site.
 type nodePod struct {
 	DS, NS string
+	Apps   []string // its app containers' names (not the init containers')
 	podView
 }
 
@@ -497,7 +498,11 @@ func dsPodsOn(ctx context.Context, cs kubernetes.Interface, node string) ([]node
 			p := &list.Items[i]
 			for _, ref := range p.OwnerReferences {
 				if ref.Kind == "DaemonSet" && p.DeletionTimestamp == nil {
-					out = append(out, nodePod{DS: ref.Name, NS: ns, podView: viewOf(p)})
+					np := nodePod{DS: ref.Name, NS: ns, podView: viewOf(p)}
+					for _, c := range p.Spec.Containers {
+						np.Apps = append(np.Apps, c.Name)
+					}
+					out = append(out, np)
 				}
 			}
 		}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -45,8 +46,8 @@ func (r *run) dsRelaunched(ctx context.Context) {
 		var errs []error
 		for _, p := range r.ds {
 			cp, err := r.victim.criPod(ctx, p.UID)
-			if err == nil && (len(cp.Ready) != 1 || len(cp.Running) != 1) {
-				err = fmt.Errorf("not running: %s", cp)
+			if err == nil && (len(cp.Ready) != 1 || len(cp.Running) != 1 || !slices.Contains(p.Apps, runningName(cp))) {
+				err = fmt.Errorf("app container %v not running (yet): %s", p.Apps, cp)
 			}
 			if err != nil {
 				errs = append(errs, fmt.Errorf("%s/%s: %w", p.NS, p.Name, err))
@@ -57,6 +58,16 @@ func (r *run) dsRelaunched(ctx context.Context) {
 		return errors.Join(errs...)
 	})
 	r.rep.Check("reboot: the shim relaunched node3's DaemonSet pods (kube-proxy, flanneld, health, DNS) and they keep running offline", err)
+}
+
+// runningName is the name of a pod's one running container ("" if none).
+func runningName(p criPod) string {
+	for _, c := range p.Containers {
+		if len(p.Running) == 1 && c.Id == p.Running[0] {
+			return c.Metadata.GetName()
+		}
+	}
+	return ""
 }
 
 // dsUnchanged checks that node3's DaemonSet pods run the containers the
