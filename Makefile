@@ -25,7 +25,8 @@ GO_TEST_FLAGS ?= -count=1 -timeout 40m
 # counts fit each benchmark: CNI ADD+DEL and proxy calls want many samples
 # for p50/p99; recovery and relaunch runs take seconds each.
 BENCH_SPECS ?= ./plugins/holdfast:.:100x ./snapshot:.:10x ./cri-shim:Proxy:1000x \
-	./cri-shim:Relaunch:3x ./cri-shim/volumes:Restore:200x ./dns:.:- ./health/sim:.:1x ./test/reboot:.:2x
+	./cri-shim:Relaunch:3x ./cri-shim/volumes:Restore:200x ./dns:.:- ./health/sim:.:1x ./test/reboot:.:2x \
+	./test/footprint:.:1x
 
 .PHONY: all deps go-check build cni-plugins flannel-cni test unit bench demo lint clean image require-root fuzz e2e-tools e2e
 
@@ -48,10 +49,16 @@ deps: require-root go-check
 	else echo "deps: all Debian packages present"; fi
 	@$(GO) mod download
 
+# holdfastd is built without the symbol table and DWARF (-s -w) and with
+# module-relative paths (-trimpath): a smaller file to ship and to map into
+# every daemon (docs/footprint.md). test/harness builds it the same way
+# (harness.DaemonBuildFlags), so the tests run the binary as shipped.
+HOLDFASTD_BUILD_FLAGS := -trimpath -ldflags='-s -w'
+
 build: go-check
 	CGO_ENABLED=0 $(GO) build -o bin/holdfast ./plugins/holdfast
 	CGO_ENABLED=0 $(GO) build -o bin/holdfast-ipam ./plugins/holdfast-ipam
-	CGO_ENABLED=0 $(GO) build -o bin/holdfastd ./cmd/holdfastd
+	CGO_ENABLED=0 $(GO) build $(HOLDFASTD_BUILD_FLAGS) -o bin/holdfastd ./cmd/holdfastd
 
 # Reference CNI plugins at a pinned version, built from source into the
 # git-ignored cache (never whatever the machine happens to have).
@@ -100,7 +107,7 @@ unit: go-check
 	$(GO) test -count=1 -short ./internal/... ./test/benchreport/...
 
 # Each holdfast figure beside its baseline measured in the same run.
-bench: require-root deps build cni-plugins
+bench: require-root deps build cni-plugins e2e-tools
 	@mkdir -p _output; : > _output/bench.txt
 	@set -o pipefail; for spec in $(BENCH_SPECS); do \
 		IFS=: read -r pkg re bt <<< "$$spec"; flags="-run ^$$ -bench $$re -timeout 40m"; \

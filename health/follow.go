@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/holdfast-edge/holdfast/health/members"
+	"github.com/holdfast-edge/holdfast/internal/kubeclient"
 )
 
 // FollowOptions tune Follow; zero values are the defaults.
@@ -64,6 +65,9 @@ func (k *Kube) Follow(ctx context.Context, key ed25519.PrivateKey, opts FollowOp
 		default:
 		}
 	}
+	if err := inf.Informer().SetTransform(slimNode); err != nil {
+		k.log.Error("node informer transform", "err", err) // only fails after Start
+	}
 	inf.Informer().AddEventHandler(nodeEvents(k.unitLabel, signal))
 	inf.Informer().SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
 		k.log.Warn("watch Nodes failed; keeping the member list in use", "err", err)
@@ -94,6 +98,17 @@ func (k *Kube) Follow(ctx context.Context, key ed25519.PrivateKey, opts FollowOp
 		case <-time.After(opts.Debounce):
 		}
 	}
+}
+
+// slimNode is the Node informer's transform: the member list reads labels,
+// annotations and addresses, never managed fields or the image list (50
+// images of a node are kilobytes per Node, kept per Node of the cluster).
+func slimNode(o any) (any, error) {
+	o, _ = kubeclient.TrimManagedFields(o)
+	if n, ok := o.(*corev1.Node); ok {
+		n.Status.Images = nil
+	}
+	return o, nil
 }
 
 // nodeEvents signals on every Node event that can change the member list,

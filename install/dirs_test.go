@@ -44,10 +44,10 @@ func TestEveryDirFlagReachesEveryFile(t *testing.T) {
 	}
 	defaults := []string{"/var/lib/holdfast", "/opt/cni", "/etc/cni", "/etc/systemd", "/usr/local/bin", "/var/lib/kubelet", "/run/holdfast", "/etc/holdfast", "/var/lib/cni"}
 	uses := map[string][]string{ // custom dir -> files that must name it
-		o.SnapshotDir:   {"srv/systemd/holdfast-snapshot.service", "srv/systemd/holdfast-snapshot-restore.service", "srv/cni/conf/00-holdfast.conflist"},
+		o.SnapshotDir:   {"srv/systemd/holdfast-cri.service", "srv/systemd/holdfast-snapshot-restore.service", "srv/cni/conf/00-holdfast.conflist"},
 		o.IPAMDataDir:   {"srv/cni/conf/00-holdfast.conflist"},
 		o.CNIDataDir:    {"srv/cni/conf/00-holdfast.conflist"},
-		o.Holdfastd:     {"srv/systemd/holdfast-cri.service", "srv/systemd/holdfast-snapshot.service", "srv/systemd/holdfast-snapshot-restore.service", "srv/systemd/holdfast-health.service", "srv/systemd/holdfast-dns.service"},
+		o.Holdfastd:     {"srv/systemd/holdfast-cri.service", "srv/systemd/holdfast-snapshot-restore.service", "srv/systemd/holdfast-health.service", "srv/systemd/holdfast-dns.service"},
 		o.CRISocket:     {"srv/systemd/holdfast-cri.service", "srv/kubelet/flags.env"},
 		o.HealthKeyFile: {"srv/systemd/holdfast-health.service"},
 		o.Kubeconfig:    {"srv/systemd/holdfast-health.service", "srv/systemd/holdfast-dns.service"},

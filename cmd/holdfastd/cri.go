@@ -4,13 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	crishim "github.com/holdfast-edge/holdfast/cri-shim"
 	"github.com/holdfast-edge/holdfast/cri-shim/record"
@@ -45,55 +49,83 @@ func runCRI(ctx context.Context, args []string) error {
 	return runCRIServe(ctx, args)
 }
 
+// criServeFlags are the flags of `holdfastd cri run`, which `holdfastd
+// node` takes unchanged.
+type criServeFlags struct {
+	listen, endpoint, stateDir, relaunch, kubeconfig, bootIDFile, metrics, node *string
+	par                                                                         *int
+	backoff, backoffMax, volumeScan                                             *time.Duration
+	debug, restoreVolumes                                                       *bool
+}
+
+func (f *criServeFlags) register(fs *flag.FlagSet) {
+	f.listen = fs.String("listen", "/run/holdfast/cri.sock", "unix socket kubelet connects to (--container-runtime-endpoint=unix://<this>); created mode 0660")
+	f.endpoint = fs.String("runtime-endpoint", "unix:///run/containerd/containerd.sock", "containerd's CRI socket the shim relays to")
+	f.stateDir = fs.String("state-dir", record.DefaultDir, "durable directory of the pod records (must survive reboots)")
+	f.relaunch = fs.String("relaunch", "auto", "auto: relaunch recorded running pods when the boot id changed; never: only record and relay")
+	f.par = fs.Int("relaunch-parallelism", 4, "how many pods are relaunched at once")
+	f.kubeconfig = fs.String("kubeconfig", "", "optional kubeconfig ('-': in-cluster config; empty: none): read restartPolicy, init containers and owner of recorded pods from the apiserver when reachable (persisted for offline use)")
+	f.bootIDFile = fs.String("boot-id-file", "/proc/sys/kernel/random/boot_id", "file holding the boot id; a change since the last run means the node rebooted")
+	f.metrics = fs.String("metrics-addr", "127.0.0.1:9643", "host:port serving /healthz and /metrics (empty: off)")
+	f.node = fs.String("node-name", "", "node name used in logs (default: the host name)")
+	f.backoff = fs.Duration("restart-backoff", relaunch.DefaultBackoffBase, "first delay before restarting an exited relaunched container; doubles per restart (kubelet: 10s)")
+	f.backoffMax = fs.Duration("restart-backoff-max", relaunch.DefaultBackoffMax, "longest delay between restarts (kubelet: 5m)")
+	f.restoreVolumes = fs.Bool("restore-volumes", crishim.DefaultRestoreVolumes, "capture the pods' tmpfs-backed volumes (Secret, projected token, downwardAPI, memory emptyDir) while online and restore them before a relaunch; Secret and token content is kept only encrypted under the node key (<state-dir>/"+seal.KeyFileName+"); false: never read or mount pod volumes")
+	f.volumeScan = fs.Duration("volume-scan-interval", volumes.DefaultScanInterval, "how often captured volumes are checked for changes kubelet made (also on every CreateContainer/StartContainer)")
+	f.debug = fs.Bool("debug", false, "debug logging")
+}
+
+// nodeName is --node-name, or the host name when it is empty.
+func (f *criServeFlags) nodeName() string {
+	if *f.node == "" {
+		*f.node, _ = os.Hostname()
+	}
+	return *f.node
+}
+
+// config is the shim's config from the flags; a bad value is an exit-2 error.
+func (f *criServeFlags) config(log *slog.Logger, reg *prometheus.Registry) (crishim.Config, error) {
+	var doRelaunch bool
+	switch *f.relaunch {
+	case "auto":
+		doRelaunch = true
+	case "never":
+	default:
+		return crishim.Config{}, exitError{2, fmt.Errorf("--relaunch %q: want auto or never", *f.relaunch)}
+	}
+	cfg := crishim.Config{
+		Listen: *f.listen, RuntimeEndpoint: *f.endpoint, StateDir: *f.stateDir, Relaunch: doRelaunch,
+		Parallelism: *f.par, BootIDFile: *f.bootIDFile, Kubeconfig: *f.kubeconfig, NodeName: f.nodeName(),
+		BackoffBase: *f.backoff, BackoffMax: *f.backoffMax, RestoreVolumes: *f.restoreVolumes, VolumeScanInterval: *f.volumeScan,
+		Log: log, Registry: reg,
+	}
+	if err := cfg.Check(); err != nil {
+		return cfg, exitError{2, err}
+	}
+	return cfg, nil
+}
+
 func runCRIServe(ctx context.Context, args []string) error {
 	fs := newFlagSet("cri [run]", criSummary)
-	listen := fs.String("listen", "/run/holdfast/cri.sock", "unix socket kubelet connects to (--container-runtime-endpoint=unix://<this>); created mode 0660")
-	endpoint := fs.String("runtime-endpoint", "unix:///run/containerd/containerd.sock", "containerd's CRI socket the shim relays to")
-	stateDir := fs.String("state-dir", record.DefaultDir, "durable directory of the pod records (must survive reboots)")
-	relaunchMode := fs.String("relaunch", "auto", "auto: relaunch recorded running pods when the boot id changed; never: only record and relay")
-	par := fs.Int("relaunch-parallelism", 4, "how many pods are relaunched at once")
-	kubeconfig := fs.String("kubeconfig", "", "optional kubeconfig ('-': in-cluster config; empty: none): read restartPolicy, init containers and owner of recorded pods from the apiserver when reachable (persisted for offline use)")
-	bootIDFile := fs.String("boot-id-file", "/proc/sys/kernel/random/boot_id", "file holding the boot id; a change since the last run means the node rebooted")
-	metrics := fs.String("metrics-addr", "127.0.0.1:9643", "host:port serving /healthz and /metrics (empty: off)")
-	node := fs.String("node-name", "", "node name used in logs (default: the host name)")
-	backoff := fs.Duration("restart-backoff", relaunch.DefaultBackoffBase, "first delay before restarting an exited relaunched container; doubles per restart (kubelet: 10s)")
-	backoffMax := fs.Duration("restart-backoff-max", relaunch.DefaultBackoffMax, "longest delay between restarts (kubelet: 5m)")
-	restoreVolumes := fs.Bool("restore-volumes", crishim.DefaultRestoreVolumes, "capture the pods' tmpfs-backed volumes (Secret, projected token, downwardAPI, memory emptyDir) while online and restore them before a relaunch; Secret and token content is kept only encrypted under the node key (<state-dir>/"+seal.KeyFileName+"); false: never read or mount pod volumes")
-	volumeScan := fs.Duration("volume-scan-interval", volumes.DefaultScanInterval, "how often captured volumes are checked for changes kubelet made (also on every CreateContainer/StartContainer)")
-	debug := fs.Bool("debug", false, "debug logging")
+	var f criServeFlags
+	f.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return exitError{2, fmt.Errorf("unexpected arguments %q", fs.Args())}
 	}
-	var doRelaunch bool
-	switch *relaunchMode {
-	case "auto":
-		doRelaunch = true
-	case "never":
-	default:
-		return exitError{2, fmt.Errorf("--relaunch %q: want auto or never", *relaunchMode)}
-	}
-	if *node == "" {
-		*node, _ = os.Hostname()
-	}
-	log := daemon.NewLogger("cri", *debug)
+	log := daemon.NewLogger("cri", *f.debug)
 	reg := daemon.NewRegistry()
-	cfg := crishim.Config{
-		Listen: *listen, RuntimeEndpoint: *endpoint, StateDir: *stateDir, Relaunch: doRelaunch,
-		Parallelism: *par, BootIDFile: *bootIDFile, Kubeconfig: *kubeconfig, NodeName: *node,
-		BackoffBase: *backoff, BackoffMax: *backoffMax, RestoreVolumes: *restoreVolumes, VolumeScanInterval: *volumeScan,
-		Log: log, Registry: reg,
-	}
-	if err := cfg.Check(); err != nil {
-		return exitError{2, err}
+	cfg, err := f.config(log, reg)
+	if err != nil {
+		return err
 	}
 	shim, err := crishim.New(cfg)
 	if err != nil {
 		return err
 	}
-	if _, err := daemon.Serve(ctx, log, *metrics, daemon.Mux(reg, func() error { return shim.Healthy(context.Background()) })); err != nil {
+	if _, err := daemon.Serve(ctx, log, *f.metrics, daemon.Mux(reg, func() error { return shim.Healthy(context.Background()) })); err != nil {
 		return err
 	}
 	return shim.Run(ctx)

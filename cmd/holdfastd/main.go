@@ -12,6 +12,8 @@ import (
 	"os/signal"
 	"sort"
 	"syscall"
+
+	"github.com/holdfast-edge/holdfast/internal/daemon"
 )
 
 // command is one holdfastd subcommand.
@@ -25,6 +27,7 @@ func commands() []command {
 	return []command{
 		{"snapshot", "capture and restore the node's overlay network (save|restore|watch|show|diff)", runSnapshot},
 		{"cri", "CRI shim between kubelet and containerd; records and relaunches pods (run|pods)", runCRI},
+		{"node", "the CRI shim and the snapshot watcher in one process (the node's host daemon)", runNode},
 		{"ipam", "inspect holdfast-ipam state (show)", runIPAM},
 		{"health", "peer health probing and voting daemon (run|keygen)", runHealth},
 		{"webhook", "admission webhook applying peer verdicts to taints and endpoints", runWebhook},
@@ -59,6 +62,8 @@ func main() {
 		if c.name != os.Args[1] {
 			continue
 		}
+		_, gogcSet := os.LookupEnv("GOGC")
+		daemon.TuneGC(gogcSet)
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		err := c.run(ctx, os.Args[2:])
 		stop()

@@ -35,15 +35,21 @@ type snapshotFlags struct {
 
 func (f *snapshotFlags) register(fs *flag.FlagSet) {
 	host, _ := os.Hostname()
-	fs.StringVar(&f.dir, "dir", snapshot.DefaultDir, "snapshot directory (snapshot.json, snapshot.prev.json, vtep-mac.json)")
 	fs.StringVar(&f.node, "node-name", host, "this node's Kubernetes name; a snapshot of another node is refused")
-	fs.StringVar(&f.devs, "vxlan-dev", "", "comma-separated VXLAN devices to capture (default: every VXLAN device, flannel.1 first)")
-	fs.StringVar(&f.subnetEnv, "subnet-env", snapshot.DefaultSubnetEnv, "flannel's subnet.env to capture (empty: none)")
-	fs.StringVar(&f.chains, "iptables-chains", strings.Join(snapshot.DefaultChains().Globs, ","), "comma-separated table:glob user chains to capture, with the jump rules from built-in chains into them (a glob without table means nat and filter; empty: none)")
-	fs.StringVar(&f.iptSave, "iptables-save", "iptables-save", "iptables-save command")
-	fs.StringVar(&f.iptRestore, "iptables-restore", "iptables-restore", "iptables-restore command (run with --noflush)")
-	fs.StringVar(&f.nftTables, "nft-tables", strings.Join(snapshot.DefaultNFTables().Tables, ","), "comma-separated family:name nftables tables to capture whole (kube-proxy's nftables mode, flannel's nftables mode; empty: none)")
-	fs.StringVar(&f.nft, "nft", "nft", "nft command (lists and restores nftables tables)")
+	f.registerCapture(fs, "")
+}
+
+// registerCapture registers every shared flag but --node-name, each name
+// after prefix (`holdfastd node` takes them as --snapshot-<name>).
+func (f *snapshotFlags) registerCapture(fs *flag.FlagSet, prefix string) {
+	fs.StringVar(&f.dir, prefix+"dir", snapshot.DefaultDir, "snapshot directory (snapshot.json, snapshot.prev.json, vtep-mac.json)")
+	fs.StringVar(&f.devs, prefix+"vxlan-dev", "", "comma-separated VXLAN devices to capture (default: every VXLAN device, flannel.1 first)")
+	fs.StringVar(&f.subnetEnv, prefix+"subnet-env", snapshot.DefaultSubnetEnv, "flannel's subnet.env to capture (empty: none)")
+	fs.StringVar(&f.chains, prefix+"iptables-chains", strings.Join(snapshot.DefaultChains().Globs, ","), "comma-separated table:glob user chains to capture, with the jump rules from built-in chains into them (a glob without table means nat and filter; empty: none)")
+	fs.StringVar(&f.iptSave, prefix+"iptables-save", "iptables-save", "iptables-save command")
+	fs.StringVar(&f.iptRestore, prefix+"iptables-restore", "iptables-restore", "iptables-restore command (run with --noflush)")
+	fs.StringVar(&f.nftTables, prefix+"nft-tables", strings.Join(snapshot.DefaultNFTables().Tables, ","), "comma-separated family:name nftables tables to capture whole (kube-proxy's nftables mode, flannel's nftables mode; empty: none)")
+	fs.StringVar(&f.nft, prefix+"nft", "nft", "nft command (lists and restores nftables tables)")
 }
 
 func (f *snapshotFlags) capture() (snapshot.CaptureOptions, error) {

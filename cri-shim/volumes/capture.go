@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -269,10 +268,6 @@ const (
 // writes into the mount the container sees. An emptyDir never captured is
 // left alone: its medium is unknown, and a disk emptyDir survived the reboot.
 func (c *Capturer) Restore(uid string, refs []Ref) ([]Outcome, error) {
-	mounts, err := ReadMounts(c.mountInfo)
-	if err != nil {
-		return nil, err
-	}
 	c.mu.Lock()
 	var file *PodFile
 	if ps, ok := c.pods[uid]; ok {
@@ -305,6 +300,7 @@ func (c *Capturer) Restore(uid string, refs []Ref) ([]Outcome, error) {
 				o.Missing = MissingUndecryptable + ": no node key"
 				break
 			}
+			var err error
 			if entries, err = OpenEntries(c.sealer, uid, v); err != nil {
 				o.Missing = MissingUndecryptable + ": " + err.Error()
 				entries = nil
@@ -312,21 +308,17 @@ func (c *Capturer) Restore(uid string, refs []Ref) ([]Outcome, error) {
 		default:
 			opts, entries = v.Options, v.Entries
 		}
-		res, err := Restore(mounts, r.Path, opts, entries)
+		res, err := Restore(r.Path, opts, entries)
 		if err != nil && entries != nil {
 			// Content failed: at least the empty tmpfs.
 			o.Missing = MissingRestoreFailed + ": " + err.Error()
-			res, err = Restore(mounts, r.Path, opts, nil)
+			res, err = Restore(r.Path, opts, nil)
 		}
 		if err != nil {
 			o.Missing = MissingRestoreFailed + ": " + err.Error()
 		}
 		o.Restored = res
 		out = append(out, o)
-		if res == RestoredFilled || res == RestoredEmpty {
-			// What Restore mounted, without reading the table again.
-			mounts[filepath.Clean(r.Path)] = Mount{Point: filepath.Clean(r.Path), FSType: "tmpfs"}
-		}
 	}
 	return out, nil
 }

@@ -278,6 +278,21 @@ func (m Mounts) Tmpfs(p string) (Mount, bool) {
 	return mt, ok && mt.FSType == "tmpfs"
 }
 
+// IsTmpfsMount reports whether dir is the root of a tmpfs mount, the way
+// kubelet's emptyDir decides it (statfs type TMPFS_MAGIC, and a device
+// other than its parent's): two syscalls, no read of the mount table.
+func IsTmpfsMount(dir string) bool {
+	var fs unix.Statfs_t
+	if unix.Statfs(dir, &fs) != nil || fs.Type != unix.TMPFS_MAGIC {
+		return false
+	}
+	var st, parent unix.Stat_t
+	if unix.Lstat(dir, &st) != nil || unix.Stat(filepath.Dir(dir), &parent) != nil {
+		return false
+	}
+	return st.Dev != parent.Dev
+}
+
 // Entry is one file system object of a captured volume.
 type Entry struct {
 	// Path is slash separated and relative to the volume root; "." is the root.
@@ -445,7 +460,7 @@ const (
 // is emptied and filled again. On a write failure the tmpfs stays mounted,
 // emptied, so kubelet's later writes still reach the mount the container
 // sees.
-func Restore(mounts Mounts, dir string, opts Options, entries []Entry) (Restored, error) {
+func Restore(dir string, opts Options, entries []Entry) (Restored, error) {
 	if err := opts.check(); err != nil {
 		return "", err
 	}
@@ -455,7 +470,7 @@ func Restore(mounts Mounts, dir string, opts Options, entries []Entry) (Restored
 		}
 	}
 	dir = filepath.Clean(dir)
-	if _, ok := mounts.Tmpfs(dir); ok {
+	if IsTmpfsMount(dir) {
 		if entries == nil {
 			return RestoredEmpty, nil
 		}

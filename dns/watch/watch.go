@@ -13,6 +13,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -67,9 +68,12 @@ func RunWithClient(ctx context.Context, cs kubernetes.Interface, opts Options) e
 			opts.OnOnline(false)
 		}
 	}
-	svcInf.Informer().SetWatchErrorHandler(onErr)
-	epsInf.Informer().SetWatchErrorHandler(onErr)
-	nsInf.Informer().SetWatchErrorHandler(onErr)
+	for _, inf := range []cache.SharedIndexInformer{svcInf.Informer(), epsInf.Informer(), nsInf.Informer()} {
+		inf.SetWatchErrorHandler(onErr)
+		if err := inf.SetTransform(slim); err != nil {
+			return err
+		}
+	}
 	nsInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(o any) {
 			if ns, ok := o.(*corev1.Namespace); ok {
@@ -136,6 +140,17 @@ func RunWithClient(ctx context.Context, cs kubernetes.Interface, opts Options) e
 	<-ctx.Done()
 	f.Shutdown()
 	return nil
+}
+
+// slim is the informers' transform: the DNS reads neither managed fields
+// nor annotations (kubectl's last-applied copy of each object among them),
+// so its cache of 1,000 Services does not keep them.
+func slim(o any) (any, error) {
+	o, _ = kubeclient.TrimManagedFields(o)
+	if m, err := meta.Accessor(o); err == nil {
+		m.SetAnnotations(nil)
+	}
+	return o, nil
 }
 
 func setService(st *store.Store, o any) {

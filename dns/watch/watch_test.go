@@ -10,6 +10,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/cache"
 )
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -62,4 +63,28 @@ func TestInformersFeedStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "deleted slice", func() bool { return len(st.View().Slices) == 0 })
+}
+
+// The informers' cache keeps neither managed fields nor annotations, and
+// keeps what the store reads (the slice's service-name label).
+func TestSlimDropsWhatDNSNeverReads(t *testing.T) {
+	sl := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Name: "web-abc", Namespace: "default",
+		Labels:        map[string]string{discoveryv1.LabelServiceName: "web"},
+		Annotations:   map[string]string{"kubectl.kubernetes.io/last-applied-configuration": "{...}"},
+		ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kube-controller-manager"}}}}
+	o, err := slim(sl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := o.(*discoveryv1.EndpointSlice)
+	if got.Annotations != nil || got.ManagedFields != nil {
+		t.Fatalf("kept annotations %v, managed fields %v", got.Annotations, got.ManagedFields)
+	}
+	if got.Labels[discoveryv1.LabelServiceName] != "web" {
+		t.Fatalf("service-name label lost: %v", got.Labels)
+	}
+	tomb := cache.DeletedFinalStateUnknown{Key: "default/web"}
+	if o, err := slim(tomb); err != nil || o != tomb {
+		t.Fatalf("tombstone: %v, %v", o, err)
+	}
 }

@@ -3,10 +3,11 @@
 //
 //	holdfast-snapshot-restore.service  oneshot, Before=containerd flanneld kubelet
 //	containerd.service
-//	holdfast-cri.service               After/Requires=containerd, Before=kubelet
+//	holdfast-cri.service               holdfastd node: the CRI shim and the snapshot
+//	                                   watcher; After=restore, After/Requires=containerd,
+//	                                   Before=kubelet
 //	holdfast-dns.service               after the restore, Before=kubelet (unless a DaemonSet)
 //	kubelet.service
-//	holdfast-snapshot.service          watch, after the restore
 //	holdfast-health.service            (unless run as a DaemonSet)
 //
 // It owns only the unit texts and the names of their enablement symlinks;
@@ -41,8 +42,8 @@ type Config struct {
 	// Kubeconfig is the credential the health and DNS units use to reach
 	// the apiserver (Node informer, Leases, Services).
 	Kubeconfig string
-	// SnapshotDir, if set, is the network snapshot dir the snapshot units
-	// write and restore (empty: holdfastd snapshot's default).
+	// SnapshotDir, if set, is the network snapshot dir the restore unit
+	// restores and the node daemon's watcher writes (empty: holdfastd snapshot's default).
 	SnapshotDir string
 	// DaemonSets: health and DNS run as DaemonSets, so no units for them.
 	DaemonSets bool
@@ -60,10 +61,11 @@ type Unit struct {
 // Names of the units.
 const (
 	SnapshotRestore = "holdfast-snapshot-restore.service"
-	Snapshot        = "holdfast-snapshot.service"
-	CRI             = "holdfast-cri.service"
-	Health          = "holdfast-health.service"
-	DNS             = "holdfast-dns.service"
+	// CRI runs `holdfastd node`: the shim and the snapshot watcher in one
+	// process (docs/footprint.md).
+	CRI    = "holdfast-cri.service"
+	Health = "holdfast-health.service"
+	DNS    = "holdfast-dns.service"
 )
 
 // Validate checks the config.
@@ -113,7 +115,6 @@ var specs = []spec{
 	{name: SnapshotRestore, wantedBy: []string{"multi-user.target", "containerd.service"}},
 	{name: CRI, wantedBy: []string{"multi-user.target", "kubelet.service"}, daemon: true},
 	{name: DNS, wantedBy: []string{"multi-user.target", "kubelet.service"}, daemon: true, daemonSet: true},
-	{name: Snapshot, wantedBy: []string{"multi-user.target"}, daemon: true},
 	{name: Health, wantedBy: []string{"multi-user.target"}, daemon: true, daemonSet: true},
 }
 

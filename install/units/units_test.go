@@ -47,7 +47,7 @@ func TestSystemdAnalyzeVerify(t *testing.T) {
 		if err != nil || len(strings.TrimSpace(string(out))) != 0 {
 			t.Fatalf("systemd-analyze verify (daemonsets=%v): %v\n%s", ds, err, out)
 		}
-		if want := 5; !ds && len(us) != want || ds && len(us) != 3 {
+		if want := 4; !ds && len(us) != want || ds && len(us) != 2 {
 			t.Fatalf("daemonsets=%v: %d units", ds, len(us))
 		}
 	}
@@ -93,7 +93,8 @@ func TestBootOrder(t *testing.T) {
 		{SnapshotRestore, "Before", "flanneld.service"},
 		{SnapshotRestore, "Before", "kubelet.service"},
 		{SnapshotRestore, "WantedBy", "containerd.service"},
-		{Snapshot, "After", SnapshotRestore},
+		// The node daemon's snapshot watcher starts after the restore.
+		{CRI, "After", SnapshotRestore},
 		{CRI, "After", "containerd.service"},
 		{CRI, "Requires", "containerd.service"},
 		{CRI, "Before", "kubelet.service"},
@@ -105,7 +106,7 @@ func TestBootOrder(t *testing.T) {
 			t.Errorf("%s: %s does not include %s (has %v)", c.unit, c.key, c.val, d[c.unit][c.key])
 		}
 	}
-	if !strings.Contains(strings.Join(d[CRI]["ExecStart"], " "), "cri run --node-name edge-a1 --listen /run/holdfast/cri.sock --runtime-endpoint unix:///run/containerd/containerd.sock") {
+	if !strings.Contains(strings.Join(d[CRI]["ExecStart"], " "), "node --node-name edge-a1 --listen /run/holdfast/cri.sock --runtime-endpoint unix:///run/containerd/containerd.sock") {
 		t.Errorf("cri ExecStart: %v", d[CRI]["ExecStart"])
 	}
 }

@@ -11,12 +11,28 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
+
+// DefaultGCPercent is the garbage collector's target (GOGC) in every
+// holdfastd process unless $GOGC is set: collect when the heap has grown by
+// half since the last collection, not doubled (Go's 100). An idle daemon
+// allocates little, so this costs next to no CPU, and the heap is most of
+// a daemon's private memory (docs/footprint.md).
+const DefaultGCPercent = 50
+
+// TuneGC applies DefaultGCPercent unless gogcSet (the runtime has already
+// applied $GOGC, which wins).
+func TuneGC(gogcSet bool) {
+	if !gogcSet {
+		debug.SetGCPercent(DefaultGCPercent)
+	}
+}
 
 // NewLogger returns a text slog logger on stderr tagged with the component.
 func NewLogger(component string, debug bool) *slog.Logger {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -51,4 +52,16 @@ func Client(path, userAgent string) (*kubernetes.Clientset, error) {
 		return nil, fmt.Errorf("kubeconfig %q: client: %w", path, err)
 	}
 	return cs, nil
+}
+
+// TrimManagedFields is an informer transform (cache.TransformFunc): it
+// drops metadata.managedFields from each object before the informer's
+// cache keeps it. No holdfast component reads them, and they are often the
+// largest part of an object (docs/footprint.md). Anything that is not an
+// object (a deletion tombstone) passes unchanged.
+func TrimManagedFields(o any) (any, error) {
+	if m, err := meta.Accessor(o); err == nil {
+		m.SetManagedFields(nil)
+	}
+	return o, nil
 }

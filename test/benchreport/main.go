@@ -130,6 +130,66 @@ func report(w io.Writer, results []result) int {
 	return rows
 }
 
+// goal is an upper bound on a metric that has no baseline benchmark of
+// its own (issue 18's footprint goals; a ratio metric carries its baseline
+// in itself).
+type goal struct {
+	unit string
+	max  float64
+	what string
+}
+
+var goals = []goal{
+	{"holdfast-rss-MB", 60, "RSS of all holdfast node processes"},
+	{"holdfast-cpu-%", 1, "CPU of all holdfast node processes, % of one core, idle"},
+	{"kubelet-cpu-ratio", 1.02, "kubelet CPU through the shim / straight to containerd"},
+	{"holdfastd-MB", 40, "bin/holdfastd"},
+	{"image-gz-MB", 15, "holdfastd image, compressed"},
+}
+
+// goalReport prints, for every benchmark that reports a goal metric, each
+// of its metrics (per-process figures beside the totals), the goal metrics
+// marked ok or OVER.
+func goalReport(w io.Writer, results []result) int {
+	byUnit := map[string]goal{}
+	for _, g := range goals {
+		byUnit[g.unit] = g
+	}
+	rows := 0
+	for _, r := range results {
+		has := false
+		for _, u := range r.units {
+			_, ok := byUnit[u]
+			has = has || ok
+		}
+		if !has {
+			continue
+		}
+		if rows == 0 {
+			fmt.Fprintf(w, "%-28s %-24s %12s %10s  %s\n", "benchmark", "metric", "value", "goal", "")
+		}
+		for _, u := range r.units {
+			if u == "ns/op" {
+				continue
+			}
+			v := r.metrics[u]
+			g, ok := byUnit[u]
+			if !ok {
+				fmt.Fprintf(w, "%-28s %-24s %12.4g\n", r.name, u, v)
+				rows++
+				continue
+			}
+			verdict := "ok"
+			if v > g.max {
+				verdict = "OVER"
+			}
+			fmt.Fprintf(w, "%-28s %-24s %12.4g %10s  %s (%s)\n", r.name, u, v, fmt.Sprintf("<= %g", g.max), verdict, g.what)
+			rows++
+		}
+	}
+	return rows
+}
+
 func main() {
 	results := parse(os.Stdin)
 	if len(results) == 0 {
@@ -137,4 +197,8 @@ func main() {
 		os.Exit(1)
 	}
 	report(os.Stdout, results)
+	var g strings.Builder
+	if goalReport(&g, results) > 0 {
+		fmt.Fprintf(os.Stdout, "\n=== footprint and size goals (issue 18) ===\n%s", g.String())
+	}
 }

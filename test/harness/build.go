@@ -36,6 +36,11 @@ func CacheDir() string {
 	return filepath.Join(RepoRoot(), ".cache")
 }
 
+// DaemonBuildFlags are the go build flags of holdfastd, as the Makefile's
+// HOLDFASTD_BUILD_FLAGS (no symbol table or DWARF, module-relative paths):
+// the tests run and measure the binary as shipped.
+var DaemonBuildFlags = []string{"-trimpath", "-ldflags=-s -w"}
+
 var (
 	buildMu    sync.Mutex
 	binDirOnce string
@@ -57,13 +62,17 @@ func Binaries(t testing.TB) string {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, b := range []struct{ name, pkg string }{
-		{"holdfast", "./plugins/holdfast"},
-		{"holdfast-ipam", "./plugins/holdfast-ipam"},
-		{"holdfastd", "./cmd/holdfastd"},
+	for _, b := range []struct {
+		name, pkg string
+		flags     []string
+	}{
+		{"holdfast", "./plugins/holdfast", nil},
+		{"holdfast-ipam", "./plugins/holdfast-ipam", nil},
+		{"holdfastd", "./cmd/holdfastd", DaemonBuildFlags},
 	} {
 		tmp := filepath.Join(dir, fmt.Sprintf(".%s.%d", b.name, os.Getpid()))
-		cmd := exec.Command("go", "build", "-o", tmp, b.pkg)
+		args := append(append([]string{"build"}, b.flags...), "-o", tmp, b.pkg)
+		cmd := exec.Command("go", args...)
 		cmd.Dir = RepoRoot()
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as `make build` and the image want
 		if out, err := cmd.CombinedOutput(); err != nil {

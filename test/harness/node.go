@@ -129,6 +129,23 @@ func (n *Node) Kill(name string) {
 	<-p.done
 }
 
+// Pid is the process id of a running process started with Start (nsenter
+// and unshare exec the command, so it is the command's own).
+func (n *Node) Pid(name string) (int, error) {
+	n.mu.Lock()
+	p := n.procs[name]
+	n.mu.Unlock()
+	if p == nil {
+		return 0, fmt.Errorf("%s: no process %q started", n.Name, name)
+	}
+	select {
+	case <-p.done:
+		return 0, fmt.Errorf("%s: process %q has exited:\n%s", n.Name, name, tail(n.Logs(name), 2000))
+	default:
+	}
+	return p.Cmd.Process.Pid, nil
+}
+
 // Stop sends SIGTERM to a process started with Start and waits up to
 // timeout before killing it.
 func (n *Node) Stop(name string, timeout time.Duration) {

@@ -32,3 +32,7 @@ func commandContext(ctx context.Context, name string, args ...string) *exec.Cmd 
 }
 
 func globAll(pattern string) ([]string, error) { return filepath.Glob(pattern) }
+
+// Tail is the last n bytes of s (a log, for failure messages), marked "…"
+// where cut.
+func Tail(s string, n int) string { return tail(s, n) }

@@ -1,0 +1,18 @@
+// Package footprint measures what holdfast costs a node at rest, each
+// figure beside its baseline from the same run (docs/footprint.md):
+//
+//   - BenchmarkNodeFootprint: one harness node (real containerd) with a
+//     stock kubelet through holdfast's CRI shim, 50 pods, 1,000 Services for
+//     the node DNS and a health unit of 10 members (nine peers in the cloud
+//     netns). After an idle window it reports the RSS, PSS and CPU of every
+//     holdfast process on the node, and kubelet's CPU through the shim
+//     against kubelet's CPU straight to containerd (a second idle window,
+//     same node, same pods).
+//   - BenchmarkBinarySize: the sizes of bin/holdfastd, bin/holdfast,
+//     bin/holdfast-ipam (what `make build` made) and of the compressed
+//     image `holdfastd image` writes from them.
+//
+// The control plane is as small as the node needs: etcd and kube-apiserver
+// in the cloud netns, a static token, no controller-manager or scheduler
+// (the pods are created bound to the node).
+package footprint
