@@ -106,11 +106,22 @@ func runHealthKeygen(args []string) error {
 	fs := newFlagSet("health keygen", "Make this node's Ed25519 key file and print its public half (base64), which goes into the member list\nor onto the Node (annotation holdfast.dev/health-public-key).")
 	out := fs.String("out", "", "file to write (mode 0600); refused if it exists")
 	node := fs.String("node-name", "", "node name recorded in the file (informational)")
+	ifMissing := fs.Bool("if-missing", false, "keep an existing key file (print its public half) instead of refusing: the health DaemonSet's init container runs this on every start")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *out == "" {
 		return exitError{2, errors.New("--out is required")}
+	}
+	if *ifMissing {
+		if _, err := os.Lstat(*out); err == nil {
+			key, err := health.LoadKey(*out)
+			if err != nil {
+				return err
+			}
+			fmt.Println(health.PublicKeyString(key))
+			return nil
+		}
 	}
 	pub, err := health.GenerateKey(*out, *node)
 	if err != nil {

@@ -268,10 +268,19 @@ func daemonSet(name string, c Config, args []string, caps []corev1.Capability, s
 func ptr[T any](v T) *T { return &v }
 
 func healthDS(c Config) *appsv1.DaemonSet {
-	return daemonSet(Health, c,
+	ds := daemonSet(Health, c,
 		[]string{"health", "run", "--node-name", "$(NODE_NAME)", "--kubeconfig", "-", "--key-file", health.DefaultKeyFile, "--unit-label", c.UnitLabel},
 		nil, health.DefaultStateDir,
 		[]corev1.ContainerPort{{Name: "views", ContainerPort: HealthPort, Protocol: corev1.ProtocolUDP}, {Name: "http", ContainerPort: HealthPort, Protocol: corev1.ProtocolTCP}})
+	// The node's signing key is made on the first start and kept after
+	// (as the unit's ExecStartPre does); without it `health run` exits.
+	spec := &ds.Spec.Template.Spec
+	keygen := spec.Containers[0]
+	keygen.Name = "keygen"
+	keygen.Args = []string{"health", "keygen", "--if-missing", "--out", health.DefaultKeyFile, "--node-name", "$(NODE_NAME)"}
+	keygen.Ports = nil
+	spec.InitContainers = []corev1.Container{keygen}
+	return ds
 }
 
 func dnsDS(c Config) *appsv1.DaemonSet {

@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/holdfast-edge/holdfast/install/manifests"
 	"github.com/holdfast-edge/holdfast/test/harness"
 )
 
@@ -75,14 +76,12 @@ func bringUp(t *testing.T, ctx context.Context, rep *Report, bins Bins) *site {
 	}
 	s := &site{Site: hs, cloud: cloud, cs: cs}
 
-	if err := FlannelRBAC(ctx, cs); err != nil {
-		t.Fatal(err)
-	}
 	ca, err := os.ReadFile(cloud.PKI.CACert)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := ApplyManifests(ctx, cs, ca, WebhookURL()); err != nil {
+	rendered, err := ApplyManifests(ctx, cs, ca, WebhookURL())
+	if err != nil {
 		t.Fatalf("apply holdfastd manifests: %v", err)
 	}
 	if err := cloud.StartWebhook(ctx, cs, filepath.Join(hfBins, "holdfastd")); err != nil {
@@ -92,6 +91,10 @@ func bringUp(t *testing.T, ctx context.Context, rep *Report, bins Bins) *site {
 		t.Fatal(err)
 	}
 	rep.Mark("holdfast cloud side", "manifests applied, webhook registered at "+WebhookURL())
+	images, err := ClusterImages(bins, hfBins)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, hn := range hs.Nodes {
 		n, err := NewNode(hn, hfBins, cloud)
 		if err != nil {
@@ -109,46 +112,70 @@ func bringUp(t *testing.T, ctx context.Context, rep *Report, bins Bins) *site {
 		s.nodes = append(s.nodes, n)
 	}
 	rep.Mark("kubelets started", "")
+	// The imports run while the kubelets register.
+	imported := make(chan error, 1)
+	go func() { imported <- ImportImages(ctx, s.nodes, images) }()
 	for _, n := range s.nodes {
 		if err := SetPodCIDR(ctx, cs, n.Name, n.PodCIDR().String(), 90*time.Second); err != nil {
 			s.dumpLogs(t)
 			t.Fatalf("%s: %v", n.Name, err)
 		}
+		if err := n.RouteServices(ctx); err != nil {
+			t.Fatal(err)
+		}
 	}
 	rep.Mark("nodes registered", "podCIDRs set from the harness plan")
-	for _, n := range s.nodes {
-		if err := n.IssueDaemonTokens(ctx, cs); err != nil {
-			t.Fatal(err)
-		}
-		if err := n.StartHealth(); err != nil {
-			t.Fatal(err)
-		}
-		if err := n.StartDNS(); err != nil {
-			t.Fatal(err)
-		}
+	if err := <-imported; err != nil {
+		t.Fatal(err)
+	}
+	rep.Mark("images imported", fmt.Sprintf("%d images into every node's containerd", len(images)))
+	// kube-proxy first: flanneld and holdfast's daemons reach the
+	// apiserver through the kubernetes Service's ClusterIP (in-cluster
+	// config), kube-proxy through kubeadm's kubeconfig.
+	if err := createObjects(ctx, cs, kubeProxyObjects(hs, cloud.Server)); err != nil {
+		t.Fatal(err)
+	}
+	if err := WaitDaemonPods(ctx, cs, s.nodeNames(), []string{"kube-proxy"}, 120*time.Second); err != nil {
+		s.dumpLogs(t)
+		t.Fatal(err)
+	}
+	if err := WaitAPIServiceIP(ctx, s.nodes, 60*time.Second); err != nil {
+		s.dumpLogs(t)
+		t.Fatal(err)
+	}
+	rep.Mark("kube-proxy running", "DaemonSets kube-proxy, kube-proxy-nftables; every node reaches the kubernetes Service")
+	if err := createObjects(ctx, cs, flannelObjects(hs)); err != nil {
+		t.Fatal(err)
+	}
+	hfDS, err := holdfastDaemonSets(hs, rendered)
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs := []any{}
+	for _, ds := range hfDS {
+		objs = append(objs, ds)
+	}
+	if err := createObjects(ctx, cs, objs); err != nil {
+		t.Fatal(err)
 	}
 	for _, n := range s.nodes {
-		if err := n.StartFlanneld(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, n := range s.nodes {
-		if err := n.WaitOverlay(ctx, s.nodes, 60*time.Second); err != nil {
+		if err := n.WaitOverlay(ctx, s.nodes, 90*time.Second); err != nil {
 			t.Fatal(err)
 		}
 	}
 	rep.Mark("flannel overlay up", "kube subnet manager, vxlan")
-	for _, n := range s.nodes {
-		if err := n.StartKubeProxy(); err != nil {
-			t.Fatal(err)
-		}
-	}
 	ok := rep.Check("bring-up: every node Ready", WaitNodesReady(ctx, cs, s.nodeNames(), 120*time.Second))
 	if !ok {
 		s.dumpLogs(t)
 		t.FailNow()
 	}
 	rep.Mark("nodes ready", strings.Join(s.nodeNames(), ","))
+	ok = rep.Check("bring-up: kube-proxy, flanneld, holdfast health and DNS run as DaemonSet pods on every node",
+		WaitDaemonPods(ctx, cs, s.nodeNames(), []string{"kube-proxy", "kube-flannel-ds", manifests.Health, manifests.DNS}, 120*time.Second))
+	if !ok {
+		s.dumpLogs(t)
+		t.FailNow()
+	}
 	all := map[string]string{}
 	for _, n := range s.nodes {
 		all[n.Name] = "alive"
@@ -166,6 +193,8 @@ func bringUp(t *testing.T, ctx context.Context, rep *Report, bins Bins) *site {
 // them through the shim, that every pod reaches every Service by IP and by
 // name (holdfast DNS), and that holdfast DNS answers like CoreDNS.
 func baseline(t *testing.T, ctx context.Context, rep *Report, s *site) {
+	// Created first: it starts while the workloads do.
+	rep.Check("baseline: volumes pod (Secret, ConfigMap, downwardAPI, memory emptyDir, token, env from both) created on node3", s.createVols(ctx))
 	for _, w := range []struct {
 		create   func() error
 		app      string
@@ -272,8 +301,11 @@ func (s *site) dumpLogs(t *testing.T) {
 		t.Logf("--- cloud %s (tail)\n%s", name, tail(s.cloud.Node.Logs(name), 3000))
 	}
 	for _, n := range s.nodes {
-		for _, name := range []string{"kubelet", "cri-shim", "containerd", "flanneld", "kube-proxy", "snapshot-watch"} {
+		for _, name := range []string{"kubelet", "cri-shim", "containerd", "snapshot-watch"} {
 			t.Logf("--- %s %s (tail)\n%s", n.Name, name, tail(n.Logs(name), 4000))
+		}
+		for _, pod := range []string{KubeFlannelNS + "_kube-flannel-ds", "kube-system_kube-proxy", manifests.Namespace + "_" + manifests.Health, manifests.Namespace + "_" + manifests.DNS} {
+			t.Logf("--- %s pod logs %s* (tail)\n%s", n.Name, pod, tail(n.podLogs(pod), 4000))
 		}
 	}
 }

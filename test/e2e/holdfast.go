@@ -10,18 +10,15 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	admv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	authnv1 "k8s.io/api/authentication/v1"
-	coordv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -32,9 +29,9 @@ import (
 
 // holdfast's own daemons on the site. The Kubernetes side comes from what
 // `holdfastd manifests` renders (namespace, ServiceAccounts, RBAC, the
-// health admission policy, the webhook registration); the webhook and the
-// health and DNS daemons run as processes with those ServiceAccounts'
-// tokens, as install's units run them on a node.
+// health admission policy, the webhook registration, the health and DNS
+// DaemonSets: daemonsets.go); the webhook runs as a process in the cloud
+// netns with its ServiceAccount's token.
 
 const (
 	// WebhookPort is where `holdfastd webhook` serves in the cloud netns.
@@ -46,64 +43,37 @@ const (
 // ApplyManifests creates the objects of `holdfastd manifests` the site
 // needs. The webhook is registered by URL at the cloud's webhook process
 // (signed by the site CA) instead of the rendered in-cluster Service; the
-// rendered DaemonSets, Deployment, Service and Secret are left out: their
-// daemons run as processes here.
-func ApplyManifests(ctx context.Context, cs kubernetes.Interface, caPEM []byte, webhookURL string) error {
-	r, err := manifests.Render(manifests.Config{Image: "unused.invalid/holdfastd:e2e", NodeDNS: ClusterDNS, UnitLabel: "holdfast.dev/unit", Policy: "verdicts", NoQuorumPolicy: "retain"})
+// rendered Deployment, Service and Secret are left out (the webhook runs
+// as a process), and so are the DaemonSets, which holdfastDaemonSets
+// creates once the nodes are up. It returns what was rendered.
+func ApplyManifests(ctx context.Context, cs kubernetes.Interface, caPEM []byte, webhookURL string) (*manifests.Rendered, error) {
+	r, err := manifests.Render(manifests.Config{Image: HoldfastdImage, NodeDNS: ClusterDNS, UnitLabel: "holdfast.dev/unit", Policy: "verdicts", NoQuorumPolicy: "retain"})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	opts := metav1.CreateOptions{}
+	var objs []any
 	for _, o := range r.Objects {
-		var err error
 		switch o := o.(type) {
-		case *corev1.Namespace:
-			_, err = cs.CoreV1().Namespaces().Create(ctx, o, opts)
-		case *corev1.ServiceAccount:
-			_, err = cs.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, o, opts)
-		case *rbacv1.ClusterRole:
-			_, err = cs.RbacV1().ClusterRoles().Create(ctx, o, opts)
-		case *rbacv1.ClusterRoleBinding:
-			_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, o, opts)
-		case *rbacv1.Role:
-			_, err = cs.RbacV1().Roles(o.Namespace).Create(ctx, o, opts)
-		case *rbacv1.RoleBinding:
-			_, err = cs.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, opts)
-		case *coordv1.Lease:
-			_, err = cs.CoordinationV1().Leases(o.Namespace).Create(ctx, o, opts)
-		case *admv1.ValidatingAdmissionPolicy:
-			_, err = cs.AdmissionregistrationV1().ValidatingAdmissionPolicies().Create(ctx, o, opts)
-		case *admv1.ValidatingAdmissionPolicyBinding:
-			_, err = cs.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Create(ctx, o, opts)
+		case *appsv1.DaemonSet, *appsv1.Deployment, *corev1.Service, *corev1.Secret:
+			continue
 		case *admv1.MutatingWebhookConfiguration:
 			for i := range o.Webhooks {
 				o.Webhooks[i].ClientConfig = admv1.WebhookClientConfig{URL: &webhookURL, CABundle: caPEM}
 			}
-			_, err = cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, o, opts)
-		default:
-			continue
 		}
-		if err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("create %T: %w", o, err)
-		}
+		objs = append(objs, o)
 	}
-	return nil
+	if err := createObjects(ctx, cs, objs); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
 // TokenKubeconfig writes a kubeconfig at path holding a token of the
-// ServiceAccount sa in holdfast-system. With node set, the token is bound to
-// that Node, as a DaemonSet pod's is (its node name is what the health
-// admission policy checks).
-func (c *Cloud) TokenKubeconfig(ctx context.Context, cs kubernetes.Interface, path, sa, node string) error {
+// ServiceAccount sa in holdfast-system.
+func (c *Cloud) TokenKubeconfig(ctx context.Context, cs kubernetes.Interface, path, sa string) error {
 	exp := int64(12 * 3600)
 	req := &authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{ExpirationSeconds: &exp}}
-	if node != "" {
-		n, err := cs.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
-		if err != nil {
-			return fmt.Errorf("token for %s on %s: %w", sa, node, err)
-		}
-		req.Spec.BoundObjectRef = &authnv1.BoundObjectReference{Kind: "Node", APIVersion: "v1", Name: node, UID: n.UID}
-	}
 	tok, err := cs.CoreV1().ServiceAccounts(manifests.Namespace).CreateToken(ctx, sa, req, metav1.CreateOptions{})
 	if err != nil {
 		return fmt.Errorf("token for %s: %w", sa, err)
@@ -134,7 +104,7 @@ func (c *Cloud) StartWebhook(ctx context.Context, cs kubernetes.Interface, holdf
 		return err
 	}
 	kc := filepath.Join(c.Node.EtcDir, "webhook.kubeconfig")
-	if err := c.TokenKubeconfig(ctx, cs, kc, manifests.Webhook, ""); err != nil {
+	if err := c.TokenKubeconfig(ctx, cs, kc, manifests.Webhook); err != nil {
 		return err
 	}
 	if _, err := c.Node.Start("webhook", holdfastd, append([]string{"webhook",
@@ -186,62 +156,7 @@ func (c *Cloud) webhookCounter(ctx context.Context, prefix string) (int, error) 
 	return 0, nil
 }
 
-func (n *Node) healthDir() string { return filepath.Join(n.VarDir, "holdfast", "health") }
-func (n *Node) dnsDir() string    { return filepath.Join(n.VarDir, "holdfast", "dns") }
 func (n *Node) holdfastd() string { return filepath.Join(n.Bins, "holdfastd") }
-
-// daemonKubeconfig is where the daemon running as ServiceAccount sa finds
-// its kubeconfig.
-func (n *Node) daemonKubeconfig(sa string) string { return filepath.Join(n.EtcDir, sa+".kubeconfig") }
-
-// IssueDaemonTokens writes the kubeconfigs of the node's health and DNS
-// daemons (tokens bound to the node, as the DaemonSets' pods would get).
-// They live in the node's etc dir and survive its reboots.
-func (n *Node) IssueDaemonTokens(ctx context.Context, cs kubernetes.Interface) error {
-	for _, sa := range []string{manifests.Health, manifests.DNS} {
-		if err := n.Cloud.TokenKubeconfig(ctx, cs, n.daemonKubeconfig(sa), sa, n.Name); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// StartHealth starts `holdfastd health` (making its key on first start, as
-// the unit does).
-func (n *Node) StartHealth() error {
-	key := filepath.Join(n.healthDir(), "node.key")
-	if _, err := os.Stat(key); os.IsNotExist(err) {
-		if err := os.MkdirAll(n.healthDir(), 0o700); err != nil {
-			return err
-		}
-		if out, err := exec.Command(n.holdfastd(), "health", "keygen", "--out", key, "--node-name", n.Name).CombinedOutput(); err != nil {
-			return fmt.Errorf("%s: health keygen: %v: %s", n.Name, err, out)
-		}
-	}
-	_, err := n.Start("health", n.holdfastd(), "health", "run",
-		"--node-name", n.Name,
-		"--listen", fmt.Sprintf(":%d", HealthPort),
-		"--kubeconfig", n.daemonKubeconfig(manifests.Health),
-		"--state-dir", n.healthDir(),
-		"--key-file", key)
-	return err
-}
-
-// StartDNS starts `holdfastd dns` on ClusterDNS (kubelet's clusterDNS),
-// filtering endpoints by the local health daemon's verdicts. Its upstream
-// is a closed local port: the site never sends traffic outside.
-func (n *Node) StartDNS() error {
-	_, err := n.Start("dns", n.holdfastd(), "dns", "run",
-		"--listen", ClusterDNS+":53",
-		"--interface", "holdfast-dns0",
-		"--kubeconfig", n.daemonKubeconfig(manifests.DNS),
-		"--state-dir", n.dnsDir(),
-		"--verdicts", fmt.Sprintf("http://127.0.0.1:%d/v1/verdicts", HealthPort),
-		"--upstream", "127.0.0.1:5399",
-		"--node-name", n.Name,
-		"--metrics-addr", "127.0.0.1:9645")
-	return err
-}
 
 // Verdicts is a health daemon's GET /v1/verdicts.
 type Verdicts struct {

@@ -27,9 +27,11 @@ import (
 // plugins, kubelet's CRI endpoint and clusterDNS, the systemd units. The
 // test then runs containerd and kubelet on what install wrote. The units
 // themselves cannot run on a shared test host (their state paths are the
-// node's /var/lib/holdfast), so the daemons run as processes with the
-// same commands and node-local paths (see holdfast.go); what the units say
-// about boot order is checked instead.
+// node's /var/lib/holdfast), so the shim and the snapshot watcher run as
+// processes with the same commands and node-local paths; what the units
+// say about boot order is checked instead. Install runs with --daemonsets:
+// health and DNS are DaemonSets (daemonsets.go), as kube-proxy and
+// flanneld are.
 
 // Stock values install replaces.
 const (
@@ -98,7 +100,7 @@ func (n *Node) installArgs() []string {
 		"--ipam-data-dir", n.IPAMDir(), "--cni-data-dir", n.AttachDir(), "--snapshot-dir", n.SnapshotDir(),
 		"--overlay-device", "flannel.1",
 		"--cri-socket", n.ShimSock(), "--runtime-endpoint", "unix://" + n.ContainerdSock,
-		"--node-dns", ClusterDNS}
+		"--node-dns", ClusterDNS, "--daemonsets"}
 }
 
 // Install prepares the stock node and runs `holdfastd install` into its

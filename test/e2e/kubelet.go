@@ -26,7 +26,15 @@ func NewNode(hn *harness.Node, bins string, cloud *Cloud) (*Node, error) {
 	n := &Node{Node: reboot.Node{Node: hn, Bins: bins}, Cloud: cloud}
 	var err error
 	n.Kubeconfig, err = cloud.Kubeconfig(hn.EtcDir, "kubelet-"+hn.Name, "system:node:"+hn.Name, "system:nodes")
-	return n, err
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range []string{n.healthDir(), n.dnsDir()} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	return n, n.linkRunFlannel()
 }
 
 // KubeletRoot is kubelet's --root-dir (durable: under the node's var dir).
@@ -152,8 +160,24 @@ func (n *Node) StartKubelet() error {
 		"--cert-dir", filepath.Join(root, "pki"),
 		"--v=3", // computePodActions: what kubelet decides per pod
 	}
+	if n.Name == NFTablesNode {
+		args = append(args, "--node-labels="+NFTablesLabel+"=true")
+	}
 	_, err := n.Start("kubelet", "unshare", args...)
 	return err
+}
+
+// ShareKubeletRoot makes kubelet's root dir a shared bind mount of itself,
+// once per boot, before anything mounts below it: after an offline reboot
+// the shim restores the pods' tmpfs volumes there before kubelet starts,
+// and a bind mount made over them later would hide them from the
+// containers it relaunches (their sources would resolve to the empty
+// mount points below).
+func (n *Node) ShareKubeletRoot() error {
+	if err := os.MkdirAll(n.KubeletRoot(), 0o755); err != nil {
+		return err
+	}
+	return n.sharedMount(n.KubeletRoot())
 }
 
 // sharedMount makes dir a shared bind mount of itself (once per boot: the

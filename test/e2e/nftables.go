@@ -25,23 +25,6 @@ const (
 	flannelTable   = "ip flannel-ipv4"
 )
 
-// flannelNetConf is net-conf.json for the node: flanneld (≥ v0.25) runs in
-// nftables mode on NFTablesNode, as a node without iptables would.
-func (n *Node) flannelNetConf() string {
-	if n.Name != NFTablesNode {
-		return flannelNetConf
-	}
-	return strings.Replace(flannelNetConf, `"EnableIPv4":true`, `"EnableIPv4":true,"EnableNFTables":true`, 1)
-}
-
-// proxyMode is the node's kube-proxy --proxy-mode.
-func (n *Node) proxyMode() string {
-	if n.Name == NFTablesNode {
-		return "nftables"
-	}
-	return "iptables"
-}
-
 // serviceInNFT fails unless the node's live kube-proxy table maps
 // clusterIP (its service-ips verdict map) and the node has no iptables
 // KUBE-SERVICES chain (kube-proxy is not in iptables mode there).

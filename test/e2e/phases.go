@@ -124,6 +124,11 @@ type run struct {
 	auto         *autonomy
 	duration     *durationWatch
 	durationPods []podView
+	// issue 14 (plumbing.go, volumes.go)
+	ds          []nodePod
+	dsRelaunch  map[string]criPod
+	vols        volsState
+	reconnectAt time.Time
 }
 
 // scenario runs the phases of issue 10 after the baseline: cut node3's
@@ -132,8 +137,8 @@ type run struct {
 func scenario(t interface {
 	Logf(string, ...any)
 }, ctx context.Context, rep *Report, s *site) {
-	r := &run{s: s, rep: rep, victim: s.node("node3"), peer: s.node("node1"), relaunched: map[string]criPod{}}
-	if !r.setup(ctx) || !r.setupOptOut(ctx) || !r.cut(ctx) || !r.reboot(ctx) {
+	r := &run{s: s, rep: rep, victim: s.node("node3"), peer: s.node("node1"), relaunched: map[string]criPod{}, dsRelaunch: map[string]criPod{}}
+	if !r.setup(ctx) || !r.dsSetup(ctx) || !r.setupOptOut(ctx) || !r.cut(ctx) || !r.reboot(ctx) {
 		r.diagnose(t)
 		return
 	}
@@ -167,6 +172,7 @@ func (r *run) setup(ctx context.Context) bool {
 	}
 	r.db = podsOfApp(pods, DBApp)
 	r.before = onNode(views(pods), r.victim.Name)
+	r.volsBefore(ctx)
 	return r.rep.Check("scenario: node3 runs pods of both workloads", condErr(len(podsOn(r.before, WebApp)) > 0 && len(podsOn(r.before, DBApp)) > 0,
 		fmt.Sprintf("node3 runs %v", r.before)))
 }
@@ -284,7 +290,7 @@ func (r *run) reboot(ctx context.Context) bool {
 		return err
 	})
 	rep.Check("reboot: holdfastd snapshot restore succeeded", restoreErr)
-	if !rep.Check("reboot: offline boot sequence ran (restore, containerd, shim, health, dns, flanneld, kube-proxy, kubelet)", err) {
+	if !rep.Check("reboot: offline boot sequence ran (restore, containerd, shim relaunching every pod, snapshot watch, kubelet)", err) {
 		return false
 	}
 	rep.Mark("node3 kubelet started", "offline")
@@ -302,6 +308,8 @@ func (r *run) reboot(ctx context.Context) bool {
 	})
 	rep.Check("reboot: node3's pods relaunched by the shim with the same IPs", err)
 	rep.Mark("node3 pods relaunched", fmt.Sprintf("%d pods, %.1fs after the reboot", len(r.relaunched), time.Since(r.rebootAt).Seconds()))
+	r.dsRelaunched(ctx)
+	r.volsRelaunched(ctx)
 	rep.Check("reboot: VTEP MAC of node3 kept", r.vtepKept())
 	rep.Check("reboot: node1 reaches node3's pods", reachPods(ctx, r.peer, r.before))
 	rep.Check("reboot: node3's pods reach the ClusterIP offline (restored kube-proxy rules)", r.relaunchedReachService(ctx))
@@ -313,13 +321,13 @@ func (r *run) reboot(ctx context.Context) bool {
 	// Offline, kubelet must kill nothing: an observation window (not a
 	// readiness wait) that gives it time to try.
 	time.Sleep(20 * time.Second)
-	rep.Check("reboot: offline kubelet leaves the relaunched pods alone (20s)", checkPods(ctx, victim, r.before, func(v podView, p criPod) error {
+	rep.Check("reboot: offline kubelet leaves the relaunched pods alone, DaemonSet pods included (20s)", errors.Join(checkPods(ctx, victim, r.before, func(v podView, p criPod) error {
 		was := r.relaunched[v.UID]
 		if !equalIDs(p.Ready, was.Ready) || !equalIDs(p.Running, was.Running) {
 			return fmt.Errorf("changed: now %s; relaunched %s", p, was)
 		}
 		return nil
-	}))
+	}), r.dsUnchanged(ctx, false)))
 	r.noEviction(ctx)
 	r.optOutShown(ctx)
 	return true
@@ -334,17 +342,30 @@ func (r *run) bootSequence(ctx context.Context) (restoreErr, err error) {
 	if err := victim.CutCloud(); err != nil { // the netns (and its iptables) is new
 		return nil, err
 	}
+	// /run is tmpfs: /run/flannel starts empty (and is flanneld's pod's
+	// host dir again).
+	if err := victim.linkRunFlannel(); err != nil {
+		return nil, err
+	}
+	if err := victim.ShareKubeletRoot(); err != nil {
+		return nil, err
+	}
 	out, restoreErr := victim.Restore(ctx)
 	r.rep.Mark("node3 snapshot restore", firstLines(strings.TrimSpace(out), 1))
 	r.rep.Check("reboot: restore put back node3's kube-proxy and flanneld nftables tables as captured (kube-proxy's maps web's ClusterIP) before they start", r.nftablesRestored(ctx, out))
 	if err := victim.StartContainerd(); err != nil {
 		return restoreErr, err
 	}
+	// The node's network configuration (its default route on a real
+	// node), before the shim relaunches kube-proxy and the pods.
+	if err := victim.RouteServices(ctx); err != nil {
+		return restoreErr, err
+	}
 	if err := victim.StartShim(); err != nil {
 		return restoreErr, fmt.Errorf("start shim: %w\n%s", err, victim.Logs("cri-shim"))
 	}
-	r.rep.Mark("node3 shim serving", "containerd up")
-	for _, start := range []func() error{victim.StartWatch, victim.StartHealth, victim.StartDNS, victim.StartFlanneld, victim.StartKubeProxy, victim.StartKubelet} {
+	r.rep.Mark("node3 shim serving", "containerd up; the shim relaunches every pod, the DaemonSets' included")
+	for _, start := range []func() error{victim.StartWatch, victim.StartKubelet} {
 		if err := start(); err != nil {
 			return restoreErr, err
 		}
@@ -412,6 +433,7 @@ func (r *run) reconnect(ctx context.Context) bool {
 		return false
 	}
 	reconnectAt := time.Now()
+	r.reconnectAt = reconnectAt
 	rep.Mark("node3 cloud restored", "")
 	rep.Check("reconnect: node3 Ready again", WaitNodesReady(ctx, s.cs, []string{victim.Name}, 90*time.Second))
 	rep.Mark("node3 ready", fmt.Sprintf("%.1fs after reconnect", time.Since(reconnectAt).Seconds()))
@@ -448,22 +470,23 @@ func (r *run) reconnect(ctx context.Context) bool {
 	rep.Check("reconnect: Deployment and StatefulSet fully running on every node", err)
 	rep.Check("reconnect: flanneld kept node3's VTEP MAC", r.vtepKept())
 	rep.Check("reconnect: node1 reaches node3's pods", reachPods(ctx, r.peer, r.before))
-	rep.Check("reconnect: node3's daemons still running (no crash while offline)", daemonsAlive(victim, r.daemons()))
+	rep.Check("reconnect: node3's DaemonSet pods adopted: the relaunched containers, restartCount unchanged, Ready (nothing restarted)", r.dsUnchanged(ctx, true))
+	rep.Check("reconnect: node3's host daemons still running (containerd, shim, snapshot watch, kubelet)", daemonsAlive(victim, r.daemons()))
+	rep.Check("reconnect: a Service created after the reconnect is reachable from a pod on node3 (node3's kube-proxy talks to the apiserver)", r.lateService(ctx))
+	rep.Check("reconnect: a node added and removed reaches node3's flannel.1 FDB (node3's flanneld talks to the apiserver)", r.nodeSetChange(ctx))
+	rep.Check("reconnect: node3's health daemon writes its view Lease again (its token works)", r.healthLeaseRenewed(ctx, reconnectAt))
+	r.volsAdopted(ctx)
+	rep.Check("reconnect: still nothing restarted on node3 (DaemonSet pods)", r.dsUnchanged(ctx, true))
 	r.reconnectShown(ctx)
 	return rep.OK()
 }
 
 func (r *run) daemons() map[string]string {
-	b := r.s.cloud.Bins
 	return map[string]string{
 		"containerd":     "containerd --config",
 		"cri-shim":       "holdfastd cri run",
 		"snapshot-watch": "holdfastd snapshot watch",
-		"health":         "holdfastd health run",
-		"dns":            "holdfastd dns run",
-		"flanneld":       b.Flanneld + " --kube-subnet-mgr",
-		"kube-proxy":     b.KubeProxy + " ",
-		"kubelet":        b.Kubelet + " ",
+		"kubelet":        r.s.cloud.Bins.Kubelet + " ",
 	}
 }
 
