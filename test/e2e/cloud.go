@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/containernetworking/plugins/pkg/ns"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -182,7 +181,7 @@ func (c *Cloud) Start(ctx context.Context) error {
 	}
 	if err := c.waitReady(ctx, 90*time.Second); err != nil {
 		return fmt.Errorf("kube-apiserver not ready: %w\n--- kube-apiserver log (tail)\n%s\n--- etcd log (tail)\n%s",
-			err, tail(n.Logs("kube-apiserver"), 3000), tail(n.Logs("etcd"), 2000))
+			err, harness.Tail(n.Logs("kube-apiserver"), 3000), harness.Tail(n.Logs("etcd"), 2000))
 	}
 
 	kcm, err := c.Kubeconfig(n.EtcDir, "controller-manager", "system:kube-controller-manager")
@@ -269,7 +268,7 @@ func (c *Cloud) RESTConfig() (*rest.Config, error) {
 		},
 		QPS:   50,
 		Burst: 100,
-		Dial:  DialIn(c.Node.NSPath),
+		Dial:  harness.DialIn(c.Node.NSPath),
 	}
 	return cfg, nil
 }
@@ -281,27 +280,4 @@ func (c *Cloud) Client() (*kubernetes.Clientset, error) {
 		return nil, err
 	}
 	return kubernetes.NewForConfig(cfg)
-}
-
-// DialIn returns a dialer whose sockets are created inside the netns at
-// nsPath (on a thread switched into it); the connection is then used from
-// any thread.
-func DialIn(nsPath string) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		var conn net.Conn
-		err := ns.WithNetNSPath(nsPath, func(ns.NetNS) error {
-			d := net.Dialer{Timeout: 5 * time.Second, KeepAlive: 15 * time.Second}
-			var err error
-			conn, err = d.DialContext(ctx, network, addr)
-			return err
-		})
-		return conn, err
-	}
-}
-
-func tail(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return "…" + s[len(s)-n:]
 }

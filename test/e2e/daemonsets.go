@@ -551,14 +551,14 @@ func WaitDaemonPods(ctx context.Context, cs kubernetes.Interface, nodes []string
 func WaitAPIServiceIP(ctx context.Context, nodes []*Node, timeout time.Duration) error {
 	for _, n := range nodes {
 		err := harness.Eventually(timeout, func() error {
-			c, err := DialIn(n.NSPath)(ctx, "tcp", "10.96.0.1:443")
+			c, err := harness.DialIn(n.NSPath)(ctx, "tcp", "10.96.0.1:443")
 			if err != nil {
 				return fmt.Errorf("%s → 10.96.0.1:443: %w", n.Name, err)
 			}
 			return c.Close()
 		})
 		if err != nil {
-			return fmt.Errorf("%w\n--- kube-proxy pod log (tail)\n%s", err, tail(n.podLogs("kube-system_kube-proxy"), 3000))
+			return fmt.Errorf("%w\n--- kube-proxy pod log (tail)\n%s", err, harness.Tail(n.podLogs("kube-system_kube-proxy"), 3000))
 		}
 	}
 	return nil

@@ -298,14 +298,14 @@ func (s *site) reachable(ctx context.Context, pods []corev1.Pod) error {
 // dumpLogs prints the tails of the control plane's and the nodes' logs.
 func (s *site) dumpLogs(t *testing.T) {
 	for _, name := range []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
-		t.Logf("--- cloud %s (tail)\n%s", name, tail(s.cloud.Node.Logs(name), 3000))
+		t.Logf("--- cloud %s (tail)\n%s", name, harness.Tail(s.cloud.Node.Logs(name), 3000))
 	}
 	for _, n := range s.nodes {
 		for _, name := range []string{"kubelet", "cri-shim", "containerd", "snapshot-watch"} {
-			t.Logf("--- %s %s (tail)\n%s", n.Name, name, tail(n.Logs(name), 4000))
+			t.Logf("--- %s %s (tail)\n%s", n.Name, name, harness.Tail(n.Logs(name), 4000))
 		}
 		for _, pod := range []string{KubeFlannelNS + "_kube-flannel-ds", "kube-system_kube-proxy", manifests.Namespace + "_" + manifests.Health, manifests.Namespace + "_" + manifests.DNS} {
-			t.Logf("--- %s pod logs %s* (tail)\n%s", n.Name, pod, tail(n.podLogs(pod), 4000))
+			t.Logf("--- %s pod logs %s* (tail)\n%s", n.Name, pod, harness.Tail(n.podLogs(pod), 4000))
 		}
 	}
 }

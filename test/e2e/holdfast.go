@@ -6,9 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -202,24 +200,8 @@ func WaitVerdicts(ctx context.Context, from []*Node, want map[string]string, tim
 	})
 }
 
-// getIn does an HTTP GET from inside a netns.
+// getIn does an HTTP GET from inside a netns (harness.GetIn, as a string).
 func getIn(ctx context.Context, nsPath, url string) (string, error) {
-	hc := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DialContext: DialIn(nsPath), DisableKeepAlives: true}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return "", err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return "", err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return string(body), fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return string(body), nil
+	body, err := harness.GetIn(ctx, nsPath, url)
+	return string(body), err
 }

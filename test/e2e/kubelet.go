@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/holdfast-edge/holdfast/test/harness"
 	"github.com/holdfast-edge/holdfast/test/reboot"
@@ -97,23 +96,10 @@ func (n *Node) kubeletConfig() map[string]any {
 	}
 }
 
-// kernelDefaults are the sysctls kubelet insists on. They are host-wide
-// (not per netns), so the test never lets kubelet write them: kubelet runs
-// in its own mount namespace where these files are bind-mounted over
-// /proc/sys with the values it wants, and protectKernelDefaults makes it
-// fail instead of writing if they ever differ.
-var kernelDefaults = map[string]string{
-	"vm/overcommit_memory":      "1",
-	"vm/panic_on_oom":           "0",
-	"kernel/panic":              "10",
-	"kernel/panic_on_oops":      "1",
-	"kernel/keys/root_maxkeys":  "1000000",
-	"kernel/keys/root_maxbytes": "25000000",
-}
-
 // StartKubelet writes the kubelet's config and starts it in the node netns
 // (nsenter --net, like containerd) and in a mount namespace of its own that
-// only differs from the host's in the kernel-default files above. The
+// only differs from the host's in the kernel-default files
+// (harness.KubeletKernelDefaults). The
 // kubelet root dir is a shared mount, so the volume mounts kubelet makes
 // there (projected service-account tokens, secrets) propagate back to the
 // host namespace, where containerd and runc see them.
@@ -140,17 +126,11 @@ func (n *Node) StartKubelet() error {
 	if err := n.makeCgroupRoot(); err != nil {
 		return err
 	}
-	var script strings.Builder
-	script.WriteString("set -e\n")
-	for key, val := range kernelDefaults {
-		f := filepath.Join(etc, "sysctl", strings.ReplaceAll(key, "/", "."))
-		if err := os.WriteFile(f, []byte(val+"\n"), 0o644); err != nil {
-			return err
-		}
-		fmt.Fprintf(&script, "mount --bind %s /proc/sys/%s\n", f, key)
+	script, err := harness.KubeletSysctlScript(filepath.Join(etc, "sysctl"))
+	if err != nil {
+		return err
 	}
-	script.WriteString(`exec "$0" "$@"` + "\n")
-	args := []string{"--mount", "--propagation", "unchanged", "--", "/bin/sh", "-c", script.String(),
+	args := []string{"--mount", "--propagation", "unchanged", "--", "/bin/sh", "-c", script,
 		n.Cloud.Bins.Kubelet,
 		"--config", cfgPath,
 		"--kubeconfig", n.Kubeconfig,
@@ -163,7 +143,7 @@ func (n *Node) StartKubelet() error {
 	if n.Name == NFTablesNode {
 		args = append(args, "--node-labels="+NFTablesLabel+"=true")
 	}
-	_, err := n.Start("kubelet", "unshare", args...)
+	_, err = n.Start("kubelet", "unshare", args...)
 	return err
 }
 

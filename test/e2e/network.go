@@ -44,7 +44,7 @@ func (n *Node) WaitOverlay(ctx context.Context, peers []*Node, timeout time.Dura
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("%s: flannel overlay not ready: %w\n--- flanneld log (tail)\n%s", n.Name, err, tail(n.podLogs(KubeFlannelNS+"_kube-flannel-ds"), 3000))
+		return fmt.Errorf("%s: flannel overlay not ready: %w\n--- flanneld log (tail)\n%s", n.Name, err, harness.Tail(n.podLogs(KubeFlannelNS+"_kube-flannel-ds"), 3000))
 	}
 	return nil
 }

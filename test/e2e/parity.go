@@ -53,7 +53,7 @@ func (c *Cloud) StartCoreDNS() error {
 
 // ask sends one question over UDP from inside a netns.
 func ask(ctx context.Context, nsPath, addr, name string, qtype uint16) (*dns.Msg, error) {
-	conn, err := DialIn(nsPath)(ctx, "udp", addr)
+	conn, err := harness.DialIn(nsPath)(ctx, "udp", addr)
 	if err != nil {
 		return nil, err
 	}

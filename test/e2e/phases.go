@@ -782,7 +782,7 @@ func daemonsAlive(n *Node, want map[string]string) error {
 			}
 		}
 		if !alive {
-			errs = append(errs, fmt.Errorf("%s (%q) not running; log tail:\n%s", name, sub, tail(n.Logs(name), 1500)))
+			errs = append(errs, fmt.Errorf("%s (%q) not running; log tail:\n%s", name, sub, harness.Tail(n.Logs(name), 1500)))
 		}
 	}
 	return errors.Join(errs...)

@@ -61,7 +61,7 @@ func (n *Node) StartContainerd() error {
 // WaitContainerd waits until the node's containerd answers CRI Version.
 func (n *Node) WaitContainerd(timeout time.Duration) error {
 	if err := WaitCRI(n.ContainerdSock, timeout); err != nil {
-		return fmt.Errorf("%s: containerd not ready: %w\n%s", n.Name, err, tail(n.Logs("containerd"), 2000))
+		return fmt.Errorf("%s: containerd not ready: %w\n%s", n.Name, err, Tail(n.Logs("containerd"), 2000))
 	}
 	return nil
 }
@@ -111,11 +111,4 @@ func requireBinaries(names ...string) error {
 		}
 	}
 	return nil
-}
-
-func tail(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return "…" + s[len(s)-n:]
 }

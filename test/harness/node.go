@@ -140,7 +140,7 @@ func (n *Node) Pid(name string) (int, error) {
 	}
 	select {
 	case <-p.done:
-		return 0, fmt.Errorf("%s: process %q has exited:\n%s", n.Name, name, tail(n.Logs(name), 2000))
+		return 0, fmt.Errorf("%s: process %q has exited:\n%s", n.Name, name, Tail(n.Logs(name), 2000))
 	default:
 	}
 	return p.Cmd.Process.Pid, nil

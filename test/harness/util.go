@@ -35,4 +35,9 @@ func globAll(pattern string) ([]string, error) { return filepath.Glob(pattern) }
 
 // Tail is the last n bytes of s (a log, for failure messages), marked "…"
 // where cut.
-func Tail(s string, n int) string { return tail(s, n) }
+func Tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "…" + s[len(s)-n:]
+}
