@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 	"time"
 
@@ -103,11 +104,16 @@ func New(cfg Config) (*Shim, error) {
 	for _, b := range bad {
 		log.Error("pod record unreadable: that pod will not be relaunched", "file", b.Path, "err", b.Err)
 	}
-	conn, err := proxy.Dial(cfg.RuntimeEndpoint)
+	var s *Shim
+	px, err := proxy.New(cfg.RuntimeEndpoint, func(method string, intercepted bool, code codes.Code, d time.Duration) {
+		s.calls.WithLabelValues(method, strconv.FormatBool(intercepted), code.String()).Inc()
+		s.latency.WithLabelValues(method).Observe(d.Seconds())
+	})
 	if err != nil {
 		return nil, err
 	}
-	s := &Shim{cfg: cfg, log: log, store: store, bootID: bootID, locks: &podLocks{}, done: make(chan struct{}), badFiles: bad}
+	conn := px.Conn()
+	s = &Shim{proxy: px, cfg: cfg, log: log, store: store, bootID: bootID, locks: &podLocks{}, done: make(chan struct{}), badFiles: bad}
 	s.calls = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "holdfast_cri_calls_total", Help: "CRI calls served, by method, whether the shim intercepted them, and gRPC code."}, []string{"method", "intercepted", "code"})
 	s.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "holdfast_cri_call_seconds", Help: "CRI call latency through the shim.", Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10)}, []string{"method"})
 	s.outcomes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "holdfast_cri_relaunch_total", Help: "Pod relaunches after a reboot, by outcome."}, []string{"outcome"})
@@ -121,10 +127,6 @@ func New(cfg Config) (*Shim, error) {
 			}
 		}
 	}
-	s.proxy = proxy.New(conn, func(method string, intercepted bool, code codes.Code, d time.Duration) {
-		s.calls.WithLabelValues(method, fmt.Sprint(intercepted), code.String()).Inc()
-		s.latency.WithLabelValues(method).Observe(d.Seconds())
-	})
 	rt := runtimeapi.NewRuntimeServiceClient(conn)
 	ic := &interceptor{rt: rt, store: store, locks: s.locks, bootID: bootID, log: log, onErr: func(string, error) { s.recordErr.Inc() }}
 	ic.register(s.proxy)

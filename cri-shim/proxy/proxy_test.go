@@ -46,21 +46,6 @@ func TestCheckRequest(t *testing.T) {
 	}
 }
 
-func TestRawCodec(t *testing.T) {
-	c := rawCodec{}
-	f := &frame{}
-	if err := c.Unmarshal([]byte{1, 2, 3}, f); err != nil || string(f.data) != "\x01\x02\x03" {
-		t.Fatal(f, err)
-	}
-	b, err := c.Marshal(f)
-	if err != nil || string(b) != "\x01\x02\x03" {
-		t.Fatal(b, err)
-	}
-	if _, err := c.Marshal(42); err == nil {
-		t.Fatal("marshalled an int")
-	}
-}
-
 // FuzzCheckRequest: any bytes for any intercepted or relayed method either
 // pass or get InvalidArgument, never a panic or another code.
 func FuzzCheckRequest(f *testing.F) {
