@@ -108,12 +108,15 @@ func (c *relayConn) run() {
 		c.close()
 		<-rtDone
 	case <-rtDone:
+		kubeEnded := make(chan struct{})
+		go func() { <-kubeDone; c.close(); close(kubeEnded) }() // ends runtimeGone's wait
 		c.runtimeGone()
 		c.close()
-		<-kubeDone
+		<-kubeEnded
 	}
 }
 
+// close ends the connection; calling it again does nothing more.
 func (c *relayConn) close() {
 	c.mu.Lock()
 	c.closed = true

@@ -7,12 +7,14 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -363,4 +365,84 @@ func TestRelayRuntimeRestart(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// fuzzFrames builds a caller's byte stream from frames.
+func fuzzFrames(frames ...[]byte) []byte { return bytes.Join(frames, nil) }
+
+func fuzzHeaders(stream uint32, end bool, fields ...string) []byte {
+	var b bytes.Buffer
+	enc := hpack.NewEncoder(&b)
+	for i := 0; i+1 < len(fields); i += 2 {
+		enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+	}
+	flags := uint8(flagEndHeaders)
+	if end {
+		flags |= flagEndStream
+	}
+	return appendFrame(nil, frameHeaders, flags, stream, b.Bytes())
+}
+
+func fuzzMessage(stream uint32, m proto.Message) []byte {
+	b, _ := proto.Marshal(m)
+	msg := append([]byte{0, 0, 0, 0, byte(len(b))}, b...)
+	return appendFrame(nil, frameData, flagEndStream, stream, msg)
+}
+
+// FuzzRelay: whatever the caller and the runtime send, the relay neither
+// panics nor hangs: it relays, answers, or closes the connection.
+func FuzzRelay(f *testing.F) {
+	req := func(stream uint32, method string) []byte {
+		return fuzzHeaders(stream, false, ":method", "POST", ":scheme", "http", ":path", method, ":authority", "x", "content-type", "application/grpc", "grpc-timeout", "1S", "m-bin", "AAE")
+	}
+	settings := appendFrame(nil, frameSettings, 0, 0, appendSettings(nil, []setting{{settingInitialWindowSize, 10}, {settingHeaderTableSize, 100}}))
+	kube := fuzzFrames(settings,
+		req(1, "/runtime.v1.RuntimeService/RunPodSandbox"), fuzzMessage(1, &runtimeapi.RunPodSandboxRequest{RuntimeHandler: "big"}),
+		req(3, "/runtime.v1.RuntimeService/Version"), fuzzMessage(3, &runtimeapi.VersionRequest{Version: "1"}),
+		req(5, "/runtime.v1.RuntimeService/ListContainers"), appendFrame(nil, frameData, flagEndStream, 5, []byte{0, 0, 0, 0, 9, 0xff}),
+		appendFrame(nil, framePing, 0, 0, make([]byte, 8)), appendFrame(nil, frameWindowUpdate, 0, 1, u32(100)),
+		appendFrame(nil, frameRSTStream, 0, 3, u32(errCodeCancel)))
+	rt := fuzzFrames(appendFrame(nil, frameSettings, 0, 0, nil),
+		fuzzHeaders(1, false, ":status", "200", "content-type", "application/grpc"),
+		appendFrame(nil, frameData, 0, 1, []byte{0, 0, 0, 0, 1, 'x'}),
+		fuzzHeaders(1, true, "grpc-status", "0"),
+		appendFrame(nil, frameGoAway, 0, 0, append(u32(1), u32(0)...)))
+	f.Add(kube, rt)
+	f.Add(kube[:len(kube)/2], rt[:len(rt)/3])
+	f.Add([]byte{}, []byte{0, 0, 0, 9, 0, 0, 0, 0, 1})
+	f.Fuzz(func(t *testing.T, kube, rt []byte) {
+		s := &Server{routes: map[string]route{}, conns: map[*relayConn]struct{}{}}
+		HandleUnary(s, "/runtime.v1.RuntimeService/RunPodSandbox", func(ctx context.Context, req *runtimeapi.RunPodSandboxRequest) (*runtimeapi.RunPodSandboxResponse, error) {
+			if req.GetRuntimeHandler() == "big" {
+				return &runtimeapi.RunPodSandboxResponse{PodSandboxId: strings.Repeat("y", 100000)}, nil
+			}
+			return nil, status.Error(codes.NotFound, "x")
+		})
+		down, kubeEnd := net.Pipe()
+		up, rtEnd := net.Pipe()
+		c := newRelayConn(s, down, up)
+		done := make(chan struct{})
+		go func() { c.run(); close(done) }()
+		go io.Copy(io.Discard, kubeEnd)
+		go io.Copy(io.Discard, rtEnd)
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); kubeEnd.Write(append([]byte(preface), kube...)) }()
+		go func() { defer wg.Done(); rtEnd.Write(rt) }()
+		wrote := make(chan struct{})
+		go func() { wg.Wait(); close(wrote) }()
+		select {
+		case <-wrote:
+		case <-done:
+		case <-time.After(200 * time.Millisecond): // a side waiting for window
+		}
+		kubeEnd.Close()
+		rtEnd.Close()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			buf := make([]byte, 1<<20)
+			t.Fatalf("relay did not end after both sides closed\n%s", buf[:runtime.Stack(buf, true)])
+		}
+	})
 }
