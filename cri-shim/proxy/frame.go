@@ -30,11 +30,9 @@ const (
 	settingHeaderTableSize   = 0x1
 	settingInitialWindowSize = 0x4
 
-	errCodeNo          = 0x0
-	errCodeProtocol    = 0x1
-	errCodeRefused     = 0x7
-	errCodeCancel      = 0x8
-	errCodeFlowControl = 0x3
+	errCodeNo      = 0x0
+	errCodeRefused = 0x7
+	errCodeCancel  = 0x8
 )
 
 const (
