@@ -30,7 +30,8 @@ import (
 //     credits what it consumes itself (intercepted requests, frames of
 //     closed streams) and holds back the caller's connection credit for
 //     what it sent itself (intercepted answers), so the runtime never
-//     believes in more window than the caller granted.
+//     believes in more window than the caller granted; connection credit
+//     is passed on in batches (creditBatch).
 //
 // DATA frames of relayed streams pass unchanged but for the stream ID;
 // PINGs are answered on the hop they came from.
@@ -51,6 +52,8 @@ type relayConn struct {
 	maxDown      uint32 // highest stream the caller opened
 	sendConn     int64  // connection window the caller grants
 	owed         int64  // caller's connection credit still to hold back from the runtime
+	kView, kHeld int64  // the caller's connection window as it sees it; credit for it not passed on yet
+	cView, cHeld int64  // the same for the runtime
 	peerInitWin  int64  // caller's SETTINGS_INITIAL_WINDOW_SIZE
 	upGone       bool   // the runtime sent GOAWAY or closed
 	draining     bool   // the relay sent GOAWAY (Stop)
@@ -85,7 +88,7 @@ func newRelayConn(s *Server, down, up net.Conn) *relayConn {
 		dw: newHopWriter(down), uw: newHopWriter(up),
 		decDown: hpack.NewDecoder(4096, nil), decUp: hpack.NewDecoder(4096, nil),
 		byDown: map[uint32]*stream{}, byUp: map[uint32]*stream{},
-		nextUp: 1, sendConn: initialWindow, peerInitWin: initialWindow,
+		nextUp: 1, sendConn: initialWindow, peerInitWin: initialWindow, kView: initialWindow, cView: initialWindow,
 	}
 	c.decDown.SetMaxStringLength(maxHeaderBlock)
 	c.decUp.SetMaxStringLength(maxHeaderBlock)
@@ -224,7 +227,9 @@ func (c *relayConn) pumpUp() error {
 		}
 		switch h.typ {
 		case frameData:
-			err = c.upData(h, p)
+			if err = c.creditKube(-int64(h.length)); err == nil {
+				err = c.upData(h, p)
+			}
 		case frameHeaders:
 			var block []byte
 			if block, err = readBlock(c.downR, h, p, &c.blockBufDown, &scratch); err == nil {
@@ -267,7 +272,9 @@ func (c *relayConn) pumpDown() error {
 		}
 		switch h.typ {
 		case frameData:
-			err = c.downData(h, p)
+			if err = c.creditRuntime(-int64(h.length)); err == nil {
+				err = c.downData(h, p)
+			}
 		case frameHeaders:
 			var block []byte
 			if block, err = readBlock(c.upR, h, p, &c.blockBuf, &scratch); err == nil {
@@ -319,7 +326,59 @@ func (c *relayConn) creditDown(stream uint32, n uint32) error {
 	if n == 0 {
 		return nil
 	}
+	if stream == 0 {
+		return c.creditKube(int64(n))
+	}
 	return c.dw.frame(frameWindowUpdate, 0, stream, u32(n), false)
+}
+
+// Connection-level credit is passed on in batches: grpc-go grants a few
+// bytes after nearly every message, and each WINDOW_UPDATE passed on alone
+// would wake the peer once more per call. Credit is held back only while
+// the peer's window, as the peer sees it, stays above creditLow, so the
+// peer never waits for credit the relay holds.
+const (
+	creditBatch = 16 << 10
+	creditLow   = 32 << 10
+)
+
+// creditKube accounts the caller's connection window: n < 0 for DATA the
+// caller sent, n > 0 for credit granted to it (by the runtime or the
+// relay). It writes a WINDOW_UPDATE when a batch is due.
+func (c *relayConn) creditKube(n int64) error {
+	c.mu.Lock()
+	w := takeCredit(&c.kView, &c.kHeld, n)
+	c.mu.Unlock()
+	if w == 0 {
+		return nil
+	}
+	return c.dw.frame(frameWindowUpdate, 0, 0, u32(w), false)
+}
+
+// creditRuntime is creditKube for the runtime's connection window.
+func (c *relayConn) creditRuntime(n int64) error {
+	c.mu.Lock()
+	w := takeCredit(&c.cView, &c.cHeld, n)
+	c.mu.Unlock()
+	if w == 0 {
+		return nil
+	}
+	return c.uw.frame(frameWindowUpdate, 0, 0, u32(w), false)
+}
+
+func takeCredit(view, held *int64, n int64) uint32 {
+	if n < 0 {
+		*view += n
+	} else {
+		*held += n
+	}
+	if *held == 0 || (*held < creditBatch && *view >= creditLow) {
+		return 0
+	}
+	w := min(*held, 0x7fffffff)
+	*held -= w
+	*view += w
+	return uint32(w)
 }
 
 // forget removes a stream from both maps (c.mu held).
@@ -582,8 +641,8 @@ func (c *relayConn) upWindow(h frameHeader, p []byte) error {
 		c.owed -= held
 		c.cond.Broadcast()
 		c.mu.Unlock()
-		if fwd := int64(inc) - held; fwd > 0 || inc == 0 {
-			return c.uw.frame(frameWindowUpdate, 0, 0, u32(uint32(fwd)), false)
+		if fwd := int64(inc) - held; fwd > 0 {
+			return c.creditRuntime(fwd)
 		}
 		return nil
 	}
@@ -653,7 +712,7 @@ func (c *relayConn) downData(h frameHeader, p []byte) error {
 		if h.length == 0 {
 			return nil
 		}
-		return c.uw.frame(frameWindowUpdate, 0, 0, u32(h.length), false) // a closed stream: credit the runtime here
+		return c.creditRuntime(int64(h.length)) // a closed stream: credit the runtime here
 	}
 	down := st.down
 	if h.has(flagEndStream) {
@@ -799,7 +858,8 @@ func (c *relayConn) downWindow(h frameHeader, p []byte) error {
 		return err
 	}
 	if h.stream == 0 {
-		return c.dw.frame(frameWindowUpdate, 0, 0, p, false)
+		inc, _ := parseWindowUpdate(h, p)
+		return c.creditKube(int64(inc))
 	}
 	c.mu.Lock()
 	st := c.byUp[h.stream]
