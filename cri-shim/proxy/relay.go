@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"sync"
 	"time"
 
@@ -695,8 +696,7 @@ func (c *relayConn) downHeaders(h frameHeader, block []byte) error {
 func grpcCode(fields []hpack.HeaderField) codes.Code {
 	for _, f := range fields {
 		if f.Name == "grpc-status" {
-			var n uint32
-			if _, err := fmt.Sscan(f.Value, &n); err == nil {
+			if n, err := strconv.ParseUint(f.Value, 10, 32); err == nil {
 				return codes.Code(n)
 			}
 		}
