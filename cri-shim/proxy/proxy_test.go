@@ -60,3 +60,25 @@ func FuzzCheckRequest(f *testing.F) {
 		}
 	})
 }
+
+// TestTakeCredit: small grants are held back while the peer's window is
+// ample, and all held credit is passed on once it runs low.
+func TestTakeCredit(t *testing.T) {
+	view, held := int64(initialWindow), int64(0)
+	if w := takeCredit(&view, &held, 40); w != 0 || held != 40 {
+		t.Fatalf("small grant passed on at once: %d (held %d)", w, held)
+	}
+	if w := takeCredit(&view, &held, -(initialWindow - creditLow + 1)); w != 40 || held != 0 || view != creditLow-1+40 {
+		t.Fatalf("window low: passed on %d, held %d, view %d", w, held, view)
+	}
+	if w := takeCredit(&view, &held, creditBatch); w != creditBatch {
+		t.Fatalf("a batch: passed on %d", w)
+	}
+	view, held = 0, 0
+	for i := 0; i < 3; i++ {
+		if w := takeCredit(&view, &held, 1); w != 1 {
+			t.Fatalf("peer out of window: credit held (%d)", w)
+		}
+		view = 0
+	}
+}
