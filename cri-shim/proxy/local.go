@@ -20,7 +20,7 @@ import (
 // complete: the handler runs on its own goroutine, so the pump goes on.
 func (c *relayConn) startLocal(st *stream) {
 	c.mu.Lock()
-	if st.reset || c.closed {
+	if st.reset || c.closed || st.cancel != nil { // reset, or started already
 		c.mu.Unlock()
 		return
 	}

@@ -415,9 +415,10 @@ func (c *relayConn) upHeaders(h frameHeader, block []byte) error {
 	st := c.byDown[h.stream]
 	if st != nil { // trailers from the caller
 		if st.local {
+			again := st.endDown
 			st.endDown = st.endDown || end
 			c.mu.Unlock()
-			if end {
+			if end && !again {
 				c.startLocal(st)
 			}
 			return nil
@@ -442,6 +443,10 @@ func (c *relayConn) upHeaders(h frameHeader, block []byte) error {
 		}
 	}
 	st = &stream{down: h.stream, method: method, start: time.Now(), endDown: end, fields: fields}
+	if c.draining {
+		c.mu.Unlock()
+		return c.dw.frame(frameRSTStream, 0, h.stream, u32(errCodeRefused), false)
+	}
 	if r, ok := c.s.routes[method]; ok {
 		st.local, st.route, st.sendWin = true, &r, c.peerInitWin
 		c.byDown[st.down] = st
@@ -451,7 +456,7 @@ func (c *relayConn) upHeaders(h frameHeader, block []byte) error {
 		}
 		return nil
 	}
-	if c.draining || c.upGone {
+	if c.upGone {
 		c.mu.Unlock()
 		return c.dw.frame(frameRSTStream, 0, h.stream, u32(errCodeRefused), false)
 	}
