@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 	"time"
 
@@ -119,11 +120,16 @@ func New(cfg Config) (*Shim, error) {
 	for _, b := range bad {
 		log.Error("pod record unreadable: that pod will not be relaunched", "file", b.Path, "err", b.Err)
 	}
-	conn, err := proxy.Dial(cfg.RuntimeEndpoint)
+	var s *Shim
+	px, err := proxy.New(cfg.RuntimeEndpoint, func(method string, intercepted bool, code codes.Code, d time.Duration) {
+		s.calls.WithLabelValues(method, strconv.FormatBool(intercepted), code.String()).Inc()
+		s.latency.WithLabelValues(method).Observe(d.Seconds())
+	})
 	if err != nil {
 		return nil, err
 	}
-	s := &Shim{cfg: cfg, log: log, store: store, bootID: bootID, locks: &podLocks{}, done: make(chan struct{}), badFiles: bad}
+	conn := px.Conn()
+	s = &Shim{proxy: px, cfg: cfg, log: log, store: store, bootID: bootID, locks: &podLocks{}, done: make(chan struct{}), badFiles: bad}
 	if cfg.RestoreVolumes {
 		if s.vols, err = openVolumes(cfg.StateDir, cfg.MountInfo, store, bad, log); err != nil {
 			conn.Close()
@@ -150,10 +156,6 @@ func New(cfg Config) (*Shim, error) {
 			}
 		}
 	}
-	s.proxy = proxy.New(conn, func(method string, intercepted bool, code codes.Code, d time.Duration) {
-		s.calls.WithLabelValues(method, fmt.Sprint(intercepted), code.String()).Inc()
-		s.latency.WithLabelValues(method).Observe(d.Seconds())
-	})
 	rt := runtimeapi.NewRuntimeServiceClient(conn)
 	ic := &interceptor{rt: rt, store: store, locks: s.locks, bootID: bootID, log: log, vols: s.vols, onErr: func(string, error) { s.recordErr.Inc() }}
 	ic.register(s.proxy)

@@ -1,27 +1,31 @@
-// Package proxy is the CRI shim's gRPC front: one server on a unix socket
-// that answers for runtime.v1.RuntimeService and runtime.v1.ImageService by
-// relaying every call, byte for byte, to the runtime behind it (containerd),
-// except the unary methods a caller registered with Handle, which are
-// decoded, given to the caller's handler, and encoded back.
+// Package proxy is the CRI shim's front: it listens on a unix socket for
+// kubelet's gRPC connections (runtime.v1.RuntimeService, ImageService) and
+// relays every call to the runtime behind it (containerd), except the unary
+// methods a caller registered with Handle, which are decoded, given to the
+// caller's handler, and answered by the proxy itself.
 //
-// Relaying uses grpc.UnknownServiceHandler with a raw-bytes codec, so
-// streaming methods and methods newer than the cri-api version this binary
-// was built with pass through unchanged, with their metadata, headers and
-// trailers. Requests of methods this binary knows are checked to be valid
-// protobuf before anything is done with them: garbage or truncated requests
-// get InvalidArgument. Errors from the runtime reach the caller unchanged.
-// The connection to the runtime reconnects with backoff by itself; while it
-// is down, calls fail with Unavailable.
+// The relay works on HTTP/2 frames, not on gRPC calls: each caller
+// connection gets a connection of its own to the runtime, and two pumps
+// pass frames along, one per direction, rewriting only stream IDs, header
+// compression and flow-control credit (relay.go says how). So a relayed
+// call costs about what a byte pump costs, and streaming methods, methods
+// newer than the cri-api version this binary was built with, and other
+// services pass through unchanged, with their metadata, headers, trailers,
+// status codes and messages. A request of a unary method this binary knows
+// is checked to be valid protobuf before the runtime gets all of it:
+// garbage or truncated requests get InvalidArgument and are never served.
+// While the runtime is down, callers' connections are closed and their
+// calls fail with Unavailable.
 //
-// The package owns the listening socket and the client connection; it
-// records nothing and decides nothing about pods.
+// The package owns the listening socket and the shim's own client
+// connection to the runtime (Conn, which reconnects with backoff by
+// itself); it records nothing and decides nothing about pods.
 package proxy
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -33,8 +37,6 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/encoding"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -45,37 +47,13 @@ import (
 // MaxMsgSize bounds one message in either direction (kubelet uses 16 MiB).
 const MaxMsgSize = 16 << 20
 
-// frame is a message kept as the bytes that came off the wire.
-type frame struct{ data []byte }
-
-// rawCodec passes frames through untouched and marshals proto messages for
-// the registered handlers.
-type rawCodec struct{}
-
-func (rawCodec) Name() string { return "proto" }
-
-func (rawCodec) Marshal(v any) ([]byte, error) {
-	switch m := v.(type) {
-	case *frame:
-		return m.data, nil
-	case proto.Message:
-		return proto.Marshal(m)
-	}
-	return nil, fmt.Errorf("proxy codec: cannot marshal %T", v)
-}
-
-func (rawCodec) Unmarshal(data []byte, v any) error {
-	switch m := v.(type) {
-	case *frame:
-		m.data = append([]byte(nil), data...)
-		return nil
-	case proto.Message:
-		return proto.Unmarshal(data, m)
-	}
-	return fmt.Errorf("proxy codec: cannot unmarshal into %T", v)
-}
-
-var _ encoding.Codec = rawCodec{}
+// Flow-control windows of the shim's own client connection (Conn), fixed.
+// A fixed window turns off grpc-go's BDP estimation, which would otherwise
+// send a PING and a WINDOW_UPDATE after nearly every message received.
+const (
+	StreamWindow = 4 << 20
+	ConnWindow   = 16 << 20
+)
 
 // Handler serves one intercepted unary method. req is already decoded and
 // valid; the returned message is encoded back to the caller. A returned
@@ -92,10 +70,15 @@ type Observer func(method string, intercepted bool, code codes.Code, d time.Dura
 
 // Server is the proxy.
 type Server struct {
+	path    string // the runtime's socket
 	conn    *grpc.ClientConn
 	routes  map[string]route
 	observe Observer
-	grpc    *grpc.Server
+
+	mu       sync.Mutex
+	ln       net.Listener
+	conns    map[*relayConn]struct{}
+	stopping bool
 }
 
 // Dial connects (lazily, reconnecting with backoff) to the runtime endpoint,
@@ -112,6 +95,8 @@ func Dial(endpoint string) (*grpc.ClientConn, error) {
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bc, MinConnectTimeout: 2 * time.Second}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMsgSize), grpc.MaxCallSendMsgSize(MaxMsgSize)),
+		grpc.WithStaticStreamWindowSize(StreamWindow),
+		grpc.WithStaticConnWindowSize(ConnWindow),
 	)
 }
 
@@ -125,16 +110,20 @@ func unixTarget(endpoint string) (string, error) {
 	return "", fmt.Errorf("runtime endpoint %q: want unix:///path/to/socket", endpoint)
 }
 
-// New returns a proxy relaying to conn.
-func New(conn *grpc.ClientConn, observe Observer) *Server {
-	s := &Server{conn: conn, routes: map[string]route{}, observe: observe}
-	s.grpc = grpc.NewServer(
-		grpc.ForceServerCodec(rawCodec{}),
-		grpc.UnknownServiceHandler(s.serve),
-		grpc.MaxRecvMsgSize(MaxMsgSize),
-		grpc.MaxSendMsgSize(MaxMsgSize),
-	)
-	return s
+// New returns a proxy relaying to the runtime at endpoint (unix:///path or
+// a bare path). Its own client connection (Conn) is for the intercepted
+// calls and anyone else in the shim who talks to the runtime.
+func New(endpoint string, observe Observer) (*Server, error) {
+	target, err := unixTarget(endpoint)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := Dial(target)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{path: strings.TrimPrefix(target, "unix://"), conn: conn, routes: map[string]route{}, observe: observe,
+		conns: map[*relayConn]struct{}{}}, nil
 }
 
 // Conn returns the connection to the runtime.
@@ -178,69 +167,86 @@ func Listen(path string) (net.Listener, error) {
 	return ln, nil
 }
 
-// Serve serves on ln until Stop.
+// Serve serves on ln until Stop. Each caller connection gets its own
+// connection to the runtime; a caller connecting while the runtime is down
+// is disconnected at once (its calls fail with Unavailable) and reconnects
+// by itself.
 func (s *Server) Serve(ln net.Listener) error {
-	err := s.grpc.Serve(ln)
-	if errors.Is(err, grpc.ErrServerStopped) {
+	s.mu.Lock()
+	if s.stopping {
+		s.mu.Unlock()
 		return nil
 	}
-	return err
-}
-
-// Stop stops serving, letting running calls finish for up to the grace time.
-func (s *Server) Stop(grace time.Duration) {
-	done := make(chan struct{})
-	go func() { s.grpc.GracefulStop(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(grace):
-		s.grpc.Stop()
-	}
-}
-
-var streamDesc = &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}
-
-// serve handles every call.
-func (s *Server) serve(_ any, ss grpc.ServerStream) error {
-	start := time.Now()
-	method, ok := grpc.MethodFromServerStream(ss)
-	if !ok {
-		return status.Error(codes.Internal, "proxy: no method in stream")
-	}
-	r, intercepted := s.routes[method]
-	var err error
-	if intercepted {
-		err = s.serveUnary(ss, r)
-	} else {
-		err = s.relay(ss, method)
-	}
-	if s.observe != nil {
-		s.observe(method, intercepted, status.Code(err), time.Since(start))
-	}
-	return err
-}
-
-func (s *Server) serveUnary(ss grpc.ServerStream, r route) error {
-	var in frame
-	if err := ss.RecvMsg(&in); err != nil {
-		return err
-	}
-	req := r.newReq()
-	if err := (proto.UnmarshalOptions{DiscardUnknown: false}).Unmarshal(in.data, req); err != nil {
-		return status.Errorf(codes.InvalidArgument, "malformed %s: %v", req.ProtoReflect().Descriptor().FullName(), err)
-	}
-	ctx := ss.Context()
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		ctx = metadata.NewOutgoingContext(ctx, md)
-	}
-	resp, err := r.h(ctx, req)
-	if err != nil {
-		if _, ok := status.FromError(err); ok {
-			return err
+	s.ln = ln
+	s.mu.Unlock()
+	for {
+		down, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			stopping := s.stopping
+			s.mu.Unlock()
+			if stopping {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			return fmt.Errorf("accept: %w", err)
 		}
-		return status.Error(codes.Unknown, err.Error())
+		go s.serveConn(down)
 	}
-	return ss.SendMsg(resp)
+}
+
+// dialTimeout bounds connecting to the runtime for one caller connection.
+const dialTimeout = 5 * time.Second
+
+func (s *Server) serveConn(down net.Conn) {
+	up, err := net.DialTimeout("unix", s.path, dialTimeout)
+	if err != nil {
+		down.Close()
+		return
+	}
+	c := newRelayConn(s, down, up)
+	s.mu.Lock()
+	if s.stopping {
+		s.mu.Unlock()
+		down.Close()
+		up.Close()
+		return
+	}
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	c.run()
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// Stop stops serving: callers are sent GOAWAY, calls under way get up to
+// the grace time to finish, then every connection is closed.
+func (s *Server) Stop(grace time.Duration) {
+	s.mu.Lock()
+	s.stopping = true
+	if s.ln != nil {
+		s.ln.Close()
+	}
+	conns := make([]*relayConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.drain()
+	}
+	deadline := time.Now().Add(grace)
+	for _, c := range conns {
+		for !c.idle() && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		c.close()
+	}
 }
 
 // methodInfo is what the relay knows of a method: its request type when this
@@ -299,106 +305,4 @@ func checkRequest(mi methodInfo, data []byte) error {
 		return status.Errorf(codes.InvalidArgument, "malformed %s: %v", mi.req.Descriptor().FullName(), err)
 	}
 	return nil
-}
-
-// relay passes one call of any shape through to the runtime.
-func (s *Server) relay(ss grpc.ServerStream, method string) error {
-	ctx, cancel := context.WithCancel(ss.Context())
-	defer cancel()
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		ctx = metadata.NewOutgoingContext(ctx, md)
-	}
-
-	// Read the first request before opening the upstream stream so that a
-	// malformed request of a known method is refused here.
-	var first frame
-	firstErr := ss.RecvMsg(&first)
-	if firstErr != nil && firstErr != io.EOF {
-		return firstErr
-	}
-	mi := lookupMethod(method)
-	if firstErr == nil {
-		if err := checkRequest(mi, first.data); err != nil {
-			return err
-		}
-	}
-	if mi.unary && firstErr == nil {
-		// Known unary method: one Invoke, no stream plumbing.
-		var out frame
-		var header, trailer metadata.MD
-		err := s.conn.Invoke(ctx, method, &first, &out, grpc.ForceCodec(rawCodec{}), grpc.Header(&header), grpc.Trailer(&trailer))
-		if len(header) > 0 {
-			ss.SetHeader(header)
-		}
-		ss.SetTrailer(trailer)
-		if err != nil {
-			return err
-		}
-		return ss.SendMsg(&out)
-	}
-
-	cs, err := s.conn.NewStream(ctx, streamDesc, method, grpc.ForceCodec(rawCodec{}))
-	if err != nil {
-		return err
-	}
-	// caller → runtime
-	upErr := make(chan error, 1)
-	go func() {
-		if firstErr == io.EOF {
-			upErr <- cs.CloseSend()
-			return
-		}
-		if err := cs.SendMsg(&first); err != nil {
-			upErr <- nil // the receive side reports the stream's status
-			return
-		}
-		for {
-			var f frame
-			if err := ss.RecvMsg(&f); err != nil {
-				cs.CloseSend()
-				if err == io.EOF {
-					upErr <- nil
-				} else {
-					upErr <- err
-				}
-				return
-			}
-			if err := cs.SendMsg(&f); err != nil {
-				upErr <- nil
-				return
-			}
-		}
-	}()
-	// runtime → caller
-	headerSent := false
-	for {
-		var f frame
-		err := cs.RecvMsg(&f)
-		if !headerSent {
-			if h, herr := cs.Header(); herr == nil && len(h) > 0 {
-				ss.SetHeader(h)
-			}
-			headerSent = true
-		}
-		if err != nil {
-			ss.SetTrailer(cs.Trailer())
-			if err == io.EOF {
-				return nil
-			}
-			return err
-		}
-		if err := ss.SendMsg(&f); err != nil {
-			cancel()
-			return err
-		}
-		select {
-		case e := <-upErr:
-			if e != nil {
-				cancel()
-				return e
-			}
-			upErr = nil
-		default:
-		}
-	}
 }

@@ -46,21 +46,6 @@ func TestCheckRequest(t *testing.T) {
 	}
 }
 
-func TestRawCodec(t *testing.T) {
-	c := rawCodec{}
-	f := &frame{}
-	if err := c.Unmarshal([]byte{1, 2, 3}, f); err != nil || string(f.data) != "\x01\x02\x03" {
-		t.Fatal(f, err)
-	}
-	b, err := c.Marshal(f)
-	if err != nil || string(b) != "\x01\x02\x03" {
-		t.Fatal(b, err)
-	}
-	if _, err := c.Marshal(42); err == nil {
-		t.Fatal("marshalled an int")
-	}
-}
-
 // FuzzCheckRequest: any bytes for any intercepted or relayed method either
 // pass or get InvalidArgument, never a panic or another code.
 func FuzzCheckRequest(f *testing.F) {
@@ -74,4 +59,26 @@ func FuzzCheckRequest(f *testing.F) {
 			t.Fatalf("code %v", status.Code(err))
 		}
 	})
+}
+
+// TestTakeCredit: small grants are held back while the peer's window is
+// ample, and all held credit is passed on once it runs low.
+func TestTakeCredit(t *testing.T) {
+	view, held := int64(initialWindow), int64(0)
+	if w := takeCredit(&view, &held, 40); w != 0 || held != 40 {
+		t.Fatalf("small grant passed on at once: %d (held %d)", w, held)
+	}
+	if w := takeCredit(&view, &held, -(initialWindow - creditLow + 1)); w != 40 || held != 0 || view != creditLow-1+40 {
+		t.Fatalf("window low: passed on %d, held %d, view %d", w, held, view)
+	}
+	if w := takeCredit(&view, &held, creditBatch); w != creditBatch {
+		t.Fatalf("a batch: passed on %d", w)
+	}
+	view, held = 0, 0
+	for i := 0; i < 3; i++ {
+		if w := takeCredit(&view, &held, 1); w != 1 {
+			t.Fatalf("peer out of window: credit held (%d)", w)
+		}
+		view = 0
+	}
 }
