@@ -286,10 +286,15 @@ func healthDS(c Config) *appsv1.DaemonSet {
 func dnsDS(c Config) *appsv1.DaemonSet {
 	// NET_ADMIN puts the link-local address on a node device; binding :53
 	// needs NET_BIND_SERVICE.
-	return daemonSet(DNS, c,
+	ds := daemonSet(DNS, c,
 		[]string{"dns", "run", "--node-name", "$(NODE_NAME)", "--listen", c.NodeDNS + ":53"},
 		[]corev1.Capability{"NET_ADMIN", "NET_BIND_SERVICE"}, dns.DefaultStateDir,
 		[]corev1.ContainerPort{{Name: "dns", ContainerPort: 53, Protocol: corev1.ProtocolUDP}, {Name: "dns-tcp", ContainerPort: 53, Protocol: corev1.ProtocolTCP}})
+	// The node's resolv.conf, not the cluster's: with ClusterFirstWithHostNet
+	// the pod's only nameserver is kubelet's clusterDNS, the node DNS
+	// itself, which dns drops as a loop, leaving no upstream at all.
+	ds.Spec.Template.Spec.DNSPolicy = corev1.DNSDefault
+	return ds
 }
 
 func webhookObjs(c Config, ca, cert, key []byte) []runtime.Object {

@@ -15,6 +15,7 @@ import (
 
 	admv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/client-go/kubernetes/scheme"
 )
@@ -57,6 +58,11 @@ func TestDecodesWithClientGo(t *testing.T) {
 		}
 		if cr, ok := obj.(*rbacv1.ClusterRole); ok {
 			checkLeastPrivilege(t, cr.Name, cr.Rules)
+		}
+		// The node DNS resolves upstream through the node's resolv.conf:
+		// the cluster's would point at itself.
+		if ds, ok := obj.(*appsv1.DaemonSet); ok && ds.Name == DNS && ds.Spec.Template.Spec.DNSPolicy != corev1.DNSDefault {
+			t.Errorf("DaemonSet %s: dnsPolicy %q, want %q", ds.Name, ds.Spec.Template.Spec.DNSPolicy, corev1.DNSDefault)
 		}
 		if role, ok := obj.(*rbacv1.Role); ok {
 			checkLeastPrivilege(t, role.Name, role.Rules)
