@@ -8,7 +8,6 @@ import (
 
 	crishim "github.com/holdfast-edge/holdfast/cri-shim"
 	"github.com/holdfast-edge/holdfast/internal/daemon"
-	"github.com/holdfast-edge/holdfast/snapshot/watch"
 )
 
 const nodeSummary = `The node-side daemons of holdfast in one process (docs/footprint.md): the CRI
@@ -27,8 +26,8 @@ func runNode(ctx context.Context, args []string) error {
 	cf.register(fs)
 	var sf snapshotFlags
 	sf.registerCapture(fs, "snapshot-")
-	interval := fs.Duration("snapshot-interval", watch.DefaultInterval, "full capture period without events")
-	gap := fs.Duration("snapshot-min-gap", watch.DefaultMinGap, "least time between two captures")
+	var wf watchFlags
+	wf.register(fs, "snapshot-")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -46,8 +45,7 @@ func runNode(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	w, err := watch.New(watch.Config{Dir: sf.dir, Capture: opts, Interval: *interval, MinGap: *gap,
-		Log: daemon.NewLogger("snapshot-watch", *cf.debug).With("node", sf.node), Registry: reg})
+	w, err := wf.watcher(sf.dir, opts, daemon.NewLogger("snapshot-watch", *cf.debug).With("node", sf.node), reg)
 	if err != nil {
 		return exitError{2, err}
 	}

@@ -6,9 +6,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/holdfast-edge/holdfast/internal/daemon"
 	"github.com/holdfast-edge/holdfast/snapshot"
@@ -164,12 +167,26 @@ func snapshotRestore(ctx context.Context, args []string) error {
 	return nil
 }
 
+// watchFlags are the watcher's own flags, shared by `snapshot watch` and
+// `holdfastd node` (there named after a prefix).
+type watchFlags struct{ interval, minGap time.Duration }
+
+func (f *watchFlags) register(fs *flag.FlagSet, prefix string) {
+	fs.DurationVar(&f.interval, prefix+"interval", watch.DefaultInterval, "full capture period without events")
+	fs.DurationVar(&f.minGap, prefix+"min-gap", watch.DefaultMinGap, "least time between two captures")
+}
+
+// watcher builds the snapshot watcher of dir with these flags.
+func (f *watchFlags) watcher(dir string, opts snapshot.CaptureOptions, log *slog.Logger, reg prometheus.Registerer) (*watch.Watcher, error) {
+	return watch.New(watch.Config{Dir: dir, Capture: opts, Interval: f.interval, MinGap: f.minGap, Log: log, Registry: reg})
+}
+
 func snapshotWatch(ctx context.Context, args []string) error {
 	fs := newFlagSet("snapshot watch", "Daemon: capture the overlay on every netlink link/route/neighbour change (at most once per --min-gap) and every --interval; write the snapshot only when it changed. Serves /healthz and /metrics.")
 	var f snapshotFlags
 	f.register(fs)
-	interval := fs.Duration("interval", watch.DefaultInterval, "full capture period without events")
-	gap := fs.Duration("min-gap", watch.DefaultMinGap, "least time between two captures")
+	var wf watchFlags
+	wf.register(fs, "")
 	listen := fs.String("listen", "127.0.0.1:9641", "address of /healthz and /metrics (empty: off)")
 	debug := fs.Bool("debug", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
@@ -181,7 +198,7 @@ func snapshotWatch(ctx context.Context, args []string) error {
 	}
 	log := daemon.NewLogger("snapshot-watch", *debug).With("node", f.node)
 	reg := daemon.NewRegistry()
-	w, err := watch.New(watch.Config{Dir: f.dir, Capture: opts, Interval: *interval, MinGap: *gap, Log: log, Registry: reg})
+	w, err := wf.watcher(f.dir, opts, log, reg)
 	if err != nil {
 		return err
 	}
