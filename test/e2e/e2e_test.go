@@ -47,7 +47,7 @@ func TestE2E(t *testing.T) {
 	}
 	if !rep.OK() {
 		s.dumpLogs(t)
-		t.Fatalf("e2e assertions failed; report at %s", ReportPath())
+		t.Fatalf("e2e assertions failed (report at %s):%s", ReportPath(), rep.Failures())
 	}
 }
 

@@ -84,7 +84,21 @@ func (r *Report) OK() bool {
 	return true
 }
 
-// Path is where Write puts the report.
+// Failures lists the assertions that did not hold, one per line with the
+// first line of each detail, so the end of a CI log names them.
+func (r *Report) Failures() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var b strings.Builder
+	for _, a := range r.Assertions {
+		if !a.OK {
+			fmt.Fprintf(&b, "\n  FAIL %s: %s", a.Name, strings.SplitN(a.Detail, "\n", 2)[0])
+		}
+	}
+	return b.String()
+}
+
+// ReportPath is where Write puts the report.
 func ReportPath() string {
 	if p := os.Getenv("E2E_REPORT"); p != "" {
 		return p
