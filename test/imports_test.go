@@ -102,3 +102,47 @@ func TestCNIPluginsStartCheap(t *testing.T) {
 		t.Logf("%s: package inits allocate %d bytes (heaviest %s, %d)", name, total, heaviest, heaviestBytes)
 	}
 }
+
+// holdfastdForbidden are packages holdfastd must not link, and why.
+var holdfastdForbidden = map[string]string{
+	// text/template's executor calls methods by name, so the linker keeps
+	// every exported method of every type in the binary (all of
+	// k8s.io/api's): 20 MB of holdfastd (docs/footprint.md). html/template
+	// runs it; grpc links html/template unless built with grpcnotrace.
+	"text/template": "its executor keeps every exported method linked",
+	"html/template": "it runs text/template's executor",
+	// The image is built at build time by install/cmd/mkimage (make image).
+	"github.com/google/go-containerregistry/": "the image builder is a build tool (install/cmd/mkimage), not part of the node daemon",
+}
+
+// TestHoldfastdLinksOnlyWhatNodesRun fails if holdfastd, built with the
+// shipped flags (harness.BuildFlags: its build tags decide what grpc links),
+// depends on a package of holdfastdForbidden, and names who imports it.
+func TestHoldfastdLinksOnlyWhatNodesRun(t *testing.T) {
+	args := append([]string{"list", "-deps", "-f", "{{.ImportPath}}:{{range .Imports}} {{.}}{{end}}"}, harness.BuildFlags...)
+	cmd := exec.Command("go", append(args, "./cmd/holdfastd")...)
+	cmd.Dir = harness.RepoRoot()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps ./cmd/holdfastd: %v\n%s", err, out)
+	}
+	importers := map[string][]string{}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	for _, l := range lines {
+		pkg, imports, _ := strings.Cut(l, ":")
+		for _, imp := range strings.Fields(imports) {
+			importers[imp] = append(importers[imp], pkg)
+		}
+	}
+	if len(lines) < 100 {
+		t.Fatalf("go list -deps ./cmd/holdfastd listed only %d packages", len(lines))
+	}
+	for _, l := range lines {
+		pkg, _, _ := strings.Cut(l, ":")
+		for f, why := range holdfastdForbidden {
+			if pkg == f || strings.HasSuffix(f, "/") && strings.HasPrefix(pkg, f) {
+				t.Errorf("holdfastd links %s (imported by %v): %s", pkg, importers[pkg], why)
+			}
+		}
+	}
+}

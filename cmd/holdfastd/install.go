@@ -15,7 +15,6 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/holdfast-edge/holdfast/install"
-	"github.com/holdfast-edge/holdfast/install/image"
 	"github.com/holdfast-edge/holdfast/install/manifests"
 	"github.com/holdfast-edge/holdfast/install/status"
 	"github.com/holdfast-edge/holdfast/internal/atomicfile"
@@ -179,31 +178,5 @@ func runStatus(ctx context.Context, args []string) error {
 		return status.WriteJSON(os.Stdout, r)
 	}
 	status.WriteText(os.Stdout, r)
-	return nil
-}
-
-// runImage builds the holdfastd OCI image tarball (Makefile's `make image`
-// calls `holdfastd image`; it needs a line in main.go's commands():
-// {"image", "build the holdfastd OCI image tarball without Docker", runImage}).
-func runImage(ctx context.Context, args []string) error {
-	fs := newFlagSet("image", "Build the holdfastd OCI image tarball without Docker (go-containerregistry): one layer with the statically\nlinked holdfastd and the two CNI plugins on an empty base. Import it with 'ctr -n k8s.io images import FILE'.")
-	bin := fs.String("bin-dir", "bin", "directory holding holdfastd, holdfast and holdfast-ipam, all built with CGO_ENABLED=0")
-	ref := fs.String("ref", image.DefaultRef, "image name and tag recorded in the tarball (the manifests' default --image)")
-	out := fs.String("out", "_output/holdfastd-image.tar", "tarball to write")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	img, err := image.Build(image.DefaultConfig(*bin))
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
-		return err
-	}
-	if err := image.Write(*out, *ref, img); err != nil {
-		return err
-	}
-	d, _ := img.Digest()
-	fmt.Printf("wrote %s (%s, %s)\n", *out, *ref, d)
 	return nil
 }

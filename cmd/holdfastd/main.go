@@ -36,7 +36,6 @@ func commands() []command {
 		{"uninstall", "undo install byte for byte", runUninstall},
 		{"manifests", "render the Kubernetes manifests", runManifests},
 		{"status", "one screen of this node's autonomy state", runStatus},
-		{"image", "build the holdfastd OCI image tarball (no Docker needed)", runImage},
 	}
 }
 

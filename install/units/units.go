@@ -15,13 +15,11 @@
 package units
 
 import (
-	"embed"
 	"fmt"
 	"path"
 	"slices"
 	"sort"
 	"strings"
-	"text/template"
 )
 
 // Config is what the units need to know about the node.
@@ -90,18 +88,21 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// templates holds one template a unit (its description, doc page, and the
-// [Unit] and [Service] lines that are its own) and unit.tmpl, the layout
-// they share: the header, Type, the restart policy of a daemon and
-// [Install] WantedBy, rendered from the spec's wantedBy.
+// spec is one unit: what it says of its own ([Unit] lines after
+// Documentation, [Service] lines after Type), the units that want it, and
+// when it is rendered. render lays every spec out the same way.
 //
-//go:embed templates/*.tmpl
-var templates embed.FS
-
-// spec is what a unit's template does not say: its name, the units that
-// want it, and when it is rendered.
+// The units are built with strings, not text/template: a binary that links
+// text/template's executor keeps every exported method of every type it
+// links (the linker cannot tell which one a template calls by name), which
+// made holdfastd 19 MB bigger (docs/footprint.md).
 type spec struct {
-	name     string
+	name        string
+	description string
+	// doc is the page under docs/ the unit's Documentation= names.
+	doc      string
+	unit     []string
+	service  func(c Config) []string
 	wantedBy []string
 	// daemon: a long-running service (Type=simple, always restarted);
 	// otherwise a oneshot that stays active after it exits.
@@ -112,17 +113,93 @@ type spec struct {
 
 // specs lists the units in boot order.
 var specs = []spec{
-	{name: SnapshotRestore, wantedBy: []string{"multi-user.target", "containerd.service"}},
-	{name: CRI, wantedBy: []string{"multi-user.target", "kubelet.service"}, daemon: true},
-	{name: DNS, wantedBy: []string{"multi-user.target", "kubelet.service"}, daemon: true, daemonSet: true},
-	{name: Health, wantedBy: []string{"multi-user.target"}, daemon: true, daemonSet: true},
+	{
+		name:        SnapshotRestore,
+		description: "restore the overlay network from the node's snapshot",
+		doc:         "boot.md",
+		unit: []string{
+			"After=local-fs.target network-pre.target systemd-networkd.service",
+			"Before=containerd.service flanneld.service kubelet.service holdfast-cri.service",
+			"DefaultDependencies=no",
+			"Conflicts=shutdown.target",
+			"Before=shutdown.target",
+		},
+		service: func(c Config) []string {
+			return []string{
+				"RemainAfterExit=yes",
+				"# Exit status 2: no snapshot yet (first boot) - not a failure.",
+				"SuccessExitStatus=2",
+				"ExecStart=" + c.Holdfastd + " snapshot restore --node-name " + c.NodeName + optFlag("--dir", c.SnapshotDir),
+			}
+		},
+		wantedBy: []string{"multi-user.target", "containerd.service"},
+	},
+	{
+		name:        CRI,
+		description: "node daemon: CRI shim between kubelet and containerd (relaunches pods after an offline boot) and network snapshot watcher",
+		doc:         "boot.md",
+		unit: []string{
+			"After=containerd.service holdfast-snapshot-restore.service",
+			"Requires=containerd.service",
+			"Before=kubelet.service",
+		},
+		service: func(c Config) []string {
+			return []string{
+				"ExecStart=" + c.Holdfastd + " node --node-name " + c.NodeName + " --listen " + c.CRISocket +
+					" --runtime-endpoint " + c.RuntimeEndpoint + optFlag("--snapshot-dir", c.SnapshotDir),
+				"# kubelet is ordered after this unit: hold it back until the socket exists.",
+				"ExecStartPost=/bin/sh -c 'for i in $(seq 100); do test -S " + c.CRISocket + " && exit 0; sleep 0.1; done; exit 1'",
+			}
+		},
+		wantedBy: []string{"multi-user.target", "kubelet.service"},
+		daemon:   true,
+	},
+	{
+		name:        DNS,
+		description: "node DNS answering cluster names offline",
+		doc:         "install.md",
+		unit: []string{
+			"After=network-online.target holdfast-snapshot-restore.service",
+			"Wants=network-online.target",
+			"Before=kubelet.service",
+		},
+		service: func(c Config) []string {
+			return []string{
+				"ExecStart=" + c.Holdfastd + " dns run --node-name " + c.NodeName + " --listen " + c.NodeDNS + ":53 --kubeconfig " + c.Kubeconfig,
+			}
+		},
+		wantedBy:  []string{"multi-user.target", "kubelet.service"},
+		daemon:    true,
+		daemonSet: true,
+	},
+	{
+		name:        Health,
+		description: "peer health probing and voting",
+		doc:         "install.md",
+		unit: []string{
+			"After=network-online.target",
+			"Wants=network-online.target",
+		},
+		service: func(c Config) []string {
+			return []string{
+				"# First start: make this node's signing key (keygen refuses to overwrite one).",
+				"ExecStartPre=/bin/sh -c 'test -e " + c.HealthKeyFile + " || exec " + c.Holdfastd + " health keygen --out " + c.HealthKeyFile + " --node-name " + c.NodeName + "'",
+				"ExecStart=" + c.Holdfastd + " health run --node-name " + c.NodeName + " --key-file " + c.HealthKeyFile + " --kubeconfig " + c.Kubeconfig,
+			}
+		},
+		wantedBy:  []string{"multi-user.target"},
+		daemon:    true,
+		daemonSet: true,
+	},
 }
 
-// templateData is what the templates see.
-type templateData struct {
-	Config
-	WantedBy []string
-	Daemon   bool
+// optFlag is " flag value", or "" when value is empty (the daemon's
+// default applies).
+func optFlag(flag, value string) string {
+	if value == "" {
+		return ""
+	}
+	return " " + flag + " " + value
 }
 
 // Render returns the units, sorted by name.
@@ -135,28 +212,32 @@ func Render(c Config) ([]Unit, error) {
 		if s.daemonSet && c.DaemonSets {
 			continue
 		}
-		u, err := render(s, c)
-		if err != nil {
-			return nil, err
-		}
-		us = append(us, u)
+		us = append(us, render(s, c))
 	}
 	sort.Slice(us, func(i, j int) bool { return us[i].Name < us[j].Name })
 	return us, nil
 }
 
-// render executes the layout with s's own template.
-func render(s spec, c Config) (Unit, error) {
-	t, err := template.New("unit.tmpl").Funcs(template.FuncMap{"join": strings.Join}).
-		ParseFS(templates, "templates/unit.tmpl", "templates/"+s.name+".tmpl")
-	if err != nil {
-		return Unit{}, fmt.Errorf("parse the template of %s: %w", s.name, err)
+// render lays s out as every unit is: the header, [Unit] with the
+// description and doc page, [Service] with Type and (for a daemon) the
+// restart policy, [Install] WantedBy.
+func render(s spec, c Config) Unit {
+	typ, restart := "oneshot", []string(nil)
+	if s.daemon {
+		typ, restart = "simple", []string{"Restart=always", "RestartSec=2"}
 	}
-	var b strings.Builder
-	if err := t.Execute(&b, templateData{Config: c, WantedBy: s.wantedBy, Daemon: s.daemon}); err != nil {
-		return Unit{}, fmt.Errorf("render %s: %w", s.name, err)
+	lines := []string{
+		"# Written by holdfastd install; removed by holdfastd uninstall.",
+		"[Unit]",
+		"Description=holdfast: " + s.description,
+		"Documentation=https://github.com/holdfast-edge/holdfast/blob/main/docs/" + s.doc,
 	}
-	return Unit{Name: s.name, Content: b.String(), WantedBy: slices.Clone(s.wantedBy)}, nil
+	lines = append(lines, s.unit...)
+	lines = append(lines, "", "[Service]", "Type="+typ)
+	lines = append(lines, s.service(c)...)
+	lines = append(lines, restart...)
+	lines = append(lines, "", "[Install]", "WantedBy="+strings.Join(s.wantedBy, " "), "")
+	return Unit{Name: s.name, Content: strings.Join(lines, "\n"), WantedBy: slices.Clone(s.wantedBy)}
 }
 
 // Link is one enablement symlink, as `systemctl enable` would create it:

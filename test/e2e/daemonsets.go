@@ -40,7 +40,7 @@ const (
 	// FlannelImage is flanneld with the same userspace, at kube-flannel's
 	// path /opt/bin/flanneld.
 	FlannelImage = "holdfast.test/flannel:v0.26.7"
-	// HoldfastdImage is `holdfastd image`'s image of the tree under test.
+	// HoldfastdImage is the image `make image` builds (install/image) of the tree under test.
 	HoldfastdImage = image.DefaultRef
 	// NFTablesLabel marks the node whose kube-proxy and flanneld run in
 	// nftables mode (kubelet --node-labels): each has a DaemonSet for the
@@ -117,7 +117,7 @@ func ClusterImages(bins Bins, hfBins string) ([]string, error) {
 	}
 	img, err := image.Build(image.DefaultConfig(hfBins))
 	if err != nil {
-		return nil, fmt.Errorf("holdfastd image: %w", err)
+		return nil, fmt.Errorf("build the holdfastd image: %w", err)
 	}
 	d, err := img.Digest()
 	if err != nil {

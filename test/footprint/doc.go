@@ -10,7 +10,7 @@
 //     same node, same pods).
 //   - BenchmarkBinarySize: the sizes of bin/holdfastd, bin/holdfast,
 //     bin/holdfast-ipam (what `make build` made) and of the compressed
-//     image `holdfastd image` writes from them.
+//     image `make image` writes from them (install/image).
 //
 // The control plane is as small as the node needs: etcd and kube-apiserver
 // in the cloud netns, a static token, no controller-manager or scheduler

@@ -2,16 +2,17 @@ package footprint
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
+	"github.com/holdfast-edge/holdfast/install/image"
 	"github.com/holdfast-edge/holdfast/test/harness"
 )
 
 // BenchmarkBinarySize reports the sizes of the binaries `make build` left in
-// bin/ and of the image `holdfastd image` builds from them (its tarball,
-// whose one layer is gzip-compressed: what a node pulls over the WAN).
+// bin/ and of the image `make image` builds from them (install/image, as
+// install/cmd/mkimage runs it: its tarball, whose one layer is
+// gzip-compressed, is what a node pulls over the WAN).
 // Metrics: holdfastd-MB, holdfast-MB, holdfast-ipam-MB, image-gz-MB.
 func BenchmarkBinarySize(b *testing.B) {
 	dir := filepath.Join(harness.RepoRoot(), "bin")
@@ -23,8 +24,12 @@ func BenchmarkBinarySize(b *testing.B) {
 		b.ReportMetric(mb(uint64(st.Size())), name+"-MB")
 	}
 	out := filepath.Join(b.TempDir(), "holdfastd-image.tar")
-	if msg, err := exec.Command(filepath.Join(dir, "holdfastd"), "image", "--bin-dir", dir, "--out", out).CombinedOutput(); err != nil {
-		b.Fatalf("holdfastd image: %v: %s", err, msg)
+	img, err := image.Build(image.DefaultConfig(dir))
+	if err != nil {
+		b.Fatalf("build the image: %v", err)
+	}
+	if err := image.Write(out, image.DefaultRef, img); err != nil {
+		b.Fatalf("write the image: %v", err)
 	}
 	st, err := os.Stat(out)
 	if err != nil {

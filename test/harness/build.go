@@ -38,10 +38,13 @@ func CacheDir() string {
 
 // BuildFlags are the go build flags of every shipped binary, as the
 // Makefile's BUILD_FLAGS: static (CGO_ENABLED=0 is set beside them), no
-// symbol table or DWARF, module-relative paths. Tests and benchmarks exec
-// and measure the binaries as shipped: a cgo build is dynamically linked,
-// and the loader and libc start-up add about a millisecond to every exec.
-var BuildFlags = []string{"-trimpath", "-ldflags=-s -w"}
+// symbol table or DWARF, module-relative paths, without grpc's request
+// tracing (grpcnotrace: it links html/template, which keeps every exported
+// method of every linked type, docs/footprint.md). Tests and benchmarks
+// exec and measure the binaries as shipped: a cgo build is dynamically
+// linked, and the loader and libc start-up add about a millisecond to
+// every exec.
+var BuildFlags = []string{"-trimpath", "-tags=grpcnotrace", "-ldflags=-s -w"}
 
 var (
 	buildMu    sync.Mutex
