@@ -10,6 +10,8 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/holdfast-edge/holdfast/test/harness"
 )
 
 // BenchmarkCNIAddDel measures one pod's ADD+DEL through libcni with the
@@ -17,20 +19,29 @@ import (
 // portmap) and the baseline (bridge+host-local → portmap), sequentially and
 // with 32 pods in parallel, in the same run. p50-ms and p99-ms are the
 // latency percentiles of one ADD+DEL; ns/op is wall time per ADD+DEL.
+// The floor chain is the baseline with a do-nothing chained Go plugin
+// (testdata/noop) after bridge: what one more exec on ADD and on DEL
+// costs before any work is done (docs/cni.md, "What costs what").
 func BenchmarkCNIAddDel(b *testing.B) {
+	if err := harness.BuildTestPlugin(pluginDir, "noop", "./plugins/holdfast/testdata/noop"); err != nil {
+		b.Fatal(err)
+	}
 	p50 := map[string]float64{}
 	for _, mode := range []struct {
 		name string
 		par  int
 	}{{"seq", 1}, {"par32", 32}} {
-		for _, chain := range []string{"holdfast", "host-local"} {
+		for _, chain := range []string{"holdfast", "host-local", "floor"} {
 			b.Run(chain+"/"+mode.name, func(b *testing.B) {
 				e := newCNIEnv(b)
 				var list *libcni.NetworkConfigList
-				if chain == "holdfast" {
+				switch chain {
+				case "holdfast":
 					list = e.holdfastList(b, "1.1.0", "")
-				} else {
+				case "host-local":
 					list = e.hostLocalList(b, "1.1.0")
+				default:
+					list = e.floorList(b, "1.1.0")
 				}
 				pods := make([]ns.NetNS, mode.par)
 				for i := range pods {
@@ -79,6 +90,8 @@ func BenchmarkCNIAddDel(b *testing.B) {
 		}
 		if h, base := p50["holdfast/"+mode.name], p50["host-local/"+mode.name]; base > 0 {
 			b.Logf("%s: p50 holdfast %.2f ms vs host-local %.2f ms: ratio %.3f, +%.2f ms (goal ≤1.10 and ≤+5 ms)", mode.name, h, base, h/base, h-base)
+			f := p50["floor/"+mode.name]
+			b.Logf("%s: p50 floor (host-local + do-nothing chained plugin) %.2f ms: ratio %.3f, +%.2f ms over host-local", mode.name, f, f/base, f-base)
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/types/create"
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/holdfast-edge/holdfast/internal/cniplugin"
@@ -51,6 +52,10 @@ type NetConf struct {
 	// plugin forwards GC to it: the main plugins (bridge v1.9.1, flannel)
 	// have no GC, so the runtime's GC would never reach the IPAM otherwise.
 	IPAMConf json.RawMessage `json:"ipam,omitempty"`
+	// PrevResultJSON shadows the embedded types.NetConf's RawPrevResult
+	// (a generic map): the prevResult is decoded once, straight into its
+	// result type, and only by the verbs that read it (parsePrevResult).
+	PrevResultJSON json.RawMessage `json:"prevResult,omitempty"`
 
 	result *current.Result
 }
@@ -59,8 +64,11 @@ func invalidConf(format string, a ...any) *types.Error {
 	return types.NewError(types.ErrInvalidNetworkConfig, "holdfast: "+fmt.Sprintf(format, a...), "")
 }
 
-// parseConf decodes and validates stdin. needPrev makes a missing
-// prevResult an error (ADD and CHECK: the plugin must be chained).
+// parseConf decodes and validates stdin. needPrev (ADD and CHECK) decodes
+// the prevResult and makes a missing one an error (the plugin must be
+// chained); DEL, GC and STATUS never read it, so it is left undecoded
+// (libcni hands DEL the cached result: decoding it was a third of DEL's
+// CPU).
 func parseConf(data []byte, needPrev bool) (*NetConf, error) {
 	conf := &NetConf{}
 	if err := json.Unmarshal(data, conf); err != nil {
@@ -98,19 +106,54 @@ func parseConf(data []byte, needPrev bool) (*NetConf, error) {
 			o.lockTimeout = d
 		}
 	}
-	if conf.RawPrevResult != nil {
-		if err := version.ParsePrevResult(&conf.NetConf); err != nil {
-			return nil, invalidConf("cannot parse prevResult: %v", err)
-		}
-		res, err := current.NewResultFromResult(conf.PrevResult)
-		if err != nil {
-			return nil, invalidConf("cannot convert prevResult: %v", err)
-		}
-		conf.result = res
-	} else if needPrev {
+	if !needPrev {
+		return conf, nil
+	}
+	if len(conf.PrevResultJSON) == 0 || string(conf.PrevResultJSON) == "null" {
 		return nil, invalidConf("must be called as a chained plugin: no prevResult (put holdfast after bridge or flannel in a conflist)")
 	}
+	res, err := parsePrevResult(conf.CNIVersion, conf.PrevResultJSON)
+	if err != nil {
+		return nil, err
+	}
+	conf.result = res
 	return conf, nil
+}
+
+// parsePrevResult decodes the chain's prevResult, which is in the
+// config's spec version, into the current result type. A result that
+// names its own cniVersion is decoded as it stands; one without (results
+// before 1.0.0 may omit it) goes through version.ParsePrevResult, which
+// fills in the config's.
+func parsePrevResult(cniVersion string, raw json.RawMessage) (*current.Result, error) {
+	var v struct {
+		CNIVersion string `json:"cniVersion"`
+	}
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return nil, invalidConf("cannot parse prevResult: %v", err)
+	}
+	var prev types.Result
+	if v.CNIVersion != "" {
+		r, err := create.Create(cniVersion, raw)
+		if err != nil {
+			return nil, invalidConf("cannot parse prevResult: could not parse prevResult: %v", err)
+		}
+		prev = r
+	} else {
+		nc := &types.NetConf{CNIVersion: cniVersion}
+		if err := json.Unmarshal(raw, &nc.RawPrevResult); err != nil {
+			return nil, invalidConf("cannot parse prevResult: %v", err)
+		}
+		if err := version.ParsePrevResult(nc); err != nil {
+			return nil, invalidConf("cannot parse prevResult: %v", err)
+		}
+		prev = nc.PrevResult
+	}
+	res, err := current.NewResultFromResult(prev)
+	if err != nil {
+		return nil, invalidConf("cannot convert prevResult: %v", err)
+	}
+	return res, nil
 }
 
 // podArgs is the pod identity from CNI_ARGS.

@@ -117,6 +117,16 @@ func (e *cniEnv) hostLocalList(t testing.TB, version string) *libcni.NetworkConf
 	 {"type":"portmap","capabilities":{"portMappings":true}}]}`, version, filepath.Join(e.dir, "host-local")))
 }
 
+// floorList is the baseline with testdata/noop chained after bridge: the
+// cost of one more Go exec per verb, for BenchmarkCNIAddDel.
+func (e *cniEnv) floorList(t testing.TB, version string) *libcni.NetworkConfigList {
+	t.Helper()
+	return e.list(t, fmt.Sprintf(`{"cniVersion":%q,"name":"hf-pods","plugins":[
+	 {"type":"bridge","bridge":"hf-br0","isGateway":true,"ipMasq":false,"ipam":{"type":"host-local","dataDir":%q,"ranges":[[{"subnet":"10.244.1.0/24","gateway":"10.244.1.1"}]],"routes":[{"dst":"0.0.0.0/0"}]}},
+	 {"type":"noop"},
+	 {"type":"portmap","capabilities":{"portMappings":true}}]}`, version, filepath.Join(e.dir, "host-local")))
+}
+
 func (e *cniEnv) list(t testing.TB, s string) *libcni.NetworkConfigList {
 	t.Helper()
 	list, err := libcni.ConfListFromBytes([]byte(s))

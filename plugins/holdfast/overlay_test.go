@@ -145,6 +145,8 @@ func TestBadInput(t *testing.T) {
 		{"unknown version", "ADD", strings.Replace(base(`,"prevResult":`+prev), `"1.0.0"`, `"7.0.0"`, 1), nil, types.ErrIncompatibleCNIVersion, "7.0.0"},
 		{"bad overlay MAC", "ADD", base(`,"overlay":{"device":"flannel.1","mac":"zz"},"prevResult":` + prev), nil, types.ErrInvalidNetworkConfig, "overlay.mac"},
 		{"empty overlay device", "ADD", base(`,"overlay":{},"prevResult":` + prev), nil, types.ErrInvalidNetworkConfig, "overlay.device"},
+		{"prevResult not a result", "ADD", base(`,"prevResult":{"cniVersion":"1.0.0","ips":"10.244.1.9/24"}`), nil, types.ErrInvalidNetworkConfig, "cannot parse prevResult"},
+		{"prevResult not an object", "CHECK", base(`,"prevResult":[1]`), nil, types.ErrInvalidNetworkConfig, "cannot parse prevResult"},
 		{"interface not in prevResult", "ADD", base(`,"prevResult":{"cniVersion":"1.0.0","interfaces":[{"name":"net9","sandbox":"/x"}]}`), nil, types.ErrInvalidNetworkConfig, "\"eth0\""},
 		{"corrupt record on CHECK", "CHECK", base(`,"prevResult":` + prev), func() { os.WriteFile(rec, orig[:len(orig)-20], 0o600) }, types.ErrIOFailure, rec},
 		{"future-version record on CHECK", "CHECK", base(`,"prevResult":` + prev), func() {

@@ -88,7 +88,14 @@ func Binaries(t testing.TB) string {
 // BuildPlugin builds the CNI plugin name ("holdfast", "holdfast-ipam")
 // into dir the way `make build` ships it.
 func BuildPlugin(dir, name string) error {
-	return goBuild(filepath.Join(dir, name), "./plugins/"+name)
+	return BuildTestPlugin(dir, name, "./plugins/"+name)
+}
+
+// BuildTestPlugin builds the package pkg (module-relative, e.g. a fixture
+// plugin under a testdata directory) into dir as name, with the flags of
+// the shipped plugins, so a benchmark compares like with like.
+func BuildTestPlugin(dir, name, pkg string) error {
+	return goBuild(filepath.Join(dir, name), pkg)
 }
 
 // goBuild builds pkg to out with BuildFlags, static.
