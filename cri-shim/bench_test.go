@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -51,9 +53,10 @@ func BenchmarkProxy(b *testing.B) {
 	}
 	// The shim runs as its own process (holdfastd cri), as in production.
 	sock := filepath.Join(node.RunDir, "holdfast", "cri.sock")
-	if _, err := node.Start("holdfastd-cri", filepath.Join(harness.Binaries(b), "holdfastd"), "cri", "run", "--listen", sock,
+	shim, err := node.Start("holdfastd-cri", filepath.Join(harness.Binaries(b), "holdfastd"), "cri", "run", "--listen", sock,
 		"--runtime-endpoint", "unix://"+node.ContainerdSock, "--state-dir", filepath.Join(node.VarDir, "holdfast", "cri"),
-		"--boot-id-file", node.BootIDFile, "--metrics-addr", ""); err != nil {
+		"--boot-id-file", node.BootIDFile, "--metrics-addr", "")
+	if err != nil {
 		b.Fatal(err)
 	}
 	if err := harness.WaitCRI(sock, 30*time.Second); err != nil {
@@ -62,7 +65,8 @@ func BenchmarkProxy(b *testing.B) {
 	// The floor for any relay process: a raw byte pump (this test binary
 	// started again) between the same client and the same containerd.
 	pump := filepath.Join(node.RunDir, "bytepump.sock")
-	if _, err := node.StartEnv("bytepump", append(os.Environ(), bytePumpEnv+"="+pump+"="+node.ContainerdSock), os.Args[0]); err != nil {
+	pumpProc, err := node.StartEnv("bytepump", append(os.Environ(), bytePumpEnv+"="+pump+"="+node.ContainerdSock), os.Args[0])
+	if err != nil {
 		b.Fatal(err)
 	}
 	if err := harness.WaitCRI(pump, 30*time.Second); err != nil {
@@ -96,7 +100,19 @@ func BenchmarkProxy(b *testing.B) {
 	}
 	for _, m := range []string{"Version", "ListContainers", "PodSandboxStatus"} {
 		for _, via := range vias {
-			b.Run(m+"/"+via, func(b *testing.B) { latencies(b, func() error { return calls[m](clients[via]) }) })
+			b.Run(m+"/"+via, func(b *testing.B) {
+				relay := map[string]*harness.Proc{"holdfast": shim, "bytepump": pumpProc}[via]
+				var before taskCost
+				if relay != nil {
+					before = readTaskCost(b, relay.Cmd.Process.Pid)
+				}
+				latencies(b, func() error { return calls[m](clients[via]) })
+				if relay != nil {
+					d := readTaskCost(b, relay.Cmd.Process.Pid).minus(before)
+					b.ReportMetric(float64(d.cpu.Nanoseconds())/1e3/float64(b.N), "relay-cpu-µs/op")
+					b.ReportMetric(float64(d.switches)/float64(b.N), "relay-ctxsw/op")
+				}
+			})
 		}
 		// The same calls interleaved call by call, so all see the same
 		// load on a shared machine; reports every p50 and the ratios to
@@ -124,6 +140,47 @@ func BenchmarkProxy(b *testing.B) {
 			b.ReportMetric(p(ds["bytepump"], 50)/p(ds["containerd"], 50), "bytepump-p50-ratio")
 		})
 	}
+}
+
+// taskCost is what a process's threads have used so far: CPU time and
+// context switches (voluntary: a thread went to sleep, waiting; the rest:
+// preempted), summed over /proc/<pid>/task/*. It tells apart a relay that
+// costs CPU per call from one that costs wakeups.
+type taskCost struct {
+	cpu      time.Duration
+	switches int64
+}
+
+func (a taskCost) minus(b taskCost) taskCost {
+	return taskCost{a.cpu - b.cpu, a.switches - b.switches}
+}
+
+func readTaskCost(b *testing.B, pid int) taskCost {
+	b.Helper()
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
+	if err != nil || len(tasks) == 0 {
+		b.Fatalf("tasks of %d: %v", pid, err)
+	}
+	var c taskCost
+	for _, t := range tasks {
+		// schedstat: time on CPU (ns), time waiting for a CPU, timeslices.
+		var ns int64
+		if s, err := os.ReadFile(filepath.Join(t, "schedstat")); err == nil {
+			fmt.Sscan(string(s), &ns)
+		}
+		c.cpu += time.Duration(ns)
+		st, err := os.ReadFile(filepath.Join(t, "status"))
+		if err != nil {
+			continue // the thread exited
+		}
+		for _, l := range strings.Split(string(st), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.HasSuffix(k, "ctxt_switches") {
+				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				c.switches += n
+			}
+		}
+	}
+	return c
 }
 
 // BenchmarkRelaunch: relaunching N recorded pods (holdfast: plan + records

@@ -83,10 +83,11 @@ type stream struct {
 }
 
 func newRelayConn(s *Server, down, up net.Conn) *relayConn {
+	downIO, upIO := newRawIO(down), newRawIO(up)
 	c := &relayConn{
 		s: s, down: down, up: up,
-		downR: bufio.NewReaderSize(down, 32<<10), upR: bufio.NewReaderSize(up, 32<<10),
-		dw: newHopWriter(down), uw: newHopWriter(up),
+		downR: bufio.NewReaderSize(downIO, 32<<10), upR: bufio.NewReaderSize(upIO, 32<<10),
+		dw: newHopWriter(downIO), uw: newHopWriter(upIO),
 		decDown: hpack.NewDecoder(4096, nil), decUp: hpack.NewDecoder(4096, nil),
 		byDown: map[uint32]*stream{}, byUp: map[uint32]*stream{},
 		nextUp: 1, sendConn: initialWindow, peerInitWin: initialWindow, kView: initialWindow, cView: initialWindow,
