@@ -136,7 +136,7 @@ func runHealthKeygen(args []string) error {
 	fs := newFlagSet("health keygen", "Make this node's Ed25519 key file and print its public half (base64), which goes into the member list\nor onto the Node (annotation holdfast.dev/health-public-key).")
 	out := fs.String("out", "", "file to write (mode 0600); refused if it exists")
 	node := fs.String("node-name", "", "node name recorded in the file (informational)")
-	ifMissing := fs.Bool("if-missing", false, "keep an existing key file (print its public half) instead of refusing: the health DaemonSet's init container runs this on every start")
+	ifMissing := fs.Bool("if-missing", false, "keep an existing key file (print its public half) instead of refusing: the agent DaemonSet's init container runs this on every start")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

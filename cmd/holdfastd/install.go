@@ -64,7 +64,7 @@ func runInstall(ctx context.Context, args []string) error {
 	fs.StringVar(&o.NodeDNS, "node-dns", o.NodeDNS, "node DNS address kubelet hands to pods as clusterDNS")
 	fs.StringVar(&o.HealthKeyFile, "health-key-file", o.HealthKeyFile, "signing key of the health daemon (health unit)")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "kubeconfig the health and DNS units use to reach the apiserver (not kubelet's node credential: it may not write Leases in holdfast-system)")
-	fs.BoolVar(&o.DaemonSets, "daemonsets", false, "health and DNS run as DaemonSets (see 'holdfastd manifests'): write no units for them")
+	fs.BoolVar(&o.DaemonSets, "daemonsets", false, "health and DNS run in the agent DaemonSet (see 'holdfastd manifests'): write no holdfast-agent.service")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -110,8 +110,8 @@ func runUninstall(ctx context.Context, args []string) error {
 }
 
 func runManifests(ctx context.Context, args []string) error {
-	fs := newFlagSet("manifests", "Render the Kubernetes side of holdfast as one YAML stream: namespace holdfast-system, least-privilege RBAC\n(a node's health daemon may write only its own Lease holdfast-view-<node>), health and DNS DaemonSets, and the\nadmission webhook (Deployment, Service, TLS Secret, MutatingWebhookConfiguration with failurePolicy Ignore)\nwith a freshly generated CA bundle and serving certificate. The output holds a private key: treat it as a secret.")
-	image := fs.String("image", "ghcr.io/holdfast-edge/holdfastd:dev", "holdfastd image the DaemonSets and the webhook run (built by 'make image', imported with 'ctr images import')")
+	fs := newFlagSet("manifests", "Render the Kubernetes side of holdfast as one YAML stream: namespace holdfast-system, least-privilege RBAC\n(a node's agent may write only its own Lease holdfast-view-<node>), the agent DaemonSet (health and DNS), and the\nadmission webhook (Deployment, Service, TLS Secret, MutatingWebhookConfiguration with failurePolicy Ignore)\nwith a freshly generated CA bundle and serving certificate. The output holds a private key: treat it as a secret.")
+	image := fs.String("image", "ghcr.io/holdfast-edge/holdfastd:dev", "holdfastd image the DaemonSet and the webhook run (built by 'make image', imported with 'ctr images import')")
 	nodeDNS := fs.String("node-dns", "169.254.20.10", "address the DNS DaemonSet serves on (kubelet's clusterDNS)")
 	unitLabel := fs.String("unit-label", "holdfast.dev/unit", "Node label naming a node's health unit")
 	policy := fs.String("policy", "verdicts", "webhook policy: verdicts (the peers decide) or always-retain (every not-Ready node keeps its pods and endpoints, health not consulted; a really dead node keeps its endpoints until someone acts)")

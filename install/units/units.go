@@ -6,9 +6,10 @@
 //	holdfast-cri.service               holdfastd node: the CRI shim and the snapshot
 //	                                   watcher; After=restore, After/Requires=containerd,
 //	                                   Before=kubelet
-//	holdfast-dns.service               after the restore, Before=kubelet (unless a DaemonSet)
+//	holdfast-agent.service             holdfastd agent: peer health and the node DNS;
+//	                                   after the restore, Before=kubelet (unless the
+//	                                   agent runs as a DaemonSet)
 //	kubelet.service
-//	holdfast-health.service            (unless run as a DaemonSet)
 //
 // It owns only the unit texts and the names of their enablement symlinks;
 // it never writes files or talks to systemd.
@@ -39,13 +40,14 @@ type Config struct {
 	NodeDNS string
 	// HealthKeyFile is the health daemon's signing key.
 	HealthKeyFile string
-	// Kubeconfig is the credential the health and DNS units use to reach
-	// the apiserver (Node informer, Leases, Services).
+	// Kubeconfig is the credential the agent unit uses to reach the
+	// apiserver (Node informer, Leases, Services).
 	Kubeconfig string
 	// SnapshotDir, if set, is the network snapshot dir the restore unit
 	// restores and the node daemon's watcher writes (empty: holdfastd snapshot's default).
 	SnapshotDir string
-	// DaemonSets: health and DNS run as DaemonSets, so no units for them.
+	// DaemonSets: the agent (health and DNS) runs as a DaemonSet, so no
+	// unit for it.
 	DaemonSets bool
 }
 
@@ -63,9 +65,10 @@ const (
 	SnapshotRestore = "holdfast-snapshot-restore.service"
 	// CRI runs `holdfastd node`: the shim and the snapshot watcher in one
 	// process (docs/footprint.md).
-	CRI    = "holdfast-cri.service"
-	Health = "holdfast-health.service"
-	DNS    = "holdfast-dns.service"
+	CRI = "holdfast-cri.service"
+	// Agent runs `holdfastd agent`: peer health and the node DNS in one
+	// process (docs/footprint.md).
+	Agent = "holdfast-agent.service"
 )
 
 // Validate checks the config.
@@ -114,8 +117,8 @@ type spec struct {
 var specs = []spec{
 	{name: SnapshotRestore, wantedBy: []string{"multi-user.target", "containerd.service"}},
 	{name: CRI, wantedBy: []string{"multi-user.target", "kubelet.service"}, daemon: true},
-	{name: DNS, wantedBy: []string{"multi-user.target", "kubelet.service"}, daemon: true, daemonSet: true},
-	{name: Health, wantedBy: []string{"multi-user.target"}, daemon: true, daemonSet: true},
+	// Before kubelet for the DNS: pods started by kubelet resolve through it.
+	{name: Agent, wantedBy: []string{"multi-user.target", "kubelet.service"}, daemon: true, daemonSet: true},
 }
 
 // templateData is what the templates see.
