@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	mdns "github.com/miekg/dns"
@@ -58,8 +59,11 @@ type Config struct {
 	TTL             uint // of cluster answers, 1..3600
 	NodeName        string
 	MetricsAddr     string // "" = no /healthz and /metrics
-	Log             *slog.Logger
-	Start           time.Time // when the process started, for the time-to-first-answer log line
+	// Registry receives the metrics (nil: a registry of its own).
+	// `holdfastd agent` passes the one it serves with the health daemon's.
+	Registry *prometheus.Registry
+	Log      *slog.Logger
+	Start    time.Time // when the process started, for the time-to-first-answer log line
 }
 
 // Daemon is a checked Config, ready to Run.
@@ -68,6 +72,8 @@ type Daemon struct {
 	mode      resolve.EndpointMode
 	ip        net.IP
 	upstreams []string
+	// st is the open snapshot while Run serves (read by Healthy).
+	st atomic.Pointer[store.Store]
 }
 
 // New checks cfg: every error names the setting (as its flag) and nothing
@@ -97,7 +103,22 @@ func New(cfg Config) (*Daemon, error) {
 	if cfg.Log == nil {
 		return nil, errors.New("dns: no logger")
 	}
+	if cfg.Registry == nil {
+		cfg.Registry = daemon.NewRegistry()
+	}
 	return &Daemon{cfg: cfg, mode: mode, ip: ip, upstreams: ups}, nil
+}
+
+// Healthy reports nil while Run answers and the snapshot saves succeed.
+func (d *Daemon) Healthy() error {
+	st := d.st.Load()
+	if st == nil {
+		return errors.New("dns not answering yet")
+	}
+	if err := st.SaveErr(); err != nil {
+		return fmt.Errorf("dns snapshot save failing: %w", err)
+	}
+	return nil
 }
 
 func listenIP(listen string) (net.IP, error) {
@@ -175,12 +196,13 @@ func rawUpstreams(list, resolvConf string) ([]string, error) {
 // Run serves DNS until ctx is done.
 func (d *Daemon) Run(ctx context.Context) error {
 	c, log := d.cfg, d.cfg.Log
-	reg := daemon.NewRegistry()
-	st, srv, err := d.startServing(ctx, reg)
+	st, srv, err := d.startServing(ctx, c.Registry)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	d.st.Store(st)
+	defer d.st.Store(nil)
 	if c.VerdictURL != "" {
 		p, err := verdicts.New(verdicts.Options{URL: c.VerdictURL, Interval: c.VerdictInterval, MaxAge: c.VerdictMaxAge, Log: log, OnChange: srv.SetVerdicts})
 		if err != nil {
@@ -194,13 +216,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			log.Warn("no apiserver client: serving the snapshot only", "err", err)
 		}
 	}()
-	health := func() error {
-		if err := st.SaveErr(); err != nil {
-			return fmt.Errorf("snapshot save failing: %w", err)
-		}
-		return nil
-	}
-	if _, err := daemon.Serve(ctx, log, c.MetricsAddr, daemon.Mux(reg, health)); err != nil {
+	if _, err := daemon.Serve(ctx, log, c.MetricsAddr, daemon.Mux(c.Registry, d.Healthy)); err != nil {
 		return err
 	}
 	<-ctx.Done()

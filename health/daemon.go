@@ -53,6 +53,9 @@ type Config struct {
 	ViewSink func(fullView []byte, view map[string]string)
 	Log      *slog.Logger
 	Registry *prometheus.Registry
+	// Healthy, when set, is also checked by /healthz: `holdfastd agent`
+	// serves the DNS daemon's health there too (one /healthz a process).
+	Healthy daemon.HealthFunc
 }
 
 // Check refuses the settings New would refuse before touching anything;
@@ -255,6 +258,9 @@ func (d *Daemon) Handler() http.Handler {
 	mux := daemon.Mux(d.cfg.Registry, func() error {
 		if d.conn == nil {
 			return errors.New("health socket not open")
+		}
+		if d.cfg.Healthy != nil {
+			return d.cfg.Healthy()
 		}
 		return nil
 	})

@@ -47,10 +47,10 @@ func TestEveryDirFlagReachesEveryFile(t *testing.T) {
 		o.SnapshotDir:   {"srv/systemd/holdfast-cri.service", "srv/systemd/holdfast-snapshot-restore.service", "srv/cni/conf/00-holdfast.conflist"},
 		o.IPAMDataDir:   {"srv/cni/conf/00-holdfast.conflist"},
 		o.CNIDataDir:    {"srv/cni/conf/00-holdfast.conflist"},
-		o.Holdfastd:     {"srv/systemd/holdfast-cri.service", "srv/systemd/holdfast-snapshot-restore.service", "srv/systemd/holdfast-health.service", "srv/systemd/holdfast-dns.service"},
+		o.Holdfastd:     {"srv/systemd/holdfast-cri.service", "srv/systemd/holdfast-snapshot-restore.service", "srv/systemd/holdfast-agent.service"},
 		o.CRISocket:     {"srv/systemd/holdfast-cri.service", "srv/kubelet/flags.env"},
-		o.HealthKeyFile: {"srv/systemd/holdfast-health.service"},
-		o.Kubeconfig:    {"srv/systemd/holdfast-health.service", "srv/systemd/holdfast-dns.service"},
+		o.HealthKeyFile: {"srv/systemd/holdfast-agent.service"},
+		o.Kubeconfig:    {"srv/systemd/holdfast-agent.service"},
 	}
 	written := 0
 	err := filepath.Walk(root, func(p string, info os.FileInfo, err error) error {

@@ -388,7 +388,7 @@ func TestReinstallSwitchesToDaemonSets(t *testing.T) {
 	if err := Install(o, false, &out); err != nil {
 		t.Fatal(err)
 	}
-	for _, u := range []string{"holdfast-health.service", "holdfast-dns.service", "multi-user.target.wants/holdfast-dns.service"} {
+	for _, u := range []string{"holdfast-agent.service", "multi-user.target.wants/holdfast-agent.service", "kubelet.service.wants/holdfast-agent.service"} {
 		if _, err := os.Lstat(filepath.Join(root, "etc/systemd/system", u)); !os.IsNotExist(err) {
 			t.Errorf("%s still there after switching to DaemonSets (%v):\n%s", u, err, out.String())
 		}

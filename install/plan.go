@@ -62,11 +62,12 @@ type Options struct {
 	ContainerdConfig string
 	NodeDNS          string
 	HealthKeyFile    string
-	// Kubeconfig is what the health and DNS units use to reach the
+	// Kubeconfig is what the agent unit (health and DNS) uses to reach the
 	// apiserver (not kubelet's node credential: it may not write Leases in
 	// holdfast-system).
 	Kubeconfig string
-	// DaemonSets: health and DNS run as DaemonSets (no units for them).
+	// DaemonSets: the agent (health and DNS) runs as a DaemonSet (no unit
+	// for it).
 	DaemonSets bool
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -48,25 +49,14 @@ func runDNS(ctx context.Context, args []string) error {
 	return dnsRun(ctx, args)
 }
 
+const dnsSummary = "Per-node DNS server: answers cluster names (Services, headless endpoints, SRV, ExternalName, StatefulSet pods, PTR)\nfrom a persisted snapshot of Services and EndpointSlices, offline and right after an offline reboot,\nand forwards every other name upstream with a serve-stale cache. Serves /healthz and /metrics on --metrics-addr."
+
 func dnsRun(ctx context.Context, args []string) error {
 	start := time.Now()
-	fs := newFlagSet("dns run", "Per-node DNS server: answers cluster names (Services, headless endpoints, SRV, ExternalName, StatefulSet pods, PTR)\nfrom a persisted snapshot of Services and EndpointSlices, offline and right after an offline reboot,\nand forwards every other name upstream with a serve-stale cache. Serves /healthz and /metrics on --metrics-addr.")
+	fs := newFlagSet("dns run", dnsSummary)
 	host, _ := os.Hostname()
 	var c hdns.Config
-	fs.StringVar(&c.Listen, "listen", hdns.DefaultListen, "address for DNS over UDP and TCP")
-	fs.StringVar(&c.Interface, "interface", hdns.DefaultInterface, "link that carries the --listen address, created if missing (a dummy link, or a bridge where the kernel has no dummy driver); empty: use the address as configured")
-	fs.StringVar(&c.Zone, "cluster-domain", hdns.DefaultZone, "cluster DNS domain")
-	fs.StringVar(&c.StateDir, "state-dir", hdns.DefaultStateDir, "directory of the Service/EndpointSlice snapshot (snapshot.json)")
-	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig for the Service/EndpointSlice informers (empty or '-': in-cluster config; $KUBECONFIG is not read; none found: serve the snapshot only)")
-	fs.StringVar(&c.Upstream, "upstream", "", "comma-separated upstream resolvers (IP or IP:port) for names outside the cluster domain (default: the nameservers of --resolv-conf)")
-	fs.StringVar(&c.ResolvConf, "resolv-conf", hdns.DefaultResolvConf, "resolv.conf read for upstreams when --upstream is empty")
-	fs.StringVar(&c.VerdictURL, "verdicts", hdns.DefaultVerdictURL, "peer verdict URL of holdfastd health; endpoints on nodes voted alive stay in answers, on nodes voted dead are dropped (empty: readiness from the snapshot as is)")
-	fs.DurationVar(&c.VerdictInterval, "verdict-interval", verdicts.DefaultInterval, "how often to poll --verdicts")
-	fs.DurationVar(&c.VerdictMaxAge, "verdict-max-age", verdicts.DefaultMaxAge, "forget verdicts when --verdicts has not answered for this long")
-	fs.StringVar(&c.SeedFile, "seed-file", "", "a 'kubectl get services,endpointslices -A -o json' List loaded when the state dir holds no usable snapshot (air-gapped bootstrap, tests)")
-	fs.StringVar(&c.EndpointMode, "endpoint-mode", string(resolve.EndpointModeOff), "answer ClusterIP names with ready endpoint IPs: off, offline (while the apiserver is unreachable), always")
-	fs.DurationVar(&c.StaleTTL, "stale-ttl", forward.DefaultStaleTTL, "serve expired upstream answers this long while no upstream answers")
-	fs.UintVar(&c.TTL, "ttl", resolve.DefaultTTL, "TTL of cluster answers (CoreDNS kubernetes plugin default 5)")
+	registerDNS(fs, "", &c)
 	fs.StringVar(&c.NodeName, "node-name", host, "this node's name, for logs")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", hdns.DefaultMetricsAddr, "host:port serving /healthz and /metrics (empty: off)")
 	debugLog := fs.Bool("debug", false, "debug logging")
@@ -83,6 +73,26 @@ func dnsRun(ctx context.Context, args []string) error {
 		return exitError{2, err}
 	}
 	return d.Run(ctx)
+}
+
+// registerDNS registers the flags of 'holdfastd dns run' but --node-name,
+// --metrics-addr and --debug, after prefix ('holdfastd agent' takes them as
+// --dns-<name>), into c.
+func registerDNS(fs *flag.FlagSet, prefix string, c *hdns.Config) {
+	fs.StringVar(&c.Listen, prefix+"listen", hdns.DefaultListen, "address for DNS over UDP and TCP")
+	fs.StringVar(&c.Interface, prefix+"interface", hdns.DefaultInterface, "link that carries the --"+prefix+"listen address, created if missing (a dummy link, or a bridge where the kernel has no dummy driver); empty: use the address as configured")
+	fs.StringVar(&c.Zone, prefix+"cluster-domain", hdns.DefaultZone, "cluster DNS domain")
+	fs.StringVar(&c.StateDir, prefix+"state-dir", hdns.DefaultStateDir, "directory of the Service/EndpointSlice snapshot (snapshot.json)")
+	fs.StringVar(&c.Kubeconfig, prefix+"kubeconfig", "", "kubeconfig for the Service/EndpointSlice informers (empty or '-': in-cluster config; $KUBECONFIG is not read; none found: serve the snapshot only)")
+	fs.StringVar(&c.Upstream, prefix+"upstream", "", "comma-separated upstream resolvers (IP or IP:port) for names outside the cluster domain (default: the nameservers of --"+prefix+"resolv-conf)")
+	fs.StringVar(&c.ResolvConf, prefix+"resolv-conf", hdns.DefaultResolvConf, "resolv.conf read for upstreams when --"+prefix+"upstream is empty")
+	fs.StringVar(&c.VerdictURL, prefix+"verdicts", hdns.DefaultVerdictURL, "peer verdict URL of holdfastd health; endpoints on nodes voted alive stay in answers, on nodes voted dead are dropped (empty: readiness from the snapshot as is)")
+	fs.DurationVar(&c.VerdictInterval, prefix+"verdict-interval", verdicts.DefaultInterval, "how often to poll --"+prefix+"verdicts")
+	fs.DurationVar(&c.VerdictMaxAge, prefix+"verdict-max-age", verdicts.DefaultMaxAge, "forget verdicts when --"+prefix+"verdicts has not answered for this long")
+	fs.StringVar(&c.SeedFile, prefix+"seed-file", "", "a 'kubectl get services,endpointslices -A -o json' List loaded when the state dir holds no usable snapshot (air-gapped bootstrap, tests)")
+	fs.StringVar(&c.EndpointMode, prefix+"endpoint-mode", string(resolve.EndpointModeOff), "answer ClusterIP names with ready endpoint IPs: off, offline (while the apiserver is unreachable), always")
+	fs.DurationVar(&c.StaleTTL, prefix+"stale-ttl", forward.DefaultStaleTTL, "serve expired upstream answers this long while no upstream answers")
+	fs.UintVar(&c.TTL, prefix+"ttl", resolve.DefaultTTL, "TTL of cluster answers (CoreDNS kubernetes plugin default 5)")
 }
 
 func dnsShow(args []string) error {

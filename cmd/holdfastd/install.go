@@ -61,9 +61,9 @@ func runInstall(ctx context.Context, args []string) error {
 	fs.StringVar(&o.CRISocket, "cri-socket", o.CRISocket, "socket the holdfast CRI shim listens on; kubelet is pointed at unix://<this>")
 	fs.StringVar(&o.RuntimeEndpoint, "runtime-endpoint", o.RuntimeEndpoint, "containerd's CRI endpoint, which the shim relays to (default: unix:// and containerd's [grpc] address, else /run/containerd/containerd.sock)")
 	fs.StringVar(&o.NodeDNS, "node-dns", o.NodeDNS, "node DNS address kubelet hands to pods as clusterDNS")
-	fs.StringVar(&o.HealthKeyFile, "health-key-file", o.HealthKeyFile, "signing key of the health daemon (health unit)")
-	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "kubeconfig the health and DNS units use to reach the apiserver (not kubelet's node credential: it may not write Leases in holdfast-system)")
-	fs.BoolVar(&o.DaemonSets, "daemonsets", false, "health and DNS run as DaemonSets (see 'holdfastd manifests'): write no units for them")
+	fs.StringVar(&o.HealthKeyFile, "health-key-file", o.HealthKeyFile, "signing key of the health daemon (agent unit)")
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "kubeconfig the agent unit (health and DNS) uses to reach the apiserver (not kubelet's node credential: it may not write Leases in holdfast-system)")
+	fs.BoolVar(&o.DaemonSets, "daemonsets", false, "health and DNS run in the agent DaemonSet (see 'holdfastd manifests'): write no holdfast-agent.service")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -109,9 +109,9 @@ func runUninstall(ctx context.Context, args []string) error {
 }
 
 func runManifests(ctx context.Context, args []string) error {
-	fs := newFlagSet("manifests", "Render the Kubernetes side of holdfast as one YAML stream: namespace holdfast-system, least-privilege RBAC\n(a node's health daemon may write only its own Lease holdfast-view-<node>), health and DNS DaemonSets, and the\nadmission webhook (Deployment, Service, TLS Secret, MutatingWebhookConfiguration with failurePolicy Ignore)\nwith a freshly generated CA bundle and serving certificate. The output holds a private key: treat it as a secret.")
-	image := fs.String("image", "ghcr.io/holdfast-edge/holdfastd:dev", "holdfastd image the DaemonSets and the webhook run (built by 'make image', imported with 'ctr images import')")
-	nodeDNS := fs.String("node-dns", "169.254.20.10", "address the DNS DaemonSet serves on (kubelet's clusterDNS)")
+	fs := newFlagSet("manifests", "Render the Kubernetes side of holdfast as one YAML stream: namespace holdfast-system, least-privilege RBAC\n(a node's agent may write only its own Lease holdfast-view-<node>), the agent DaemonSet (health and DNS), and the\nadmission webhook (Deployment, Service, TLS Secret, MutatingWebhookConfiguration with failurePolicy Ignore)\nwith a freshly generated CA bundle and serving certificate. The output holds a private key: treat it as a secret.")
+	image := fs.String("image", "ghcr.io/holdfast-edge/holdfastd:dev", "holdfastd image the DaemonSet and the webhook run (built by 'make image', imported with 'ctr images import')")
+	nodeDNS := fs.String("node-dns", "169.254.20.10", "address the agent DaemonSet's DNS serves on (kubelet's clusterDNS)")
 	unitLabel := fs.String("unit-label", "holdfast.dev/unit", "Node label naming a node's health unit")
 	policy := fs.String("policy", "verdicts", "webhook policy: verdicts (the peers decide) or always-retain (every not-Ready node keeps its pods and endpoints, health not consulted; a really dead node keeps its endpoints until someone acts)")
 	noQuorum := fs.String("no-quorum", "retain", "webhook policy when a whole unit is cut off: retain or evict")

@@ -1,6 +1,6 @@
 // Package manifests renders the Kubernetes side of holdfast: the
-// holdfast-system namespace, least-privilege RBAC, the health and DNS
-// DaemonSets, and the admission webhook (Deployment, Service, TLS Secret and
+// holdfast-system namespace, least-privilege RBAC, the agent DaemonSet
+// (peer health and the node DNS in one `holdfastd agent` process), and the admission webhook (Deployment, Service, TLS Secret and
 // a MutatingWebhookConfiguration with failurePolicy Ignore, so a webhook
 // outage never blocks the cluster) with a freshly generated CA and serving
 // certificate. Objects are built from the typed k8s.io/api structs. It only
@@ -38,8 +38,9 @@ const (
 	Namespace   = "holdfast-system"
 	LeasePrefix = "holdfast-view-"
 	Webhook     = "holdfast-webhook"
-	Health      = "holdfast-health"
-	DNS         = "holdfast-dns"
+	// Agent names the DaemonSet of `holdfastd agent` (health and DNS in
+	// one process, docs/footprint.md), its ServiceAccount and RBAC.
+	Agent       = "holdfast-agent"
 	HealthPort  = health.DefaultPort
 	WebhookPort = 8443
 )
@@ -48,7 +49,7 @@ const (
 type Config struct {
 	// Image is the holdfastd image (built by `make image`).
 	Image string
-	// NodeDNS is the address the DNS DaemonSet serves on.
+	// NodeDNS is the address the agent's DNS serves on.
 	NodeDNS string
 	// UnitLabel is the Node label naming a node's unit.
 	UnitLabel string
@@ -103,12 +104,12 @@ func Render(c Config) (*Rendered, error) {
 	objs := []runtime.Object{
 		&corev1.Namespace{TypeMeta: tm("v1", "Namespace"), ObjectMeta: meta(Namespace, "")},
 	}
-	for _, sa := range []string{Health, DNS, Webhook} {
+	for _, sa := range []string{Agent, Webhook} {
 		objs = append(objs, &corev1.ServiceAccount{TypeMeta: tm("v1", "ServiceAccount"), ObjectMeta: meta(sa, Namespace)})
 	}
 	objs = append(objs, rbac()...)
 	objs = append(objs, leasePolicy()...)
-	objs = append(objs, healthDS(c), dnsDS(c))
+	objs = append(objs, agentDS(c))
 	objs = append(objs, webhookObjs(c, caPEM, certPEM, keyPEM)...)
 
 	var buf bytes.Buffer
@@ -140,22 +141,22 @@ func rbac() []runtime.Object {
 		ns      []rbacv1.PolicyRule
 	}
 	grants := []grant{
-		{Health,
-			// Members and public keys come from Node objects; each node
-			// publishes its own key annotation (patch), restricted to its own
-			// Node by the admission policy below.
-			[]rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: append(read, "patch")}},
-			// Views: read every Lease, write its own (create cannot be
-			// restricted by name in RBAC; the admission policy does it).
-			[]rbacv1.PolicyRule{{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: append(read, "create", "update", "patch")}}},
-		{DNS,
+		{Agent,
 			[]rbacv1.PolicyRule{
-				// Namespaces too: a name in an existing namespace without
-				// Services is NODATA, in a missing one NXDOMAIN (as CoreDNS).
+				// Health: members and public keys come from Node objects;
+				// each node publishes its own key annotation (patch),
+				// restricted to its own Node by the admission policy below.
+				{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: append(read, "patch")},
+				// DNS: namespaces too: a name in an existing namespace
+				// without Services is NODATA, in a missing one NXDOMAIN (as
+				// CoreDNS).
 				{APIGroups: []string{""}, Resources: []string{"services", "namespaces"}, Verbs: []string{"list", "watch"}},
 				{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"list", "watch"}},
 			},
-			[]rbacv1.PolicyRule{{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: read}}},
+			// Health's views: read every Lease, write its own (create
+			// cannot be restricted by name in RBAC; the admission policy
+			// does it).
+			[]rbacv1.PolicyRule{{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: append(read, "create", "update", "patch")}}},
 		{Webhook,
 			[]rbacv1.PolicyRule{
 				{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: read},
@@ -194,17 +195,18 @@ func rbac() []runtime.Object {
 	return out
 }
 
-// leasePolicy restricts the health ServiceAccount: a pod may write only
+// leasePolicy restricts the agent's ServiceAccount: a pod may write only
 // the Lease holdfast-view-<its node> and only its own Node. The node name
 // comes from the bound service account token
 // (authentication.kubernetes.io/node-name, Kubernetes 1.32+).
 func leasePolicy() []runtime.Object {
 	fail := admv1.Fail
 	deny := []admv1.ValidationAction{admv1.Deny}
-	sa := "system:serviceaccount:" + Namespace + ":" + Health
+	sa := "system:serviceaccount:" + Namespace + ":" + Agent
+	policy := Agent + "-own-objects"
 	nodeOf := "request.userInfo.extra[?'authentication.kubernetes.io/node-name'].orValue([''])[0]"
 	return []runtime.Object{
-		&admv1.ValidatingAdmissionPolicy{TypeMeta: tm("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy"), ObjectMeta: meta("holdfast-health-own-objects", ""),
+		&admv1.ValidatingAdmissionPolicy{TypeMeta: tm("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy"), ObjectMeta: meta(policy, ""),
 			Spec: admv1.ValidatingAdmissionPolicySpec{
 				FailurePolicy: &fail,
 				MatchConstraints: &admv1.MatchResources{ResourceRules: []admv1.NamedRuleWithOperations{
@@ -213,16 +215,16 @@ func leasePolicy() []runtime.Object {
 					{RuleWithOperations: admv1.RuleWithOperations{Operations: []admv1.OperationType{admv1.Update},
 						Rule: admv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"nodes"}}}},
 				}},
-				MatchConditions: []admv1.MatchCondition{{Name: "health-service-account", Expression: fmt.Sprintf("request.userInfo.username == %q", sa)}},
+				MatchConditions: []admv1.MatchCondition{{Name: "agent-service-account", Expression: fmt.Sprintf("request.userInfo.username == %q", sa)}},
 				Validations: []admv1.Validation{
 					{Expression: fmt.Sprintf("request.resource.resource != 'leases' || (request.namespace == %q && request.name == %q + %s)", Namespace, LeasePrefix, nodeOf),
-						Message: "the health daemon may write only the Lease " + LeasePrefix + "<its own node>"},
+						Message: "the agent may write only the Lease " + LeasePrefix + "<its own node>"},
 					{Expression: fmt.Sprintf("request.resource.resource != 'nodes' || request.name == %s", nodeOf),
-						Message: "the health daemon may annotate only its own Node"},
+						Message: "the agent may annotate only its own Node"},
 				},
 			}},
-		&admv1.ValidatingAdmissionPolicyBinding{TypeMeta: tm("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding"), ObjectMeta: meta("holdfast-health-own-objects", ""),
-			Spec: admv1.ValidatingAdmissionPolicyBindingSpec{PolicyName: "holdfast-health-own-objects", ValidationActions: deny}},
+		&admv1.ValidatingAdmissionPolicyBinding{TypeMeta: tm("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding"), ObjectMeta: meta(policy, ""),
+			Spec: admv1.ValidatingAdmissionPolicyBindingSpec{PolicyName: policy, ValidationActions: deny}},
 	}
 }
 
@@ -236,66 +238,64 @@ func hostDir(name, p string) (corev1.Volume, corev1.VolumeMount) {
 		corev1.VolumeMount{Name: name, MountPath: p}
 }
 
-func daemonSet(name string, c Config, args []string, caps []corev1.Capability, stateDir string, ports []corev1.ContainerPort) *appsv1.DaemonSet {
-	vol, mount := hostDir("state", stateDir)
+// agentDS is the DaemonSet of `holdfastd agent`: the health daemon (its
+// state dir and key, the health port) and the node DNS (its state dir,
+// port 53 on NodeDNS) in one container, after the keygen init container.
+func agentDS(c Config) *appsv1.DaemonSet {
+	healthVol, healthMount := hostDir("health-state", health.DefaultStateDir)
+	dnsVol, dnsMount := hostDir("dns-state", dns.DefaultStateDir)
 	f := false
-	labels := map[string]string{"app.kubernetes.io/name": name}
-	return &appsv1.DaemonSet{TypeMeta: tm("apps/v1", "DaemonSet"), ObjectMeta: meta(name, Namespace),
+	labels := map[string]string{"app.kubernetes.io/name": Agent}
+	sc := func(caps ...corev1.Capability) *corev1.SecurityContext {
+		return &corev1.SecurityContext{AllowPrivilegeEscalation: &f, ReadOnlyRootFilesystem: ptr(true),
+			Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: caps}}
+	}
+	env := []corev1.EnvVar{nodeNameEnv()}
+	return &appsv1.DaemonSet{TypeMeta: tm("apps/v1", "DaemonSet"), ObjectMeta: meta(Agent, Namespace),
 		Spec: appsv1.DaemonSetSpec{
 			Selector:       &metav1.LabelSelector{MatchLabels: labels},
 			UpdateStrategy: appsv1.DaemonSetUpdateStrategy{Type: appsv1.RollingUpdateDaemonSetStrategyType},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
 				Spec: corev1.PodSpec{
-					ServiceAccountName: name,
+					ServiceAccountName: Agent,
 					HostNetwork:        true,
-					DNSPolicy:          corev1.DNSClusterFirstWithHostNet,
-					PriorityClassName:  "system-node-critical",
-					Tolerations:        []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+					// The node's resolv.conf, not the cluster's: with
+					// ClusterFirstWithHostNet the pod's only nameserver is
+					// kubelet's clusterDNS, the node DNS itself, which dns
+					// drops as a loop, leaving no upstream at all. (Health
+					// resolves no names: members are Node addresses.)
+					DNSPolicy:         corev1.DNSDefault,
+					PriorityClassName: "system-node-critical",
+					Tolerations:       []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+					// The node's signing key is made on the first start and
+					// kept after; without it the health daemon exits.
+					InitContainers: []corev1.Container{{
+						Name: "keygen", Image: c.Image, ImagePullPolicy: corev1.PullIfNotPresent,
+						Args: []string{"health", "keygen", "--if-missing", "--out", health.DefaultKeyFile, "--node-name", "$(NODE_NAME)"},
+						Env:  env, VolumeMounts: []corev1.VolumeMount{healthMount}, SecurityContext: sc(),
+					}},
 					Containers: []corev1.Container{{
 						Name: "holdfastd", Image: c.Image, ImagePullPolicy: corev1.PullIfNotPresent,
-						Args: args, Env: []corev1.EnvVar{nodeNameEnv()}, Ports: ports,
-						VolumeMounts: []corev1.VolumeMount{mount},
-						SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: &f, ReadOnlyRootFilesystem: ptr(true),
-							Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: caps}},
+						Args: []string{"agent", "--node-name", "$(NODE_NAME)",
+							"--health-kubeconfig", "-", "--health-key-file", health.DefaultKeyFile, "--health-unit-label", c.UnitLabel,
+							"--dns-listen", c.NodeDNS + ":53"},
+						Env: env,
+						Ports: []corev1.ContainerPort{
+							{Name: "views", ContainerPort: HealthPort, Protocol: corev1.ProtocolUDP}, {Name: "http", ContainerPort: HealthPort, Protocol: corev1.ProtocolTCP},
+							{Name: "dns", ContainerPort: 53, Protocol: corev1.ProtocolUDP}, {Name: "dns-tcp", ContainerPort: 53, Protocol: corev1.ProtocolTCP}},
+						VolumeMounts: []corev1.VolumeMount{healthMount, dnsMount},
+						// NET_ADMIN puts the DNS link-local address on a node
+						// device; binding :53 needs NET_BIND_SERVICE.
+						SecurityContext: sc("NET_ADMIN", "NET_BIND_SERVICE"),
 					}},
-					Volumes: []corev1.Volume{vol},
+					Volumes: []corev1.Volume{healthVol, dnsVol},
 				},
 			},
 		}}
 }
 
 func ptr[T any](v T) *T { return &v }
-
-func healthDS(c Config) *appsv1.DaemonSet {
-	ds := daemonSet(Health, c,
-		[]string{"health", "run", "--node-name", "$(NODE_NAME)", "--kubeconfig", "-", "--key-file", health.DefaultKeyFile, "--unit-label", c.UnitLabel},
-		nil, health.DefaultStateDir,
-		[]corev1.ContainerPort{{Name: "views", ContainerPort: HealthPort, Protocol: corev1.ProtocolUDP}, {Name: "http", ContainerPort: HealthPort, Protocol: corev1.ProtocolTCP}})
-	// The node's signing key is made on the first start and kept after
-	// (as the unit's ExecStartPre does); without it `health run` exits.
-	spec := &ds.Spec.Template.Spec
-	keygen := spec.Containers[0]
-	keygen.Name = "keygen"
-	keygen.Args = []string{"health", "keygen", "--if-missing", "--out", health.DefaultKeyFile, "--node-name", "$(NODE_NAME)"}
-	keygen.Ports = nil
-	spec.InitContainers = []corev1.Container{keygen}
-	return ds
-}
-
-func dnsDS(c Config) *appsv1.DaemonSet {
-	// NET_ADMIN puts the link-local address on a node device; binding :53
-	// needs NET_BIND_SERVICE.
-	ds := daemonSet(DNS, c,
-		[]string{"dns", "run", "--node-name", "$(NODE_NAME)", "--listen", c.NodeDNS + ":53"},
-		[]corev1.Capability{"NET_ADMIN", "NET_BIND_SERVICE"}, dns.DefaultStateDir,
-		[]corev1.ContainerPort{{Name: "dns", ContainerPort: 53, Protocol: corev1.ProtocolUDP}, {Name: "dns-tcp", ContainerPort: 53, Protocol: corev1.ProtocolTCP}})
-	// The node's resolv.conf, not the cluster's: with ClusterFirstWithHostNet
-	// the pod's only nameserver is kubelet's clusterDNS, the node DNS
-	// itself, which dns drops as a loop, leaving no upstream at all.
-	ds.Spec.Template.Spec.DNSPolicy = corev1.DNSDefault
-	return ds
-}
 
 func webhookObjs(c Config, ca, cert, key []byte) []runtime.Object {
 	labels := map[string]string{"app.kubernetes.io/name": Webhook}

@@ -61,15 +61,15 @@ func TestDecodesWithClientGo(t *testing.T) {
 		}
 		// The node DNS resolves upstream through the node's resolv.conf:
 		// the cluster's would point at itself.
-		if ds, ok := obj.(*appsv1.DaemonSet); ok && ds.Name == DNS && ds.Spec.Template.Spec.DNSPolicy != corev1.DNSDefault {
+		if ds, ok := obj.(*appsv1.DaemonSet); ok && ds.Name == Agent && ds.Spec.Template.Spec.DNSPolicy != corev1.DNSDefault {
 			t.Errorf("DaemonSet %s: dnsPolicy %q, want %q", ds.Name, ds.Spec.Template.Spec.DNSPolicy, corev1.DNSDefault)
 		}
 		if role, ok := obj.(*rbacv1.Role); ok {
 			checkLeastPrivilege(t, role.Name, role.Rules)
 		}
 	}
-	for k, n := range map[string]int{"Namespace": 1, "DaemonSet": 2, "Deployment": 1, "Service": 1, "MutatingWebhookConfiguration": 1,
-		"ValidatingAdmissionPolicy": 1, "ValidatingAdmissionPolicyBinding": 1, "Secret": 1, "ServiceAccount": 3, "Lease": 1, "Role": 4} {
+	for k, n := range map[string]int{"Namespace": 1, "DaemonSet": 1, "Deployment": 1, "Service": 1, "MutatingWebhookConfiguration": 1,
+		"ValidatingAdmissionPolicy": 1, "ValidatingAdmissionPolicyBinding": 1, "Secret": 1, "ServiceAccount": 2, "Lease": 1, "Role": 3} {
 		if kinds[k] != n {
 			t.Errorf("%d %s, want %d (all: %v)", kinds[k], k, n, kinds)
 		}
@@ -113,7 +113,7 @@ func checkLeastPrivilege(t *testing.T, name string, rules []rbacv1.PolicyRule) {
 }
 
 // TestLeaseWritesRestrictedToOwnNode: the policy names the Lease prefix
-// and the token's node name; the health role is the only one that writes
+// and the token's node name; the agent's role is the only one that writes
 // Leases.
 func TestLeaseWritesRestrictedToOwnNode(t *testing.T) {
 	r := render(t)
@@ -122,7 +122,7 @@ func TestLeaseWritesRestrictedToOwnNode(t *testing.T) {
 		if v, ok := o.(*admv1.ValidatingAdmissionPolicy); ok {
 			vap = v
 		}
-		if role, ok := o.(*rbacv1.Role); ok && role.Name != Health {
+		if role, ok := o.(*rbacv1.Role); ok && role.Name != Agent {
 			for _, rule := range role.Rules {
 				for _, v := range rule.Verbs {
 					// The webhook's leader election updates its own Lease only.
@@ -142,8 +142,8 @@ func TestLeaseWritesRestrictedToOwnNode(t *testing.T) {
 	if !strings.Contains(expr, `"holdfast-view-" + request.userInfo.extra[?'authentication.kubernetes.io/node-name']`) {
 		t.Fatalf("lease rule does not tie the name to the caller's node: %s", expr)
 	}
-	if !strings.Contains(vap.Spec.MatchConditions[0].Expression, "system:serviceaccount:holdfast-system:holdfast-health") {
-		t.Fatalf("policy does not match the health service account: %s", vap.Spec.MatchConditions[0].Expression)
+	if !strings.Contains(vap.Spec.MatchConditions[0].Expression, "system:serviceaccount:holdfast-system:holdfast-agent") {
+		t.Fatalf("policy does not match the agent's service account: %s", vap.Spec.MatchConditions[0].Expression)
 	}
 }
 

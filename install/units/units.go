@@ -6,9 +6,10 @@
 //	holdfast-cri.service               holdfastd node: the CRI shim and the snapshot
 //	                                   watcher; After=restore, After/Requires=containerd,
 //	                                   Before=kubelet
-//	holdfast-dns.service               after the restore, Before=kubelet (unless a DaemonSet)
+//	holdfast-agent.service             holdfastd agent: peer health and the node DNS;
+//	                                   after the restore, Before=kubelet (unless the
+//	                                   agent runs as a DaemonSet)
 //	kubelet.service
-//	holdfast-health.service            (unless run as a DaemonSet)
 //
 // It owns only the unit texts and the names of their enablement symlinks;
 // it never writes files or talks to systemd.
@@ -37,13 +38,14 @@ type Config struct {
 	NodeDNS string
 	// HealthKeyFile is the health daemon's signing key.
 	HealthKeyFile string
-	// Kubeconfig is the credential the health and DNS units use to reach
-	// the apiserver (Node informer, Leases, Services).
+	// Kubeconfig is the credential the agent unit uses to reach the
+	// apiserver (Node informer, Leases, Services).
 	Kubeconfig string
 	// SnapshotDir, if set, is the network snapshot dir the restore unit
 	// restores and the node daemon's watcher writes (empty: holdfastd snapshot's default).
 	SnapshotDir string
-	// DaemonSets: health and DNS run as DaemonSets, so no units for them.
+	// DaemonSets: the agent (health and DNS) runs as a DaemonSet, so no
+	// unit for it.
 	DaemonSets bool
 }
 
@@ -61,9 +63,10 @@ const (
 	SnapshotRestore = "holdfast-snapshot-restore.service"
 	// CRI runs `holdfastd node`: the shim and the snapshot watcher in one
 	// process (docs/footprint.md).
-	CRI    = "holdfast-cri.service"
-	Health = "holdfast-health.service"
-	DNS    = "holdfast-dns.service"
+	CRI = "holdfast-cri.service"
+	// Agent runs `holdfastd agent`: peer health and the node DNS in one
+	// process (docs/footprint.md).
+	Agent = "holdfast-agent.service"
 )
 
 // Validate checks the config.
@@ -155,8 +158,9 @@ var specs = []spec{
 		daemon:   true,
 	},
 	{
-		name:        DNS,
-		description: "node DNS answering cluster names offline",
+		// Before kubelet for the DNS: pods started by kubelet resolve through it.
+		name:        Agent,
+		description: "peer health and the node DNS (holdfastd agent)",
 		doc:         "install.md",
 		unit: []string{
 			"After=network-online.target holdfast-snapshot-restore.service",
@@ -165,29 +169,13 @@ var specs = []spec{
 		},
 		service: func(c Config) []string {
 			return []string{
-				"ExecStart=" + c.Holdfastd + " dns run --node-name " + c.NodeName + " --listen " + c.NodeDNS + ":53 --kubeconfig " + c.Kubeconfig,
+				"# First start: make this node's signing key (keygen refuses to overwrite one).",
+				"ExecStartPre=/bin/sh -c 'test -e " + c.HealthKeyFile + " || exec " + c.Holdfastd + " health keygen --out " + c.HealthKeyFile + " --node-name " + c.NodeName + "'",
+				"ExecStart=" + c.Holdfastd + " agent --node-name " + c.NodeName + " --health-key-file " + c.HealthKeyFile +
+					" --health-kubeconfig " + c.Kubeconfig + " --dns-listen " + c.NodeDNS + ":53 --dns-kubeconfig " + c.Kubeconfig,
 			}
 		},
 		wantedBy:  []string{"multi-user.target", "kubelet.service"},
-		daemon:    true,
-		daemonSet: true,
-	},
-	{
-		name:        Health,
-		description: "peer health probing and voting",
-		doc:         "install.md",
-		unit: []string{
-			"After=network-online.target",
-			"Wants=network-online.target",
-		},
-		service: func(c Config) []string {
-			return []string{
-				"# First start: make this node's signing key (keygen refuses to overwrite one).",
-				"ExecStartPre=/bin/sh -c 'test -e " + c.HealthKeyFile + " || exec " + c.Holdfastd + " health keygen --out " + c.HealthKeyFile + " --node-name " + c.NodeName + "'",
-				"ExecStart=" + c.Holdfastd + " health run --node-name " + c.NodeName + " --key-file " + c.HealthKeyFile + " --kubeconfig " + c.Kubeconfig,
-			}
-		},
-		wantedBy:  []string{"multi-user.target"},
 		daemon:    true,
 		daemonSet: true,
 	},

@@ -47,7 +47,7 @@ func TestSystemdAnalyzeVerify(t *testing.T) {
 		if err != nil || len(strings.TrimSpace(string(out))) != 0 {
 			t.Fatalf("systemd-analyze verify (daemonsets=%v): %v\n%s", ds, err, out)
 		}
-		if want := 4; !ds && len(us) != want || ds && len(us) != 2 {
+		if want := 3; !ds && len(us) != want || ds && len(us) != 2 {
 			t.Fatalf("daemonsets=%v: %d units", ds, len(us))
 		}
 	}
@@ -99,7 +99,9 @@ func TestBootOrder(t *testing.T) {
 		{CRI, "Requires", "containerd.service"},
 		{CRI, "Before", "kubelet.service"},
 		{CRI, "WantedBy", "kubelet.service"},
-		{DNS, "Before", "kubelet.service"},
+		{Agent, "Before", "kubelet.service"},
+		{Agent, "After", SnapshotRestore},
+		{Agent, "WantedBy", "kubelet.service"},
 	}
 	for _, c := range checks {
 		if !has(d[c.unit][c.key], c.val) {
@@ -108,6 +110,9 @@ func TestBootOrder(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(d[CRI]["ExecStart"], " "), "node --node-name edge-a1 --listen /run/holdfast/cri.sock --runtime-endpoint unix:///run/containerd/containerd.sock") {
 		t.Errorf("cri ExecStart: %v", d[CRI]["ExecStart"])
+	}
+	if !strings.Contains(strings.Join(d[Agent]["ExecStart"], " "), "agent --node-name edge-a1 --health-key-file /var/lib/holdfast/health/node.key --health-kubeconfig /etc/holdfast/kubeconfig --dns-listen 169.254.20.10:53 --dns-kubeconfig /etc/holdfast/kubeconfig") {
+		t.Errorf("agent ExecStart: %v", d[Agent]["ExecStart"])
 	}
 }
 

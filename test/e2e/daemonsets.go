@@ -29,7 +29,8 @@ import (
 
 // The node's own plumbing runs as DaemonSet pods, as on a kubeadm node:
 // kube-proxy (kubeadm's objects) and flanneld (kube-flannel's), and
-// holdfast's health and DNS from `holdfastd manifests`. Their pods
+// holdfast's agent (health and DNS in one process) from `holdfastd
+// manifests`. Their pods
 // authenticate with their projected service-account token; the shim
 // relaunches them after an offline reboot like any other pod.
 
@@ -390,11 +391,11 @@ func flannelObjects(s *harness.Site) []any {
 	return objs
 }
 
-// holdfastDaemonSets are the health and DNS DaemonSets `holdfastd
-// manifests` renders, changed only where one test host stands for three
-// nodes: the state hostPath is the site's per-node dir (the state and key
-// flags pick $(NODE_NAME)'s), and DNS's upstream is a closed local port
-// (the site never sends traffic outside).
+// holdfastDaemonSets is the agent DaemonSet `holdfastd manifests` renders
+// (health and DNS in one process), changed only where one test host stands
+// for three nodes: the state hostPaths are the site's per-node dirs (the
+// state and key flags pick $(NODE_NAME)'s), and DNS's upstream is a closed
+// local port (the site never sends traffic outside).
 func holdfastDaemonSets(s *harness.Site, r *manifests.Rendered) ([]*appsv1.DaemonSet, error) {
 	var out []*appsv1.DaemonSet
 	for _, o := range r.Objects {
@@ -402,38 +403,33 @@ func holdfastDaemonSets(s *harness.Site, r *manifests.Rendered) ([]*appsv1.Daemo
 		if !ok {
 			continue
 		}
-		ds = ds.DeepCopy()
-		spec := &ds.Spec.Template.Spec
-		var component, stateDir string
-		var extra []string
-		switch ds.Name {
-		case manifests.Health:
-			component, stateDir = "holdfast-health", "/var/lib/holdfast/health"
-			dir := stateDir + "/$(NODE_NAME)"
-			extra = []string{"--state-dir", dir, "--key-file", dir + "/node.key"}
-			for i := range spec.InitContainers {
-				spec.InitContainers[i].Args = append(spec.InitContainers[i].Args, "--out", dir+"/node.key")
-			}
-		case manifests.DNS:
-			component, stateDir = "holdfast-dns", "/var/lib/holdfast/dns"
-			extra = []string{"--state-dir", stateDir + "/$(NODE_NAME)", "--upstream", "127.0.0.1:5399"}
-		default:
+		if ds.Name != manifests.Agent {
 			return nil, fmt.Errorf("rendered DaemonSet %s: unknown", ds.Name)
 		}
-		found := false
-		for i := range spec.Volumes {
-			if hp := spec.Volumes[i].HostPath; hp != nil && hp.Path == stateDir {
-				hp.Path, found = siteHostDir(s, component), true
+		ds = ds.DeepCopy()
+		spec := &ds.Spec.Template.Spec
+		healthDir := "/var/lib/holdfast/health/$(NODE_NAME)"
+		for i := range spec.InitContainers {
+			spec.InitContainers[i].Args = append(spec.InitContainers[i].Args, "--out", healthDir+"/node.key")
+		}
+		spec.Containers[0].Args = append(spec.Containers[0].Args,
+			"--health-state-dir", healthDir, "--health-key-file", healthDir+"/node.key",
+			"--dns-state-dir", "/var/lib/holdfast/dns/$(NODE_NAME)", "--dns-upstream", "127.0.0.1:5399")
+		for stateDir, component := range map[string]string{"/var/lib/holdfast/health": "holdfast-health", "/var/lib/holdfast/dns": "holdfast-dns"} {
+			found := false
+			for i := range spec.Volumes {
+				if hp := spec.Volumes[i].HostPath; hp != nil && hp.Path == stateDir {
+					hp.Path, found = siteHostDir(s, component), true
+				}
+			}
+			if !found {
+				return nil, fmt.Errorf("rendered DaemonSet %s has no hostPath volume %s", ds.Name, stateDir)
 			}
 		}
-		if !found {
-			return nil, fmt.Errorf("rendered DaemonSet %s has no hostPath volume %s", ds.Name, stateDir)
-		}
-		spec.Containers[0].Args = append(spec.Containers[0].Args, extra...)
 		out = append(out, ds)
 	}
-	if len(out) != 2 {
-		return nil, fmt.Errorf("manifests render %d DaemonSets, want health and dns", len(out))
+	if len(out) != 1 {
+		return nil, fmt.Errorf("manifests render %d DaemonSets, want the agent's", len(out))
 	}
 	return out, nil
 }
@@ -512,8 +508,8 @@ func dsPodsOn(ctx context.Context, cs kubernetes.Interface, node string) ([]node
 }
 
 // WaitDaemonPods waits until each node runs one Ready pod of each of the
-// given DaemonSet kinds (kube-proxy, kube-flannel-ds, holdfast-health,
-// holdfast-dns; either mode's DaemonSet).
+// given DaemonSet kinds (kube-proxy, kube-flannel-ds, holdfast-agent;
+// either mode's DaemonSet).
 func WaitDaemonPods(ctx context.Context, cs kubernetes.Interface, nodes []string, kinds []string, timeout time.Duration) error {
 	return harness.Eventually(timeout, func() error {
 		var bad []string

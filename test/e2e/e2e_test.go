@@ -170,8 +170,8 @@ func bringUp(t *testing.T, ctx context.Context, rep *Report, bins Bins) *site {
 		t.FailNow()
 	}
 	rep.Mark("nodes ready", strings.Join(s.nodeNames(), ","))
-	ok = rep.Check("bring-up: kube-proxy, flanneld, holdfast health and DNS run as DaemonSet pods on every node",
-		WaitDaemonPods(ctx, cs, s.nodeNames(), []string{"kube-proxy", "kube-flannel-ds", manifests.Health, manifests.DNS}, 120*time.Second))
+	ok = rep.Check("bring-up: kube-proxy, flanneld and the holdfast agent (health and DNS) run as DaemonSet pods on every node",
+		WaitDaemonPods(ctx, cs, s.nodeNames(), []string{"kube-proxy", "kube-flannel-ds", manifests.Agent}, 120*time.Second))
 	if !ok {
 		s.dumpLogs(t)
 		t.FailNow()
@@ -304,7 +304,7 @@ func (s *site) dumpLogs(t *testing.T) {
 		for _, name := range []string{"kubelet", "cri-shim", "containerd", "snapshot-watch"} {
 			t.Logf("--- %s %s (tail)\n%s", n.Name, name, harness.Tail(n.Logs(name), 4000))
 		}
-		for _, pod := range []string{KubeFlannelNS + "_kube-flannel-ds", "kube-system_kube-proxy", manifests.Namespace + "_" + manifests.Health, manifests.Namespace + "_" + manifests.DNS} {
+		for _, pod := range []string{KubeFlannelNS + "_kube-flannel-ds", "kube-system_kube-proxy", manifests.Namespace + "_" + manifests.Agent} {
 			t.Logf("--- %s pod logs %s* (tail)\n%s", n.Name, pod, harness.Tail(n.podLogs(pod), 4000))
 		}
 	}

@@ -27,14 +27,15 @@ import (
 
 // holdfast's own daemons on the site. The Kubernetes side comes from what
 // `holdfastd manifests` renders (namespace, ServiceAccounts, RBAC, the
-// health admission policy, the webhook registration, the health and DNS
-// DaemonSets: daemonsets.go); the webhook runs as a process in the cloud
+// agent's admission policy, the webhook registration, the agent DaemonSet:
+// daemonsets.go); the webhook runs as a process in the cloud
 // netns with its ServiceAccount's token.
 
 const (
 	// WebhookPort is where `holdfastd webhook` serves in the cloud netns.
 	WebhookPort = manifests.WebhookPort
-	// HealthPort is the health daemons' UDP views and HTTP verdicts.
+	// HealthPort is the agents' UDP views and HTTP verdicts (and their
+	// /healthz and /metrics).
 	HealthPort = manifests.HealthPort
 )
 

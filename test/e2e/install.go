@@ -30,8 +30,8 @@ import (
 // node's /var/lib/holdfast), so the shim and the snapshot watcher run as
 // processes with the same commands and node-local paths; what the units
 // say about boot order is checked instead. Install runs with --daemonsets:
-// health and DNS are DaemonSets (daemonsets.go), as kube-proxy and
-// flanneld are.
+// health and DNS run in the agent DaemonSet (daemonsets.go), as kube-proxy
+// and flanneld are DaemonSets.
 
 // Stock values install replaces.
 const (

@@ -18,8 +18,8 @@ import (
 	"github.com/holdfast-edge/holdfast/test/harness"
 )
 
-// node3's own plumbing (kube-proxy, flanneld, holdfast health and DNS as
-// DaemonSet pods) through the offline reboot and the reconnect (issue 14).
+// node3's own plumbing (kube-proxy, flanneld, the holdfast agent: health and
+// DNS, as DaemonSet pods) through the offline reboot and the reconnect (issue 14).
 
 // dsSetup records node3's DaemonSet pods before the cut.
 func (r *run) dsSetup(ctx context.Context) bool {
@@ -29,13 +29,13 @@ func (r *run) dsSetup(ctx context.Context) bool {
 		for _, p := range pods {
 			got = append(got, p.DS)
 		}
-		want := "holdfast-dns holdfast-health kube-flannel-ds-nftables kube-proxy-nftables"
+		want := "holdfast-agent kube-flannel-ds-nftables kube-proxy-nftables"
 		if strings.Join(got, " ") != want {
 			err = fmt.Errorf("node3 runs DaemonSet pods of %v, want %s", got, want)
 		}
 	}
 	r.ds = pods
-	return r.rep.Check("scenario: node3 runs kube-proxy, flanneld (both nftables mode), holdfast health and DNS as DaemonSet pods", err)
+	return r.rep.Check("scenario: node3 runs kube-proxy, flanneld (both nftables mode) and the holdfast agent (health and DNS) as DaemonSet pods", err)
 }
 
 // dsRelaunched waits until the shim has relaunched each of node3's
@@ -57,7 +57,7 @@ func (r *run) dsRelaunched(ctx context.Context) {
 		}
 		return errors.Join(errs...)
 	})
-	r.rep.Check("reboot: the shim relaunched node3's DaemonSet pods (kube-proxy, flanneld, health, DNS) and they keep running offline", err)
+	r.rep.Check("reboot: the shim relaunched node3's DaemonSet pods (kube-proxy, flanneld, the agent) and they keep running offline", err)
 }
 
 // runningName is the name of a pod's one running container ("" if none).

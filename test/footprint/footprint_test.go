@@ -95,10 +95,7 @@ func BenchmarkNodeFootprint(b *testing.B) {
 	if err := setupObjects(ctx, cs); err != nil {
 		b.Fatal(err)
 	}
-	if err := startHealthUnit(ctx, cs, site.Cloud, node, cl.kubeconfig); err != nil {
-		b.Fatal(err)
-	}
-	if err := startDNS(node, cl.kubeconfig); err != nil {
+	if err := startAgent(ctx, cs, site.Cloud, node, cl.kubeconfig); err != nil {
 		b.Fatal(err)
 	}
 	if err := createPods(ctx, cs, node.Name); err != nil {
@@ -111,14 +108,14 @@ func BenchmarkNodeFootprint(b *testing.B) {
 	}
 	waitAll("pods through the shim")
 	if err := waitDNS(node); err != nil {
-		b.Fatalf("%v\n--- dns log (tail)\n%s", err, harness.Tail(node.Logs("dns"), 2000))
+		b.Fatalf("%v\n--- agent log (tail)\n%s", err, harness.Tail(node.Logs(agent), 2000))
 	}
 	if err := waitVerdicts(ctx, node); err != nil {
-		b.Fatalf("%v\n--- health log (tail)\n%s", err, harness.Tail(node.Logs("health"), 3000))
+		b.Fatalf("%v\n--- agent log (tail)\n%s", err, harness.Tail(node.Logs(agent), 3000))
 	}
 
 	// Window 1: kubelet through the shim; every holdfast process measured.
-	holdfast := []string{nodeDaemon, "health", "dns"}
+	holdfast := []string{nodeDaemon, agent}
 	w1, err := measure(node.Node, append(holdfast, "kubelet"), idle)
 	if err != nil {
 		b.Fatal(err)
@@ -360,11 +357,19 @@ func keygen(hd, path, name string) (string, error) {
 	return strings.TrimSpace(string(out)), nil
 }
 
-// startHealthUnit starts the node's health daemon as its DaemonSet would
-// run it (members from Node objects, views written to Leases) and nine
-// peers in the cloud netns, each on an address of its own, with a members
-// file. The peers' Node objects carry their keys and addresses.
-func startHealthUnit(ctx context.Context, cs kubernetes.Interface, cloudNode *harness.Node, node reboot.Node, kubeconfig string) error {
+// agent is the process name of `holdfastd agent` (health and DNS), as the
+// holdfast-agent DaemonSet runs it.
+const agent = "holdfastd-agent"
+
+// startAgent starts nine health peers in the cloud netns, each on an
+// address of its own, with a members file (their Node objects carry their
+// keys and addresses), and then the node's `holdfastd agent` as its
+// DaemonSet runs it: health with its members from Node objects and its
+// views written to Leases; the node DNS on clusterDNS with its
+// Service/EndpointSlice informers and the verdicts of the health daemon
+// beside it. The DNS upstream is a closed local port: nothing leaves the
+// site.
+func startAgent(ctx context.Context, cs kubernetes.Interface, cloudNode *harness.Node, node reboot.Node, kubeconfig string) error {
 	hd := holdfastd(node)
 	nodeKey := filepath.Join(healthDir(node), "node.key")
 	pub, err := keygen(hd, nodeKey, node.Name)
@@ -410,9 +415,13 @@ func startHealthUnit(ctx context.Context, cs kubernetes.Interface, cloudNode *ha
 			return err
 		}
 	}
-	_, err = node.Start("health", hd, "health", "run", "--node-name", node.Name,
-		"--listen", fmt.Sprintf(":%d", health.DefaultPort), "--kubeconfig", kubeconfig,
-		"--state-dir", healthDir(node), "--key-file", nodeKey)
+	_, err = node.Start(agent, hd, "agent", "--node-name", node.Name,
+		"--health-listen", fmt.Sprintf(":%d", health.DefaultPort), "--health-kubeconfig", kubeconfig,
+		"--health-state-dir", healthDir(node), "--health-key-file", nodeKey,
+		"--dns-listen", clusterDNS+":53", "--dns-interface", "holdfast-dns0",
+		"--dns-kubeconfig", kubeconfig, "--dns-state-dir", dnsDir(node),
+		"--dns-verdicts", fmt.Sprintf("http://127.0.0.1:%d/v1/verdicts", health.DefaultPort),
+		"--dns-upstream", "127.0.0.1:5399")
 	return err
 }
 
@@ -422,18 +431,6 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	return os.WriteFile(dst, b, 0o755)
-}
-
-// startDNS starts the node DNS on clusterDNS as its DaemonSet would run it
-// (Service/EndpointSlice informers, verdicts from the local health daemon).
-// Its upstream is a closed local port: nothing leaves the site.
-func startDNS(node reboot.Node, kubeconfig string) error {
-	_, err := node.Start("dns", holdfastd(node), "dns", "run",
-		"--listen", clusterDNS+":53", "--interface", "holdfast-dns0",
-		"--kubeconfig", kubeconfig, "--state-dir", dnsDir(node),
-		"--verdicts", fmt.Sprintf("http://127.0.0.1:%d/v1/verdicts", health.DefaultPort),
-		"--upstream", "127.0.0.1:5399", "--node-name", node.Name, "--metrics-addr", "127.0.0.1:9645")
-	return err
 }
 
 // waitDNS waits until the DNS snapshot on disk holds every Service.
