@@ -27,6 +27,7 @@ type Cluster interface {
 // Controller shows on every Node what holdfast decided and carries out
 // what admission alone cannot: it writes the condition
 // holdfast.dev/PeerVerdict, records EndpointsKept/EndpointsReleased events,
+// lifts the lifecycle controller's NoExecute taint from a node kept again,
 // and puts the holdfast.dev/retained taint on a kept node that runs
 // opted-out pods (and takes it away). One replica runs it (leader
 // election in cmd/holdfastd).
@@ -80,8 +81,8 @@ func (c *Controller) Sync(ctx context.Context) {
 			c.Log.Warn("write node condition", "node", n.Name, "err", err)
 		}
 		c.endpointsEvent(n, d)
-		if err := c.retainedTaint(ctx, n, d, now); err != nil {
-			c.Log.Warn("holdfast.dev/retained taint", "node", n.Name, "err", err)
+		if err := c.syncTaints(ctx, n, d, now); err != nil {
+			c.Log.Warn("sync node taints", "node", n.Name, "err", err)
 		}
 	}
 	if c.Metrics != nil {
@@ -141,12 +142,36 @@ func (c *Controller) endpointsEvent(n *corev1.Node, d Decision) {
 	}
 }
 
-// retainedTaint keeps holdfast.dev/retained:NoExecute on a kept node while
-// opted-out pods run on it and every other pod tolerates the taint
-// (a pod created before the webhook, or while it was down, lacks the
-// toleration and would be evicted too: then nothing is tainted and a
-// Warning event names it). Anywhere else the taint is removed.
-func (c *Controller) retainedTaint(ctx context.Context, n *corev1.Node, d Decision, now time.Time) (err error) {
+// syncTaints carries out the decision on the node's NoExecute taints.
+//
+// The node lifecycle controller's unreachable/not-ready NoExecute taint is
+// lifted from a node the decision keeps. Admission drops it when it is
+// added to a kept node, but a node can be released for a moment and kept
+// again: its peers vote it dead while it reboots offline, and the taint
+// the lifecycle controller retries then goes through. Without this the
+// taint would stay, and its pods be evicted tolerationSeconds later,
+// although the node is voted alive again.
+//
+// holdfast.dev/retained:NoExecute is kept on a kept node while opted-out
+// pods run on it and every other pod tolerates the taint (a pod created
+// before the webhook, or while it was down, lacks the toleration and would
+// be evicted too: then nothing is tainted and a Warning event names it).
+// Anywhere else it is removed.
+func (c *Controller) syncTaints(ctx context.Context, n *corev1.Node, d Decision, now time.Time) (err error) {
+	var lifted []string
+	if d.Keep {
+		for _, t := range n.Spec.Taints {
+			if isControllerTaint(t) {
+				lifted = append(lifted, t.Key+":"+string(t.Effect))
+			}
+		}
+		defer func() {
+			if len(lifted) > 0 && err == nil {
+				c.Log.Info("lifted the NoExecute taint of a kept node", "node", n.Name, "taints", lifted, "reason", d.Reason)
+				c.Events.Eventf(n, corev1.EventTypeNormal, "NoExecuteTaintLifted", "removed %s (%s): %s", strings.Join(lifted, ", "), d.Reason, d.Message)
+			}
+		}()
+	}
 	want := false
 	if d.Keep {
 		var out, lacking []string
@@ -177,12 +202,12 @@ func (c *Controller) retainedTaint(ctx context.Context, n *corev1.Node, d Decisi
 		delete(c.blocked, n.Name)
 	}
 	has := hasTaint(n.Spec.Taints, RetainedTaint, corev1.TaintEffectNoExecute)
-	if want == has {
+	if want == has && len(lifted) == 0 {
 		return nil
 	}
 	var taints []corev1.Taint
 	for _, t := range n.Spec.Taints {
-		if t.Key != RetainedTaint {
+		if t.Key != RetainedTaint && (!d.Keep || !isControllerTaint(t)) {
 			taints = append(taints, t)
 		}
 	}

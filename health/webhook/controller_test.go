@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -219,6 +220,42 @@ func TestControllerRetainedTaint(t *testing.T) {
 	f.sync(t)
 	if got := taintKeysOf(f.c.nodes["alive"]); len(got) != 1 || got[0] != "node.kubernetes.io/unreachable:NoSchedule" {
 		t.Fatalf("after Ready: taints %v", got)
+	}
+}
+
+// TestControllerLiftsNoExecuteTaint: the lifecycle controller's NoExecute
+// taint that went through while a node was released (voted dead while it
+// rebooted) is lifted once the node is kept again; a released node keeps
+// it, and NoSchedule taints stay.
+func TestControllerLiftsNoExecuteTaint(t *testing.T) {
+	f := newCtl(t, Verdicts)
+	unreachable := []corev1.Taint{
+		{Key: corev1.TaintNodeUnreachable, Effect: corev1.TaintEffectNoSchedule},
+		{Key: corev1.TaintNodeUnreachable, Effect: corev1.TaintEffectNoExecute},
+	}
+	for _, name := range []string{"alive", "dead", "expired"} {
+		f.c.nodes[name].Spec.Taints = slices.Clone(unreachable)
+		if _, err := f.client.CoreV1().Nodes().Update(context.Background(), f.c.nodes[name], metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.sync(t)
+	if got := taintKeysOf(f.c.nodes["alive"]); !slices.Equal(got, []string{"node.kubernetes.io/unreachable:NoSchedule"}) {
+		t.Errorf("kept node: taints %v, want the NoExecute one lifted", got)
+	}
+	for _, name := range []string{"dead", "expired"} {
+		if got := taintKeysOf(f.c.nodes[name]); len(got) != 2 {
+			t.Errorf("released node %s: taints %v, want both kept", name, got)
+		}
+	}
+	ev := strings.Join(f.events(), "\n")
+	if !strings.Contains(ev, "Normal NoExecuteTaintLifted removed node.kubernetes.io/unreachable:NoExecute (VotedAlive)") {
+		t.Errorf("no NoExecuteTaintLifted event:\n%s", ev)
+	}
+	f.client.ClearActions()
+	f.sync(t)
+	if a := f.client.Actions(); len(a) != 1 {
+		t.Errorf("second sync wrote again: %v", a)
 	}
 }
 
