@@ -9,7 +9,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/holdfast-edge/holdfast/cri-shim/record"
 	"github.com/holdfast-edge/holdfast/internal/kubeclient"
@@ -41,7 +40,7 @@ func FactsFromPod(pod *corev1.Pod, now time.Time) *record.Facts {
 // apiserver facts yet and persists them. Offline it fails quietly and
 // retries; the persisted copy then serves the relaunch.
 type factsFetcher struct {
-	client kubernetes.Interface
+	client kubeclient.Interface
 	store  *record.Store
 	log    *slog.Logger
 }
@@ -62,7 +61,7 @@ func (f *factsFetcher) once(ctx context.Context) (int, error) {
 		if p.Facts != nil && p.Facts.Source == "apiserver" {
 			continue
 		}
-		pod, err := f.client.CoreV1().Pods(p.Namespace).Get(ctx, p.Name, metav1.GetOptions{})
+		pod, err := f.client.Pods(p.Namespace).Get(ctx, p.Name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			continue
 		}

@@ -9,7 +9,7 @@
 //
 //	store     the snapshot: compact Service/EndpointSlice model, statefile
 //	          persistence (debounced, atomic), seed-file loader
-//	watch     client-go informers feeding the store; apiserver reachability
+//	watch     informers (internal/kubeclient) feeding the store; apiserver reachability
 //	verdicts  poller of holdfastd health's verdict endpoint
 //	resolve   pure name → records index (no sockets)
 //	forward   upstream forwarding with a serve-stale cache

@@ -10,7 +10,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/informers"
 	listersv1 "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
@@ -56,8 +55,7 @@ func (o *FollowOptions) defaults() {
 func (k *Kube) Follow(ctx context.Context, key ed25519.PrivateKey, opts FollowOptions, apply func([]members.Member) error) {
 	opts.defaults()
 	pub := base64.StdEncoding.EncodeToString(key.Public().(ed25519.PublicKey))
-	f := informers.NewSharedInformerFactory(k.cs, opts.Resync)
-	inf := f.Core().V1().Nodes()
+	inf := kubeclient.Informer(k.cs.Nodes(), &corev1.Node{}, opts.Resync)
 	kick := make(chan struct{}, 1)
 	signal := func() {
 		select {
@@ -65,16 +63,15 @@ func (k *Kube) Follow(ctx context.Context, key ed25519.PrivateKey, opts FollowOp
 		default:
 		}
 	}
-	if err := inf.Informer().SetTransform(slimNode); err != nil {
+	if err := inf.SetTransform(slimNode); err != nil {
 		k.log.Error("node informer transform", "err", err) // only fails after Start
 	}
-	inf.Informer().AddEventHandler(nodeEvents(k.unitLabel, signal))
-	inf.Informer().SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
+	inf.AddEventHandler(nodeEvents(k.unitLabel, signal))
+	inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
 		k.log.Warn("watch Nodes failed; keeping the member list in use", "err", err)
 	})
-	f.Start(ctx.Done())
-	defer f.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), inf.Informer().HasSynced) {
+	defer kubeclient.Start(ctx, inf)()
+	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
 		return
 	}
 	k.log.Info("following Node changes for the member list")
@@ -84,7 +81,7 @@ func (k *Kube) Follow(ctx context.Context, key ed25519.PrivateKey, opts FollowOp
 		case <-kick:
 		default:
 		}
-		if !k.followOnce(ctx, inf.Lister(), pub, &skipped, apply) {
+		if !k.followOnce(ctx, listersv1.NewNodeLister(inf.GetIndexer()), pub, &skipped, apply) {
 			time.AfterFunc(opts.Retry, signal)
 		}
 		select {

@@ -18,6 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/holdfast-edge/holdfast/internal/kubeclient/kubefake"
 	clienttesting "k8s.io/client-go/testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -71,7 +73,7 @@ func TestFollowNodes(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	applied := make(chan []members.Member, 16)
-	kc := health.NewKubeFromClient(cs, "node1", "holdfast.dev/unit", slog.New(slog.DiscardHandler))
+	kc := health.NewKubeFromClient(kubefake.Wrap(cs), "node1", "holdfast.dev/unit", slog.New(slog.DiscardHandler))
 	go kc.Follow(ctx, k1, health.FollowOptions{Debounce: 50 * time.Millisecond, Retry: 100 * time.Millisecond}, func(l []members.Member) error {
 		applied <- l
 		return nil
@@ -201,7 +203,7 @@ func startKubeDaemon(t *testing.T, cs *fake.Clientset, name, listen string) *hea
 	key, _ := newKey(t)
 	log := slog.New(slog.DiscardHandler)
 	ctx, cancel := context.WithCancel(context.Background())
-	kc := health.NewKubeFromClient(cs, name, "holdfast.dev/unit", log)
+	kc := health.NewKubeFromClient(kubefake.Wrap(cs), name, "holdfast.dev/unit", log)
 	cfg := health.Config{NodeName: name, Listen: listen, Period: udpPeriod, MaxSkew: peer.DefaultMaxSkew, Key: key, StateDir: t.TempDir(), Log: log, Registry: prometheus.NewRegistry()}
 	var err error
 	if cfg.Members, cfg.Source, err = kc.Members(ctx, cfg.StateDir, key); err != nil {
@@ -252,7 +254,7 @@ func TestFollowAfterOutage(t *testing.T) {
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	kc := health.NewKubeFromClient(cs, "node1", "holdfast.dev/unit", slog.New(slog.DiscardHandler))
+	kc := health.NewKubeFromClient(kubefake.Wrap(cs), "node1", "holdfast.dev/unit", slog.New(slog.DiscardHandler))
 	list, src, err := kc.Members(ctx, dir, k1)
 	if err != nil || len(list) != 2 || !strings.HasPrefix(src, "persisted") {
 		t.Fatalf("at start with the apiserver away: %v from %q, %v; want the persisted list", list, src, err)
@@ -293,7 +295,7 @@ func TestMembersOfflineRebootStartsAtOnce(t *testing.T) {
 		calls.Add(1)
 		return true, nil, errors.New("apiserver unreachable")
 	})
-	kc := health.NewKubeFromClient(cs, "node1", "holdfast.dev/unit", slog.New(slog.DiscardHandler))
+	kc := health.NewKubeFromClient(kubefake.Wrap(cs), "node1", "holdfast.dev/unit", slog.New(slog.DiscardHandler))
 	start := time.Now()
 	list, src, err := kc.Members(context.Background(), dir, k1)
 	if err != nil || len(list) != 1 || !strings.HasPrefix(src, "persisted") {

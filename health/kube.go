@@ -17,7 +17,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/holdfast-edge/holdfast/health/members"
 	"github.com/holdfast-edge/holdfast/internal/kubeclient"
@@ -37,7 +36,7 @@ const (
 // Kube is the daemon's apiserver side: members from Node objects, its own
 // public key published on its Node, and its own view written to its Lease.
 type Kube struct {
-	cs        kubernetes.Interface
+	cs        kubeclient.Interface
 	node      string
 	unitLabel string
 	log       *slog.Logger
@@ -53,7 +52,7 @@ func NewKube(ctx context.Context, kubeconfig, node, unitLabel string, log *slog.
 }
 
 // NewKubeFromClient wraps an existing client.
-func NewKubeFromClient(cs kubernetes.Interface, node, unitLabel string, log *slog.Logger) *Kube {
+func NewKubeFromClient(cs kubeclient.Interface, node, unitLabel string, log *slog.Logger) *Kube {
 	return &Kube{cs: cs, node: node, unitLabel: unitLabel, log: log}
 }
 
@@ -105,7 +104,7 @@ func (k *Kube) Members(ctx context.Context, stateDir string, key ed25519.Private
 	lctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	perr := k.publish(lctx, base64.StdEncoding.EncodeToString(key.Public().(ed25519.PublicKey)))
-	nodes, lerr := k.cs.CoreV1().Nodes().List(lctx, metav1.ListOptions{})
+	nodes, lerr := k.cs.Nodes().List(lctx, metav1.ListOptions{})
 	if perr != nil || lerr != nil {
 		return nil, "", fmt.Errorf("apiserver unreachable and no persisted member list in %s: %w", stateDir, errors.Join(perr, lerr))
 	}
@@ -121,7 +120,7 @@ func (k *Kube) publish(ctx context.Context, pub string) error {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, PublicKeyAnnotation, pub)
-	if _, err := k.cs.CoreV1().Nodes().Patch(ctx, k.node, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+	if _, err := k.cs.Nodes().Patch(ctx, k.node, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 		return fmt.Errorf("patch Node %s: %w", k.node, err)
 	}
 	return nil
@@ -179,7 +178,7 @@ func (k *Kube) LeaseWriter(ctx context.Context) func([]byte, map[string]string) 
 func (k *Kube) writeLease(ctx context.Context, full []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	leases := k.cs.CoordinationV1().Leases(Namespace)
+	leases := k.cs.Leases(Namespace)
 	name := LeasePrefix + k.node
 	now := metav1.NewMicroTime(time.Now())
 	dur := int32(LeaseDuration)

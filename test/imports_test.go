@@ -113,6 +113,10 @@ var holdfastdForbidden = map[string]string{
 	"html/template": "it runs text/template's executor",
 	// The image is built at build time by install/cmd/mkimage (make image).
 	"github.com/google/go-containerregistry/": "the image builder is a build tool (install/cmd/mkimage), not part of the node daemon",
+	// The clientset's scheme registers every API group, linking all their
+	// types; internal/kubeclient serves the three holdfast uses.
+	"k8s.io/client-go/kubernetes":  "its scheme links every API group's types: use internal/kubeclient",
+	"k8s.io/client-go/kubernetes/": "the typed clients import the clientset's scheme: use internal/kubeclient",
 }
 
 // TestHoldfastdLinksOnlyWhatNodesRun fails if holdfastd, built with the

@@ -1,4 +1,4 @@
-// Package watch feeds dns/store from the apiserver with client-go informers
+// Package watch feeds dns/store from the apiserver with informers
 // for Services, EndpointSlices and Namespaces, and reports whether the apiserver is
 // reachable. Until the informers have synced it only adds and updates (the
 // snapshot keeps answering); once synced it replaces the store's content
@@ -8,6 +8,7 @@ package watch
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -15,8 +16,8 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/holdfast-edge/holdfast/dns/store"
@@ -50,7 +51,7 @@ func Run(ctx context.Context, opts Options) error {
 }
 
 // RunWithClient is Run with a ready client.
-func RunWithClient(ctx context.Context, cs kubernetes.Interface, opts Options) error {
+func RunWithClient(ctx context.Context, cs kubeclient.Interface, opts Options) error {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
@@ -58,23 +59,22 @@ func RunWithClient(ctx context.Context, cs kubernetes.Interface, opts Options) e
 		opts.Probe = 10 * time.Second
 	}
 	st := opts.Store
-	f := informers.NewSharedInformerFactory(cs, opts.Resync)
-	svcInf := f.Core().V1().Services()
-	epsInf := f.Discovery().V1().EndpointSlices()
-	nsInf := f.Core().V1().Namespaces()
+	svcInf := kubeclient.Informer(cs.Services(""), &corev1.Service{}, opts.Resync)
+	epsInf := kubeclient.Informer(cs.EndpointSlices(""), &discoveryv1.EndpointSlice{}, opts.Resync)
+	nsInf := kubeclient.Informer(cs.Namespaces(), &corev1.Namespace{}, opts.Resync)
 	onErr := func(r *cache.Reflector, err error) {
 		opts.Log.Warn("apiserver watch failed; answering from snapshot", "err", err)
 		if opts.OnOnline != nil {
 			opts.OnOnline(false)
 		}
 	}
-	for _, inf := range []cache.SharedIndexInformer{svcInf.Informer(), epsInf.Informer(), nsInf.Informer()} {
+	for _, inf := range []cache.SharedIndexInformer{svcInf, epsInf, nsInf} {
 		inf.SetWatchErrorHandler(onErr)
 		if err := inf.SetTransform(slim); err != nil {
 			return err
 		}
 	}
-	nsInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	nsInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(o any) {
 			if ns, ok := o.(*corev1.Namespace); ok {
 				st.SetNamespace(ns.Name)
@@ -86,7 +86,7 @@ func RunWithClient(ctx context.Context, cs kubernetes.Interface, opts Options) e
 			}
 		},
 	})
-	svcInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	svcInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { setService(st, o) },
 		UpdateFunc: func(_, o any) { setService(st, o) },
 		DeleteFunc: func(o any) {
@@ -96,7 +96,7 @@ func RunWithClient(ctx context.Context, cs kubernetes.Interface, opts Options) e
 			}
 		},
 	})
-	epsInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	epsInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { setSlice(st, o) },
 		UpdateFunc: func(_, o any) { setSlice(st, o) },
 		DeleteFunc: func(o any) {
@@ -106,18 +106,18 @@ func RunWithClient(ctx context.Context, cs kubernetes.Interface, opts Options) e
 			}
 		},
 	})
-	f.Start(ctx.Done())
+	defer kubeclient.Start(ctx, svcInf, epsInf, nsInf)()
 	go probe(ctx, cs, opts)
-	if !cache.WaitForCacheSync(ctx.Done(), svcInf.Informer().HasSynced, epsInf.Informer().HasSynced, nsInf.Informer().HasSynced) {
+	if !cache.WaitForCacheSync(ctx.Done(), svcInf.HasSynced, epsInf.HasSynced, nsInf.HasSynced) {
 		return nil // ctx ended before the apiserver answered
 	}
-	svcs, err := svcInf.Lister().List(labels.Everything())
+	svcs, err := corelisters.NewServiceLister(svcInf.GetIndexer()).List(labels.Everything())
 	if err == nil {
 		var eps []*discoveryv1.EndpointSlice
-		eps, err = epsInf.Lister().List(labels.Everything())
+		eps, err = discoverylisters.NewEndpointSliceLister(epsInf.GetIndexer()).List(labels.Everything())
 		var nss []*corev1.Namespace
 		if err == nil {
-			nss, err = nsInf.Lister().List(labels.Everything())
+			nss, err = corelisters.NewNamespaceLister(nsInf.GetIndexer()).List(labels.Everything())
 		}
 		if err == nil {
 			snap := &store.Snapshot{Source: "apiserver", UpdatedAt: time.Now().UTC()}
@@ -138,7 +138,6 @@ func RunWithClient(ctx context.Context, cs kubernetes.Interface, opts Options) e
 		opts.OnOnline(true)
 	}
 	<-ctx.Done()
-	f.Shutdown()
 	return nil
 }
 
@@ -166,17 +165,17 @@ func setSlice(st *store.Store, o any) {
 }
 
 // probe asks /version periodically and reports reachability.
-func probe(ctx context.Context, cs kubernetes.Interface, opts Options) {
+func probe(ctx context.Context, cs kubeclient.Interface, opts Options) {
 	t := time.NewTicker(opts.Probe)
 	defer t.Stop()
 	last := -1
-	if cs.Discovery().RESTClient() == nil {
-		return // a client without REST access (tests): informer sync alone says online
-	}
 	for {
 		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		err := cs.Discovery().RESTClient().Get().AbsPath("/version").Do(pctx).Error()
+		err := cs.Reachable(pctx)
 		cancel()
+		if errors.Is(err, kubeclient.ErrNotProbed) {
+			return // a test's fake: informer sync alone says online
+		}
 		now := 0
 		if err == nil {
 			now = 1

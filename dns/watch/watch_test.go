@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/holdfast-edge/holdfast/dns/store"
+	"github.com/holdfast-edge/holdfast/internal/kubeclient/kubefake"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -41,7 +42,7 @@ func TestInformersFeedStore(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	online := make(chan bool, 10)
-	go RunWithClient(ctx, cs, Options{Store: st, OnOnline: func(b bool) { online <- b }})
+	go RunWithClient(ctx, kubefake.Wrap(cs), Options{Store: st, OnOnline: func(b bool) { online <- b }})
 	select {
 	case b := <-online:
 		if !b {

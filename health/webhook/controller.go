@@ -13,8 +13,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/record"
+
+	"github.com/holdfast-edge/holdfast/internal/kubeclient"
 )
 
 // Cluster is what the Controller reads: the mutator's State plus lists.
@@ -34,7 +35,7 @@ type Cluster interface {
 type Controller struct {
 	Cluster  Cluster
 	Decider  *Decider
-	Client   kubernetes.Interface
+	Client   kubeclient.Interface
 	Events   record.EventRecorder
 	Log      *slog.Logger
 	Metrics  *Metrics // nil: none
@@ -115,7 +116,7 @@ func (c *Controller) writeCondition(ctx context.Context, n *corev1.Node, d Decis
 	if err != nil {
 		return err
 	}
-	if _, err := c.Client.CoreV1().Nodes().Patch(ctx, n.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status"); err != nil {
+	if _, err := c.Client.Nodes().Patch(ctx, n.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status"); err != nil {
 		return err
 	}
 	c.written[n.Name] = d.Summary
@@ -228,7 +229,7 @@ func (c *Controller) syncTaints(ctx context.Context, n *corev1.Node, d Decision,
 	if perr != nil {
 		return perr
 	}
-	_, err = c.Client.CoreV1().Nodes().Patch(ctx, n.Name, types.JSONPatchType, patch, metav1.PatchOptions{})
+	_, err = c.Client.Nodes().Patch(ctx, n.Name, types.JSONPatchType, patch, metav1.PatchOptions{})
 	return err
 }
 

@@ -15,6 +15,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/record"
+
+	"github.com/holdfast-edge/holdfast/internal/kubeclient/kubefake"
 )
 
 func podOn(node, name string, optOut, tolerates bool) *corev1.Pod {
@@ -46,7 +48,7 @@ func newCtl(t *testing.T, p Policy) *ctlFixture {
 			t.Fatal(err)
 		}
 	}
-	f.ctl = &Controller{Cluster: c, Decider: &Decider{Policy: p, NoQuorum: Retain}, Client: f.client, Events: f.rec,
+	f.ctl = &Controller{Cluster: c, Decider: &Decider{Policy: p, NoQuorum: Retain}, Client: kubefake.Wrap(f.client), Events: f.rec,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: NewMetrics(prometheus.NewRegistry()),
 		Period: time.Second, Refresh: time.Minute, Now: func() time.Time { return f.clock }}
 	return f

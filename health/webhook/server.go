@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"reflect"
 	"sync"
 	"time"
 
@@ -17,10 +16,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
+	coordlisters "k8s.io/client-go/listers/coordination/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/holdfast-edge/holdfast/internal/kubeclient"
 )
 
 // ClusterState implements State from Node, Lease and Pod informers,
@@ -41,11 +41,11 @@ const podsByNode = "spec.nodeName"
 // NewClusterState starts informers on Nodes, Pods (only the fields the
 // opt-out needs are kept) and Leases in holdfast-system, and waits for
 // their caches.
-func NewClusterState(ctx context.Context, cs kubernetes.Interface, unitLabel string) (*ClusterState, error) {
-	all := informers.NewSharedInformerFactory(cs, 10*time.Minute)
-	ns := informers.NewSharedInformerFactoryWithOptions(cs, 10*time.Minute, informers.WithNamespace(Namespace))
-	nl := all.Core().V1().Nodes().Lister()
-	pi := all.Core().V1().Pods().Informer()
+func NewClusterState(ctx context.Context, cs kubeclient.Interface, unitLabel string) (*ClusterState, error) {
+	const resync = 10 * time.Minute
+	ni := kubeclient.Informer(cs.Nodes(), &corev1.Node{}, resync)
+	pi := kubeclient.Informer(cs.Pods(""), &corev1.Pod{}, resync)
+	li := kubeclient.Informer(cs.Leases(Namespace), &coordv1.Lease{}, resync)
 	if err := pi.SetTransform(slimPod); err != nil {
 		return nil, err
 	}
@@ -54,23 +54,18 @@ func NewClusterState(ctx context.Context, cs kubernetes.Interface, unitLabel str
 	}}); err != nil {
 		return nil, err
 	}
-	ll := ns.Coordination().V1().Leases().Lister()
-	all.Start(ctx.Done())
-	ns.Start(ctx.Done())
-	for _, f := range []interface {
-		WaitForCacheSync(<-chan struct{}) map[reflect.Type]bool
-	}{all, ns} {
-		for typ, ok := range f.WaitForCacheSync(ctx.Done()) {
-			if !ok {
-				return nil, fmt.Errorf("cache of %v did not sync", typ)
-			}
+	kubeclient.Start(ctx, ni, pi, li) // they stop with ctx
+	for name, inf := range map[string]cache.SharedIndexInformer{"Nodes": ni, "Pods": pi, "Leases": li} {
+		if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+			return nil, fmt.Errorf("cache of %s did not sync", name)
 		}
 	}
+	ll := coordlisters.NewLeaseLister(li.GetIndexer())
 	return &ClusterState{
-		nodeLister: nl,
+		nodeLister: corelisters.NewNodeLister(ni.GetIndexer()),
 		podLister:  corelisters.NewPodLister(pi.GetIndexer()),
 		podIndex:   pi.GetIndexer(),
-		leases:     func() ([]*coordv1.Lease, error) { return ll.List(labels.Everything()) },
+		leases:     func() ([]*coordv1.Lease, error) { return ll.Leases(Namespace).List(labels.Everything()) },
 		unitLabel:  unitLabel,
 	}, nil
 }

@@ -1,8 +1,10 @@
-// Package kubeclient builds the apiserver client of every holdfast
-// component from its --kubeconfig value, by one rule: "" or "-" is the
-// in-cluster config (the pod's service account), anything else a
-// kubeconfig file. $KUBECONFIG and ~/.kube/config are never read. It owns
-// nothing and never talks to the apiserver itself.
+// Package kubeclient is holdfast's apiserver client: the few resources its
+// components read and write (Interface, over a scheme of three API groups,
+// not client-go's clientset of all of them: docs/footprint.md), informers
+// over them, and the one rule that finds the config from a --kubeconfig
+// value: "" or "-" is the in-cluster config (the pod's service account),
+// anything else a kubeconfig file. $KUBECONFIG and ~/.kube/config are never
+// read. It owns nothing and never talks to the apiserver on its own.
 package kubeclient
 
 import (
@@ -10,7 +12,6 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
@@ -39,19 +40,6 @@ func Config(path, userAgent string) (*rest.Config, error) {
 	cfg.Timeout = Timeout
 	cfg.UserAgent = userAgent
 	return cfg, nil
-}
-
-// Client is a clientset for path (see Config).
-func Client(path, userAgent string) (*kubernetes.Clientset, error) {
-	cfg, err := Config(path, userAgent)
-	if err != nil {
-		return nil, err
-	}
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("kubeconfig %q: client: %w", path, err)
-	}
-	return cs, nil
 }
 
 // TrimManagedFields is an informer transform (cache.TransformFunc): it
