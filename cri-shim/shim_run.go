@@ -142,7 +142,7 @@ func New(cfg Config) (*Shim, error) {
 	s.recordErr = prometheus.NewCounter(prometheus.CounterOpts{Name: "holdfast_cri_record_errors_total", Help: "Failed record writes."})
 	if cfg.Registry != nil {
 		for _, c := range []prometheus.Collector{s.calls, s.latency, s.outcomes, s.recordErr,
-			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "holdfast_cri_pods_recorded", Help: "Pods with a record."}, func() float64 { return float64(len(s.store.List())) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "holdfast_cri_pods_recorded", Help: "Pods with a record."}, func() float64 { return float64(s.store.Len()) }),
 		} {
 			if err := cfg.Registry.Register(c); err != nil {
 				return nil, fmt.Errorf("register metrics: %w", err)

@@ -34,6 +34,10 @@ type CaptureOptions struct {
 	Nft string
 	// Now stamps the snapshot (time.Now by default).
 	Now func() time.Time
+	// Rules, when set, keeps the iptables and nftables tables read by one
+	// capture for the next ones while the nftables ruleset generation is
+	// unchanged (RuleCache). Only a capture loop sets it.
+	Rules *RuleCache
 }
 
 func (o *CaptureOptions) iptables() iptablesCmd {
@@ -101,16 +105,58 @@ func Capture(ctx context.Context, opts CaptureOptions) (*Snapshot, error) {
 		if s.SubnetEnv, err = readSubnetEnv(opts.SubnetEnv); err != nil {
 			return err
 		}
-		if s.IPTables, err = opts.iptables().capture(ctx, opts.Chains); err != nil {
-			return err
-		}
-		s.NFTables, err = opts.nft().capture(ctx, opts.NFTables)
+		s.IPTables, s.NFTables, err = opts.captureRules(ctx)
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// captureRules reads the selected iptables chains and nftables tables of
+// the current namespace, or takes them from opts.Rules when the ruleset
+// generation is the one they were read at.
+func (o *CaptureOptions) captureRules(ctx context.Context) ([]IPTable, []NFTable, error) {
+	c := o.Rules
+	if c == nil {
+		return o.readRules(ctx)
+	}
+	key := ruleKey(o)
+	gen, err := nftGeneration()
+	if err != nil {
+		// Rules are read every time while the generation is unreadable.
+		c.Invalidate()
+		ipt, nft, _, err := o.readRulesBackend(ctx)
+		return ipt, nft, err
+	}
+	if ipt, nft, ok := c.lookup(key, gen); ok {
+		return ipt, nft, nil
+	}
+	ipt, nft, iptNFT, err := o.readRulesBackend(ctx)
+	if err != nil || !iptNFT {
+		c.Invalidate()
+		return ipt, nft, err
+	}
+	c.store(key, gen, ipt, nft)
+	return ipt, nft, nil
+}
+
+func (o *CaptureOptions) readRules(ctx context.Context) ([]IPTable, []NFTable, error) {
+	ipt, nft, _, err := o.readRulesBackend(ctx)
+	return ipt, nft, err
+}
+
+// readRulesBackend reads the rules; iptNFT reports whether the iptables
+// ones are the nf_tables backend's (RuleCache keeps only those).
+func (o *CaptureOptions) readRulesBackend(ctx context.Context) (ipt []IPTable, nft []NFTable, iptNFT bool, err error) {
+	if ipt, iptNFT, err = o.iptables().capture(ctx, o.Chains); err != nil {
+		return nil, nil, false, err
+	}
+	if nft, err = o.nft().capture(ctx, o.NFTables); err != nil {
+		return nil, nil, false, err
+	}
+	return ipt, nft, iptNFT, nil
 }
 
 // CapturePinned captures live state and pins each device's MAC in dir

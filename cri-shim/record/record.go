@@ -388,6 +388,37 @@ func (s *Store) List() []*Pod {
 	return out
 }
 
+// Select returns copies of the records keep reports true for, sorted by
+// namespace/name like List. keep runs on the stored records themselves,
+// under the store's lock, so that records it rejects are never copied: it
+// must be quick, must not modify the record, must not retain it or
+// anything it points to, and must not call the Store.
+func (s *Store) Select(keep func(*Pod) bool) []*Pod {
+	s.mu.Lock()
+	var kept []*Pod
+	for _, p := range s.pods {
+		if keep(p) {
+			kept = append(kept, p)
+		}
+	}
+	s.mu.Unlock()
+	// A stored record is never modified: Update works on a copy and
+	// replaces the stored one, so the kept ones can be copied unlocked.
+	out := make([]*Pod, 0, len(kept))
+	for _, p := range kept {
+		out = append(out, p.Clone())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
+	return out
+}
+
+// Len returns the number of records (without copying them).
+func (s *Store) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.pods)
+}
+
 func (s *Store) lock(uid string) *sync.Mutex {
 	s.mu.Lock()
 	l, ok := s.podMu[uid]

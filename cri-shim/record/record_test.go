@@ -205,3 +205,68 @@ func TestOpenSweepsKilledShimsTemps(t *testing.T) {
 		}
 	}
 }
+
+func TestSelectCopiesOnlyMatchesSorted(t *testing.T) {
+	s, bad, err := Open(t.TempDir())
+	if err != nil || len(bad) != 0 {
+		t.Fatal(err, bad)
+	}
+	if s.Len() != 0 || len(s.Select(func(*Pod) bool { return true })) != 0 {
+		t.Fatal("empty store")
+	}
+	// Added out of name order; "b-*" and "d-*" are the relaunched ones.
+	for _, name := range []string{"d-web", "a-web", "c-web", "b-web", "e-web"} {
+		err := s.Update("uid-"+name, true, func(p *Pod) (bool, error) {
+			p.Name, p.Namespace, p.Sandbox = name, "default", sandboxRaw(t, "uid-"+name)
+			p.Sandboxes = []Sandbox{{ID: "sb-" + name, BootID: "b1"}}
+			p.Containers["app"] = &Container{Name: "app", ID: "c-" + name, State: StateRunning}
+			if name[0] == 'b' || name[0] == 'd' {
+				p.Relaunch = &Relaunch{BootID: "b1", Outcome: OutcomeRelaunched, Containers: map[string]string{"app": "c-" + name}}
+			}
+			return true, nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s.Len() != 5 {
+		t.Fatalf("Len %d, want 5", s.Len())
+	}
+	tested := 0
+	got := s.Select(func(p *Pod) bool { tested++; return p.Relaunch != nil })
+	if tested != 5 {
+		t.Fatalf("predicate tested %d records, want 5", tested)
+	}
+	if len(got) != 2 || got[0].Name != "b-web" || got[1].Name != "d-web" {
+		t.Fatalf("Select kept %v, want [b-web d-web]", podNames(got))
+	}
+	// The results are copies: changing them changes nothing stored.
+	got[0].Name = "changed"
+	got[0].Containers["app"].State = StateExited
+	got[0].Relaunch.Containers["app"] = "other"
+	got[0].Sandboxes[0].ID = "other"
+	p, _ := s.Get("uid-b-web")
+	if p.Name != "b-web" || p.Containers["app"].State != StateRunning || p.Relaunch.Containers["app"] != "c-b-web" || p.Sandboxes[0].ID != "sb-b-web" {
+		t.Fatalf("Select returned the stored record, not a copy: stored %+v", p)
+	}
+	if again := s.Select(func(p *Pod) bool { return p.Relaunch != nil }); again[0].Name != "b-web" || again[0].Containers["app"].State != StateRunning {
+		t.Fatalf("second Select sees the first one's changes: %+v", again[0])
+	}
+	if all := s.Select(func(*Pod) bool { return true }); len(all) != 5 || podNames(all)[0] != "a-web" || podNames(all)[4] != "e-web" {
+		t.Fatalf("Select all: %v", podNames(all))
+	}
+	if err := s.Update("uid-a-web", false, func(p *Pod) (bool, error) { p.Sandboxes = nil; return true, nil }); err != nil {
+		t.Fatal(err)
+	}
+	if s.Len() != 4 {
+		t.Fatalf("Len %d after a record went, want 4", s.Len())
+	}
+}
+
+func podNames(ps []*Pod) []string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.Name)
+	}
+	return out
+}

@@ -475,13 +475,12 @@ func (r *Runner) Supervise(ctx context.Context, every time.Duration) {
 	}
 }
 
-// SuperviseOnce does one pass of Supervise.
+// SuperviseOnce does one pass of Supervise. It copies only the records it
+// supervises: on a node at rest (no offline reboot, or every relaunched pod
+// adopted) it copies none.
 func (r *Runner) SuperviseOnce(ctx context.Context) {
-	for _, p := range r.Store.List() {
+	for _, p := range r.Store.Select(r.supervised) {
 		rl := p.Relaunch
-		if rl == nil || rl.BootID != r.BootID || rl.Outcome != record.OutcomeRelaunched || rl.Adopted {
-			continue
-		}
 		policy := RestartPolicy(p)
 		for name, id := range rl.Containers {
 			c := p.Containers[name]
@@ -530,6 +529,14 @@ func (r *Runner) SuperviseOnce(ctx context.Context) {
 			r.Log.Info("restarted exited relaunched container", "pod", p.Key(), "container", name, "exitCode", code, "id", newID, "restartPolicy", policy)
 		}
 	}
+}
+
+// supervised reports whether Supervise looks after the pod: relaunched in
+// this boot and not adopted by kubelet yet. (A record.Store.Select
+// predicate: it only reads the record.)
+func (r *Runner) supervised(p *record.Pod) bool {
+	rl := p.Relaunch
+	return rl != nil && rl.BootID == r.BootID && rl.Outcome == record.OutcomeRelaunched && !rl.Adopted
 }
 
 // due reports whether a container that finished at finished may restart

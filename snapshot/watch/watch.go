@@ -10,7 +10,11 @@
 // tables when it stops — not a state to remember): `holdfastd snapshot save`
 // does that on purpose. Besides link, route and neighbour events it follows
 // nftables commits (one event per transaction), so kube-proxy's nftables
-// table is captured within MinGap of a change.
+// table is captured within MinGap of a change. While the nftables ruleset
+// generation is unchanged since its last capture (and iptables is on its
+// nf_tables backend), a capture keeps the last capture's iptables chains
+// and nftables tables instead of running iptables-save and nft again
+// (snapshot.RuleCache; holdfast_snapshot_rule_reads_skipped_total).
 package watch
 
 import (
@@ -61,6 +65,10 @@ type Watcher struct {
 	lastErr   error
 	entries   int
 
+	// rules spares the captures of this loop the iptables-save and nft
+	// runs while the nftables ruleset generation stays the same.
+	rules *snapshot.RuleCache
+
 	captures, writes, errs, events prometheus.Counter
 	duration                       prometheus.Histogram
 }
@@ -86,7 +94,7 @@ func New(cfg Config) (*Watcher, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	w := &Watcher{cfg: cfg, log: cfg.Log.With("node", cfg.Capture.NodeName), trigger: make(chan struct{}, 1)}
+	w := &Watcher{cfg: cfg, log: cfg.Log.With("node", cfg.Capture.NodeName), trigger: make(chan struct{}, 1), rules: &snapshot.RuleCache{}}
 	w.captures = prometheus.NewCounter(prometheus.CounterOpts{Name: "holdfast_snapshot_captures_total", Help: "Captures of live network state."})
 	w.writes = prometheus.NewCounter(prometheus.CounterOpts{Name: "holdfast_snapshot_writes_total", Help: "Snapshot files written (content changed)."})
 	w.errs = prometheus.NewCounter(prometheus.CounterOpts{Name: "holdfast_snapshot_errors_total", Help: "Failed captures or writes."})
@@ -99,7 +107,10 @@ func New(cfg Config) (*Watcher, error) {
 			defer w.mu.Unlock()
 			return float64(w.entries)
 		})
-		for _, c := range []prometheus.Collector{w.captures, w.writes, w.errs, w.events, w.duration, age, entries} {
+		skipped := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "holdfast_snapshot_rule_reads_skipped_total", Help: "Captures that reused the previous capture's iptables and nftables tables (nftables ruleset generation unchanged, iptables on its nf_tables backend) instead of running iptables-save and nft."}, func() float64 {
+			return float64(w.rules.Hits())
+		})
+		for _, c := range []prometheus.Collector{w.captures, w.writes, w.errs, w.events, w.duration, age, entries, skipped} {
 			if err := cfg.Registry.Register(c); err != nil {
 				return nil, fmt.Errorf("register metrics: %w", err)
 			}
@@ -181,7 +192,13 @@ func (w *Watcher) Run(ctx context.Context) error {
 // Once captures live state and writes the snapshot if it changed.
 func (w *Watcher) Once(ctx context.Context) error {
 	start := time.Now()
-	s, warns, err := snapshot.CapturePinned(ctx, w.cfg.Dir, w.cfg.Capture, start)
+	opts := w.cfg.Capture
+	opts.Rules = w.rules
+	hits := w.rules.Hits()
+	s, warns, err := snapshot.CapturePinned(ctx, w.cfg.Dir, opts, start)
+	if err == nil && w.rules.Hits() != hits {
+		w.log.Debug("nftables ruleset generation unchanged: kept the iptables and nftables tables of the last capture")
+	}
 	w.captures.Inc()
 	w.duration.Observe(time.Since(start).Seconds())
 	if err == nil {
@@ -192,6 +209,7 @@ func (w *Watcher) Once(ctx context.Context) error {
 	w.mu.Unlock()
 	if err != nil {
 		w.errs.Inc()
+		w.rules.Invalidate()
 	}
 	return err
 }

@@ -70,6 +70,10 @@ func TestOnceWritesOnlyOnChangeAndNeverDropsADevice(t *testing.T) {
 	if got := testutil.ToFloat64(w.writes); got != 1 {
 		t.Fatalf("writes after two equal captures: %v", got)
 	}
+	// No rule changed between the two: the second kept the first's rules.
+	if got := gathered(t, reg, "holdfast_snapshot_rule_reads_skipped_total"); got != 1 {
+		t.Fatalf("holdfast_snapshot_rule_reads_skipped_total after two captures with no rule change: %v, want 1", got)
+	}
 	ipn(t, ns, "route add 10.244.3.0/24 via 10.244.3.0 dev flannel.1 onlink")
 	once()
 	if got := testutil.ToFloat64(w.writes); got != 2 {
@@ -183,4 +187,20 @@ func TestNewRefusesZeroPeriods(t *testing.T) {
 			t.Errorf("%s: got %v, want an error naming it", name, err)
 		}
 	}
+}
+
+// gathered returns the value of the registry's counter name.
+func gathered(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no counter %s registered", name)
+	return 0
 }
