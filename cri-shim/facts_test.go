@@ -89,6 +89,9 @@ current-context: x
 	if p, _ := again.Get("uid-web"); p.Facts == nil || p.Facts.Source != "apiserver" {
 		t.Fatal("facts not persisted")
 	}
+	if n, err := f.once(context.Background()); err != nil || n != 0 {
+		t.Fatalf("second pass fetched %d (err %v): a pod with facts was asked again", n, err)
+	}
 	srv.Close()
 	if _, err := f.once(context.Background()); err == nil {
 		t.Fatal("unreachable apiserver gave no error")
