@@ -22,10 +22,10 @@ import (
 // conflict. fail makes every call fail (an unreachable apiserver).
 type leaseServer struct {
 	kubeclient.Resource[*coordv1.Lease, *coordv1.LeaseList] // List, Watch, Patch, Delete: unused
-	mu     sync.Mutex
-	leases map[string]*coordv1.Lease
-	rv     int
-	fail   atomic.Bool
+	mu                                                      sync.Mutex
+	leases                                                  map[string]*coordv1.Lease
+	rv                                                      int
+	fail                                                    atomic.Bool
 }
 
 var errUnreachable = errors.New("apiserver unreachable")
