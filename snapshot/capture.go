@@ -127,8 +127,7 @@ func (o *CaptureOptions) captureRules(ctx context.Context) ([]IPTable, []NFTable
 	if err != nil {
 		// Rules are read every time while the generation is unreadable.
 		c.Invalidate()
-		ipt, nft, _, err := o.readRulesBackend(ctx)
-		return ipt, nft, err
+		return o.readRules(ctx)
 	}
 	if ipt, nft, ok := c.lookup(key, gen); ok {
 		return ipt, nft, nil

@@ -37,12 +37,6 @@ type Options struct {
 // Run watches until ctx ends. An error is returned only when no client can
 // be built; an unreachable apiserver is not an error (informers retry).
 func Run(ctx context.Context, opts Options) error {
-	if opts.Log == nil {
-		opts.Log = slog.New(slog.DiscardHandler)
-	}
-	if opts.Probe <= 0 {
-		opts.Probe = 10 * time.Second
-	}
 	cs, err := kubeclient.Client(opts.Kubeconfig, "holdfastd-dns")
 	if err != nil {
 		return err
