@@ -50,5 +50,6 @@ func runAgent(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("health: %w", err)
 	}
+	go daemon.ReleaseStartupPages(ctx, daemon.NewLogger("agent", *debug).With("node", *nodeName))
 	return runBoth(ctx, runHealth, dns.Run)
 }

@@ -128,6 +128,7 @@ func runCRIServe(ctx context.Context, args []string) error {
 	if _, err := daemon.Serve(ctx, log, *f.metrics, daemon.Mux(reg, func() error { return shim.Healthy(context.Background()) })); err != nil {
 		return err
 	}
+	go daemon.ReleaseStartupPages(ctx, log)
 	return shim.Run(ctx)
 }
 

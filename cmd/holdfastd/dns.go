@@ -72,6 +72,7 @@ func dnsRun(ctx context.Context, args []string) error {
 	if err != nil {
 		return exitError{2, err}
 	}
+	go daemon.ReleaseStartupPages(ctx, c.Log)
 	return d.Run(ctx)
 }
 

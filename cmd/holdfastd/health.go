@@ -52,6 +52,7 @@ func runHealthDaemon(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	go daemon.ReleaseStartupPages(ctx, log)
 	return run(ctx)
 }
 

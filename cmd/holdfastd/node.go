@@ -59,6 +59,7 @@ func runNode(ctx context.Context, args []string) error {
 	if _, err := daemon.Serve(ctx, log, *cf.metrics, daemon.Mux(reg, healthy)); err != nil {
 		return err
 	}
+	go daemon.ReleaseStartupPages(ctx, log)
 	return runBoth(ctx, shim.Run, w.Run)
 }
 

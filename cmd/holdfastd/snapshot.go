@@ -205,6 +205,7 @@ func snapshotWatch(ctx context.Context, args []string) error {
 	if _, err := daemon.Serve(ctx, log, *listen, daemon.Mux(reg, w.Healthy)); err != nil {
 		return err
 	}
+	go daemon.ReleaseStartupPages(ctx, log)
 	return w.Run(ctx)
 }
 

@@ -64,6 +64,7 @@ func runWebhook(ctx context.Context, args []string) error {
 	ctl := &webhook.Controller{Cluster: state, Decider: dec, Client: cs, Events: events, Log: log, Metrics: metrics,
 		Period: 2 * time.Second, Refresh: 5 * time.Minute}
 	go webhook.RunLeading(ctx, cs, log, ctl)
+	go daemon.ReleaseStartupPages(ctx, log)
 	log.Info("webhook serving", "listen", *listen, "policy", pol, "no_quorum_policy", nq, "autonomy_duration", *duration, "unit_label", *unitLabel)
 	return webhook.ServeTLS(ctx, *listen, *certFile, *keyFile, webhook.Handler(m, log, reg))
 }
