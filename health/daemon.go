@@ -25,6 +25,23 @@ import (
 // DefaultPort is the health port (UDP for views, TCP for HTTP).
 const DefaultPort = 51005
 
+// VerdictsPath is where the daemon's HTTP server answers with its verdicts.
+const VerdictsPath = "/v1/verdicts"
+
+// LocalVerdictsURL is the URL a client on this host reads the verdicts
+// from, for a daemon listening on listen: an unspecified host (":51005",
+// "0.0.0.0:51005", "[::]:51005") is reached on the loopback address.
+func LocalVerdictsURL(listen string) (string, error) {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "", fmt.Errorf("listen address %q: %w", listen, err)
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port) + VerdictsPath, nil
+}
+
 // DefaultProbePeriod is how often holdfastd health sends its view (its
 // heartbeat) to every other member.
 const DefaultProbePeriod = 2 * time.Second
@@ -264,7 +281,7 @@ func (d *Daemon) Handler() http.Handler {
 		}
 		return nil
 	})
-	mux.HandleFunc("GET /v1/verdicts", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+VerdictsPath, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(d.Snapshot())
 	})

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"time"
@@ -14,8 +15,9 @@ import (
 const agentSummary = `The node's cluster-side daemons of holdfast in one process (docs/footprint.md),
 as the holdfast-agent DaemonSet runs it: peer health (the flags of 'holdfastd
 health run', named --health-<flag>) and the node DNS (the flags of 'holdfastd
-dns run', named --dns-<flag>; its --metrics-addr is gone); --node-name and
---debug are shared. One /healthz (both components) and /metrics (both
+dns run', named --dns-<flag>; its --metrics-addr is gone, and --dns-verdicts
+defaults to the verdicts of this process's health port, --health-listen);
+--node-name and --debug are shared. One /healthz (both components) and /metrics (both
 components' metrics) on the health port, next to /v1/verdicts. Either
 component failing ends the process (the DaemonSet restarts it).`
 
@@ -29,11 +31,15 @@ func runAgent(ctx context.Context, args []string) error {
 	var dc hdns.Config
 	registerDNS(fs, "dns-", &dc)
 	debug := fs.Bool("debug", false, "debug logging (the health daemon logs every refused message)")
-	if err := fs.Parse(args); err != nil {
+	err := fs.Parse(args)
+	if err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return exitError{2, fmt.Errorf("unexpected arguments %q", fs.Args())}
+	}
+	if dc.VerdictURL, err = agentVerdictsURL(fs, dc.VerdictURL, hf.listen); err != nil {
+		return exitError{2, err}
 	}
 	reg := daemon.NewRegistry()
 	dc.NodeName, dc.Registry, dc.Start = *nodeName, reg, start
@@ -52,4 +58,17 @@ func runAgent(ctx context.Context, args []string) error {
 	}
 	go daemon.ReleaseStartupPages(ctx, daemon.NewLogger("agent", *debug).With("node", *nodeName))
 	return runBoth(ctx, runHealth, dns.Run)
+}
+
+// agentVerdictsURL is --dns-verdicts as given, or else the verdicts of the
+// health daemon in this process, wherever --health-listen put it.
+func agentVerdictsURL(fs *flag.FlagSet, given, healthListen string) (string, error) {
+	if flagGiven(fs, "dns-verdicts") {
+		return given, nil
+	}
+	url, err := health.LocalVerdictsURL(healthListen)
+	if err != nil {
+		return "", fmt.Errorf("--health-listen: %w", err)
+	}
+	return url, nil
 }

@@ -16,6 +16,7 @@ import (
 
 	mdns "github.com/miekg/dns"
 
+	hdns "github.com/holdfast-edge/holdfast/dns"
 	"github.com/holdfast-edge/holdfast/health"
 	"github.com/holdfast-edge/holdfast/health/members"
 	"github.com/holdfast-edge/holdfast/test/harness"
@@ -199,5 +200,39 @@ func TestAgentRefusesBadFlags(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(s.dir, "health")); !os.IsNotExist(err) {
 		t.Errorf("a refused start touched the health state dir: %v", err)
+	}
+}
+
+// TestAgentVerdictsFollowHealthListen: without --dns-verdicts the DNS reads
+// the verdicts where --health-listen put the health port; given, it wins.
+func TestAgentVerdictsFollowHealthListen(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--health-listen", ":6001"}, "http://127.0.0.1:6001/v1/verdicts"},
+		{[]string{"--health-listen", "10.0.0.7:6001"}, "http://10.0.0.7:6001/v1/verdicts"},
+		{nil, "http://127.0.0.1:51005/v1/verdicts"},
+		{[]string{"--health-listen", "[::]:6001"}, "http://127.0.0.1:6001/v1/verdicts"},
+		{[]string{"--health-listen", "[fd00::1]:6001"}, "http://[fd00::1]:6001/v1/verdicts"},
+		{[]string{"--health-listen", ":6001", "--dns-verdicts", "http://h:1/v"}, "http://h:1/v"},
+		{[]string{"--health-listen", ":6001", "--dns-verdicts", ""}, ""},
+	} {
+		fs := newFlagSet("agent", "")
+		var hf healthFlags
+		hf.register(fs, "health-")
+		var dc hdns.Config
+		registerDNS(fs, "dns-", &dc)
+		if err := fs.Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		got, err := agentVerdictsURL(fs, dc.VerdictURL, hf.listen)
+		if err != nil || got != tc.want {
+			t.Errorf("%q: got %q, %v; want %q", tc.args, got, err, tc.want)
+		}
+	}
+	fs := newFlagSet("agent", "")
+	if _, err := agentVerdictsURL(fs, "", "no-port"); err == nil || !strings.Contains(err.Error(), "--health-listen") {
+		t.Errorf("a --health-listen without a port: %v, want an error naming the flag", err)
 	}
 }

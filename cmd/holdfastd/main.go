@@ -104,6 +104,13 @@ func (e exitError) Error() string {
 func (e exitError) Unwrap() error { return e.err }
 func (e exitError) ExitCode() int { return e.code }
 
+// flagGiven says whether name was on the command line.
+func flagGiven(fs *flag.FlagSet, name string) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
+}
+
 // newFlagSet returns a flag set whose --help prints the summary and every flag.
 func newFlagSet(name, summary string) *flag.FlagSet {
 	fs := flag.NewFlagSet("holdfastd "+name, flag.ContinueOnError)
