@@ -68,6 +68,8 @@ type Config struct {
 	// view (name → state) once per period (the Lease writer; it decides
 	// when to write).
 	ViewSink func(fullView []byte, view map[string]string)
+	// Log is the daemon's logger; the caller tags it with the node, the
+	// daemon adds the unit.
 	Log      *slog.Logger
 	Registry *prometheus.Registry
 	// Healthy, when set, is also checked by /healthz: `holdfastd agent`
@@ -163,7 +165,7 @@ func New(cfg Config) (*Daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--listen %q: %w", cfg.Listen, err)
 	}
-	d := &Daemon{cfg: cfg, unit: unit, unitName: unitName, port: port, log: cfg.Log.With("node", cfg.NodeName, "unit", unitName)}
+	d := &Daemon{cfg: cfg, unit: unit, unitName: unitName, port: port, log: cfg.Log.With("unit", unitName)}
 	if d.addrs, err = resolveAddrs(unit, cfg.NodeName, port); err != nil {
 		return nil, err
 	}
