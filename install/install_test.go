@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -15,6 +16,8 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"gopkg.in/yaml.v3"
+
+	"github.com/holdfast-edge/holdfast/internal/statefile"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -398,5 +401,64 @@ func TestReinstallSwitchesToDaemonSets(t *testing.T) {
 	}
 	if treeHash(t, root) != h0 {
 		t.Fatal("uninstall after re-install did not restore the root")
+	}
+}
+
+// TestReinstallRemovesRetiredUnits: a node installed by an older holdfast
+// has units this one no longer writes (holdfast-snapshot.service before
+// the watcher moved into holdfast-cri.service); installing over it
+// removes them and their enablement links, as they are in its record.
+func TestReinstallRemovesRetiredUnits(t *testing.T) {
+	root := copyTree(t, filepath.Join("testdata", "nodes", "bridge-kubeadm"))
+	h0 := treeHash(t, root)
+	o := testOptions(root, sourceDir(t), "edge-b1")
+	if err := Install(o, false, &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	// What the older install wrote, and recorded, beside the rest.
+	recFile := filepath.Join(root, recordPath(DefaultStateDir))
+	rec, err := LoadRecord(recFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unitDir := "/etc/systemd/system"
+	old := "[Unit]\nDescription=holdfast snapshot watcher\n[Service]\nExecStart=/usr/local/bin/holdfastd snapshot watch\n"
+	if err := os.WriteFile(filepath.Join(root, unitDir, "holdfast-snapshot.service"), []byte(old), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(unitDir, "multi-user.target.wants", "holdfast-snapshot.service")
+	if err := os.Symlink("../holdfast-snapshot.service", filepath.Join(root, link)); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte(old))
+	rec.Files = append(rec.Files,
+		FileRecord{Path: path.Join(unitDir, "holdfast-snapshot.service"), SHA256: hex.EncodeToString(sum[:]), Role: roleUnit},
+		FileRecord{Path: link, Link: "../holdfast-snapshot.service", Role: roleLink})
+	if err := statefile.Save(recFile, RecordKind, RecordVersion, rec); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := Install(o, false, &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{path.Join(unitDir, "holdfast-snapshot.service"), link} {
+		if _, err := os.Lstat(filepath.Join(root, p)); !os.IsNotExist(err) {
+			t.Errorf("%s still there after installing over the older install (%v):\n%s", p, err, out.String())
+		}
+	}
+	// Its process runs on until stopped, holding what replaced it.
+	if want := "next: systemctl stop holdfast-snapshot.service; systemctl daemon-reload"; !strings.Contains(out.String(), want) {
+		t.Errorf("install over the older install does not say %q:\n%s", want, out.String())
+	}
+	out.Reset()
+	if err := Uninstall(o, false, false, &out); err != nil {
+		t.Fatal(err)
+	}
+	if treeHash(t, root) != h0 {
+		t.Fatal("uninstall after the re-install did not restore the root")
+	}
+	want := "next: systemctl daemon-reload && systemctl restart kubelet && systemctl stop holdfast-agent.service holdfast-cri.service holdfast-snapshot-restore.service"
+	if !strings.Contains(out.String(), want) {
+		t.Errorf("uninstall does not say %q:\n%s", want, out.String())
 	}
 }

@@ -3,6 +3,7 @@ package install
 import (
 	"fmt"
 	"io"
+	"path"
 	"strings"
 	"time"
 
@@ -94,11 +95,44 @@ func finish(p *Plan, dryRun bool, w io.Writer, install bool) error {
 	}
 	Summary(w, p, false)
 	if len(p.Changes) > 0 {
-		if install {
-			fmt.Fprintln(w, "next: systemctl daemon-reload && systemctl restart holdfast-snapshot-restore holdfast-cri && systemctl restart kubelet")
-		} else {
-			fmt.Fprintln(w, "next: systemctl daemon-reload && systemctl restart kubelet")
-		}
+		fmt.Fprintln(w, nextSteps(p, install))
 	}
 	return nil
+}
+
+// nextSteps is the systemctl line that puts an applied plan into effect:
+// after install every holdfast unit restarts (with its new flags) before
+// kubelet does. Units the plan removed are stopped too: systemd keeps a removed unit's
+// process running after daemon-reload. Install stops them first (a retired
+// health or DNS daemon would hold the ports of the agent replacing it);
+// uninstall last, once kubelet talks to containerd again.
+func nextSteps(p *Plan, install bool) string {
+	var removed []string
+	for _, ch := range p.Changes {
+		if ch.Role == roleUnit && !ch.NewExists {
+			removed = append(removed, path.Base(ch.Path))
+		}
+	}
+	stop := ""
+	if len(removed) > 0 {
+		stop = "systemctl stop " + strings.Join(removed, " ")
+	}
+	if install {
+		line := "next: "
+		if stop != "" {
+			line += stop + "; "
+		}
+		var units []string
+		for _, f := range p.Record.Files {
+			if f.Role == roleUnit {
+				units = append(units, path.Base(f.Path))
+			}
+		}
+		return line + "systemctl daemon-reload && systemctl restart " + strings.Join(units, " ") + " && systemctl restart kubelet"
+	}
+	line := "next: systemctl daemon-reload && systemctl restart kubelet"
+	if stop != "" {
+		line += " && " + stop
+	}
+	return line
 }
