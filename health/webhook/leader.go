@@ -140,6 +140,11 @@ func (e *Elector) lead(ctx context.Context, lead func(context.Context)) {
 			return
 		case <-done:
 			stop()
+			if ctx.Err() != nil {
+				// ctx ended and lead, seeing it first, returned before
+				// this select did: release all the same.
+				e.release()
+			}
 			return
 		case <-t.C:
 		}
