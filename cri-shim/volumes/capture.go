@@ -165,11 +165,18 @@ func (c *Capturer) scanPod(mounts Mounts, uid string) (bool, error) {
 	changed := ps.file == nil || ps.file.Pod != ps.key || ps.file.OptOut != ps.optOut
 	var errs []error
 	for _, r := range ps.refs {
+		prev := next.Volume(r.ID())
+		if r.Kind == SubPath {
+			if v := c.captureSubPath(mounts, r, prev); v != prev {
+				next.set(v)
+				changed = true
+			}
+			continue
+		}
 		mt, ok := mounts.Tmpfs(r.Path)
 		if !ok {
 			continue
 		}
-		prev := next.Volume(r.ID())
 		v, err := c.capture(uid, r, mt.Options(), ps.optOut, prev)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("pod %s volume %s: %w", ps.key, r.ID(), err))
@@ -240,6 +247,17 @@ func (c *Capturer) capture(uid string, r Ref, opts Options, optOut bool, prev *V
 	return v, nil
 }
 
+// captureSubPath returns prev when the subPath mount is not there (not set
+// up yet, or gone with a reboot) or binds the same source, else a new
+// capture.
+func (c *Capturer) captureSubPath(mounts Mounts, r Ref, prev *Volume) *Volume {
+	src, ok := mounts.BindSource(r.Path)
+	if !ok || (prev != nil && prev.Source == src) {
+		return prev
+	}
+	return &Volume{Ref: r, Source: src, Refreshed: c.now().UTC()}
+}
+
 func optionsEqual(a, b Options) bool { return a.Data == b.Data && slices.Equal(a.Flags, b.Flags) }
 
 // Outcome is what restore did with one volume of a pod.
@@ -267,6 +285,7 @@ const (
 // usable content still gets its (empty) tmpfs, so that kubelet, once back,
 // writes into the mount the container sees. An emptyDir never captured is
 // left alone: its medium is unknown, and a disk emptyDir survived the reboot.
+// Then every captured subPath mount is bound again from its source (Bind).
 func (c *Capturer) Restore(uid string, refs []Ref) ([]Outcome, error) {
 	c.mu.Lock()
 	var file *PodFile
@@ -274,8 +293,12 @@ func (c *Capturer) Restore(uid string, refs []Ref) ([]Outcome, error) {
 		file = ps.file
 	}
 	c.mu.Unlock()
-	var out []Outcome
+	var out, subs []Outcome
 	for _, r := range refs {
+		if r.Kind == SubPath {
+			subs = append(subs, Outcome{Ref: r})
+			continue
+		}
 		var v *Volume
 		if file != nil {
 			v = file.Volume(r.ID())
@@ -320,13 +343,37 @@ func (c *Capturer) Restore(uid string, refs []Ref) ([]Outcome, error) {
 		o.Restored = res
 		out = append(out, o)
 	}
+	// SubPath mounts last: their sources are in the volumes just restored.
+	if len(subs) == 0 {
+		return out, nil
+	}
+	mounts, merr := ReadMounts(c.mountInfo)
+	for _, o := range subs {
+		var v *Volume
+		if file != nil {
+			v = file.Volume(o.ID())
+		}
+		var err error
+		switch {
+		case v == nil:
+			o.Missing = MissingNotCaptured
+		case merr != nil:
+			err = merr
+		default:
+			o.Restored, err = Bind(o.Path, v.Source, mounts)
+		}
+		if err != nil {
+			o.Missing = MissingRestoreFailed + ": " + err.Error()
+		}
+		out = append(out, o)
+	}
 	return out, nil
 }
 
 // Status is one captured volume as `holdfastd cri pods` shows it.
 type Status struct {
 	ID        string    `json:"volume"`
-	Content   string    `json:"content"` // sealed, plain, empty (memory emptyDir), withheld
+	Content   string    `json:"content"` // sealed, plain, empty (memory emptyDir), withheld, bind:<source> (subPath)
 	Refreshed time.Time `json:"refreshed"`
 }
 
@@ -336,6 +383,8 @@ func StatusOf(f *PodFile) []Status {
 	for _, v := range f.Volumes {
 		s := Status{ID: v.ID(), Refreshed: v.Refreshed}
 		switch {
+		case v.Kind == SubPath:
+			s.Content = "bind:" + v.Source
 		case v.Withheld:
 			s.Content = "withheld"
 		case v.Sealed != nil:

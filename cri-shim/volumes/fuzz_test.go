@@ -1,6 +1,8 @@
 package volumes_test
 
 import (
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/holdfast-edge/holdfast/cri-shim/volumes"
@@ -35,6 +37,8 @@ func FuzzDecode(f *testing.F) {
 			Entries: []volumes.Entry{{Path: ".", Type: volumes.TypeDir, Mode: 0o777}, {Path: "..ts", Type: volumes.TypeDir, Mode: 0o755}, {Path: "..ts/labels", Type: volumes.TypeFile, Mode: 0o644, Data: []byte("a=b")}, {Path: "..data", Type: volumes.TypeSymlink, Target: "..ts"}}},
 		{Ref: volumes.Ref{Kind: volumes.Secret, Name: "s", Path: "/var/lib/kubelet/pods/u1/volumes/kubernetes.io~secret/s"}, Sealed: []byte{1, 2, 3}},
 		{Ref: volumes.Ref{Kind: volumes.EmptyDir, Name: "m", Path: "/var/lib/kubelet/pods/u1/volumes/kubernetes.io~empty-dir/m"}},
+		{Ref: volumes.Ref{Kind: volumes.SubPath, Name: "s/app/0", Path: "/var/lib/kubelet/pods/u1/volume-subpaths/s/app/0"},
+			Source: "/var/lib/kubelet/pods/u1/volumes/kubernetes.io~secret/s/..ts/key"},
 	}})
 	f.Add(good)
 	f.Add([]byte(`{"kind":"holdfast.cri.volumes","version":1,"sha256":"","payload":{}}`))
@@ -47,6 +51,9 @@ func FuzzDecode(f *testing.F) {
 			r, ok := volumes.ParsePath(pf.UID, v.Path)
 			if !ok || r != v.Ref {
 				t.Fatalf("decoded volume %+v outside its pod %s", v.Ref, pf.UID)
+			}
+			if (v.Kind == volumes.SubPath) != (v.Source != "") || (v.Source != "" && (!filepath.IsAbs(v.Source) || strings.Contains(v.Source, "/volume-subpaths/"))) {
+				t.Fatalf("decoded volume %s with bind source %q", v.ID(), v.Source)
 			}
 			if v.Entries != nil {
 				if err := volumes.CheckEntries(v.Entries); err != nil {

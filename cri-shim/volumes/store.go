@@ -107,6 +107,18 @@ func (f *PodFile) check() error {
 			return fmt.Errorf("volume %s: %w", v.ID(), err)
 		}
 		switch {
+		case v.Kind == SubPath:
+			if err := checkSource(v.Source); err != nil {
+				return fmt.Errorf("volume %s: %w", v.ID(), err)
+			}
+			if v.Entries != nil || v.Sealed != nil || v.Withheld || v.Options.Data != "" || v.Options.Flags != nil {
+				return fmt.Errorf("volume %s: a subPath mount keeps only its source", v.ID())
+			}
+			continue
+		case v.Source != "":
+			return fmt.Errorf("volume %s: a bind source on a volume", v.ID())
+		}
+		switch {
 		case v.Withheld || !v.Kind.content():
 			if v.Entries != nil || v.Sealed != nil {
 				return fmt.Errorf("volume %s: content where none is kept", v.ID())

@@ -54,13 +54,19 @@ const (
 	EmptyDir    Kind = "empty-dir"
 )
 
+// SubPath is not a volume kind but a subPath mount: kubelet's bind mount of
+// a path inside a volume at <root>/pods/<uid>/volume-subpaths/<volume>/
+// <container>/<index>. Its capture is the bind's source (subpath.go).
+const SubPath Kind = "subpath"
+
 // Sensitive reports whether content of kind is kept on disk only sealed.
 // Projected volumes hold the service-account token (and may hold Secrets).
 func (k Kind) Sensitive() bool { return k == Secret || k == Projected }
 
 // content reports whether the content of kind is captured (a memory
-// emptyDir's would not survive a real reboot either: it comes back empty).
-func (k Kind) content() bool { return k != EmptyDir }
+// emptyDir's would not survive a real reboot either: it comes back empty;
+// a subPath mount shows content of its volume).
+func (k Kind) content() bool { return k != EmptyDir && k != SubPath }
 
 // alwaysTmpfs reports whether kubelet always backs kind with tmpfs.
 func (k Kind) alwaysTmpfs() bool { return k == Secret || k == Projected || k == DownwardAPI }
@@ -83,13 +89,18 @@ const DataLink = "..data"
 
 // ParsePath returns the volume a container mount's host path names when it
 // is <root>/pods/<uid>/volumes/kubernetes.io~<kind>/<name> for one of the
-// tmpfs-backed kinds. Mounts of a file inside a volume and subPath mounts
-// (under volume-subpaths/) are not volume roots and are not matched.
+// tmpfs-backed kinds, or the subPath mount it names when it is
+// <root>/pods/<uid>/volume-subpaths/<volume>/<container>/<index> (kind
+// SubPath, name <volume>/<container>/<index>). Mounts of a file inside a
+// volume are not volume roots and are not matched.
 func ParsePath(uid, hostPath string) (Ref, bool) {
 	if uid == "" || !filepath.IsAbs(hostPath) {
 		return Ref{}, false
 	}
 	p := filepath.Clean(hostPath)
+	if r, ok := parseSubPath(uid, p); ok {
+		return r, true
+	}
 	marker := "/pods/" + uid + "/volumes/kubernetes.io~"
 	i := strings.LastIndex(p, marker)
 	if i < 0 {
@@ -172,6 +183,8 @@ func (o Options) flags() uintptr {
 // Mount is one line of /proc/self/mountinfo, reduced to what restore needs.
 type Mount struct {
 	Point  string
+	Dev    string // major:minor of the file system
+	Root   string // the path in the file system mounted here
 	FSType string
 	Opts   []string // per-mount options
 	Super  []string // filesystem (super block) options
@@ -234,7 +247,7 @@ func ParseMountInfo(data []byte) (Mounts, error) {
 		if len(f) < 7 || sep < 0 || sep+3 > len(f) {
 			return nil, fmt.Errorf("mountinfo line %d: malformed", n+1)
 		}
-		m := Mount{Point: unescapeOctal(f[4]), FSType: f[sep+1], Opts: strings.Split(f[5], ",")}
+		m := Mount{Point: unescapeOctal(f[4]), Dev: f[2], Root: unescapeOctal(f[3]), FSType: f[sep+1], Opts: strings.Split(f[5], ",")}
 		if sep+3 < len(f) {
 			m.Super = strings.Split(f[sep+3], ",")
 		}
@@ -605,6 +618,9 @@ type Volume struct {
 	Entries  []Entry `json:"entries,omitempty"`
 	Sealed   []byte  `json:"sealed,omitempty"`
 	Withheld bool    `json:"withheld,omitempty"`
+	// Source is a SubPath mount's bind source: the path, inside a volume
+	// or the host, whose file system object kubelet bound there.
+	Source string `json:"source,omitempty"`
 	// Refreshed is when this capture was last written (first seen, or
 	// kubelet changed the content).
 	Refreshed time.Time `json:"refreshed"`

@@ -33,7 +33,11 @@ func TestParsePath(t *testing.T) {
 		{root + "kubernetes.io~configmap/cfg", false, ""},         // on disk: survives
 		{root + "kubernetes.io~secret/creds/password", false, ""}, // a file inside
 		{root + "kubernetes.io~csi/pvc-1/mount", false, ""},       // not tmpfs-backed
-		{"/var/lib/kubelet/pods/" + uid + "/volume-subpaths/creds/app/0", false, ""},
+		{"/var/lib/kubelet/pods/" + uid + "/volume-subpaths/creds/app/0", true, volumes.SubPath},
+		{"/var/lib/kubelet/pods/" + uid + "/volume-subpaths/creds/app", false, ""},
+		{"/var/lib/kubelet/pods/" + uid + "/volume-subpaths/creds/app/x", false, ""},
+		{"/var/lib/kubelet/pods/" + uid + "/volume-subpaths/creds/app/0/deeper", false, ""},
+		{"/var/lib/kubelet/pods/" + uid + "/volume-subpaths/creds//0", false, ""},
 		{"/var/lib/kubelet/pods/other-uid/volumes/kubernetes.io~secret/creds", false, ""},
 		{"relative/pods/" + uid + "/volumes/kubernetes.io~secret/creds", false, ""},
 	} {

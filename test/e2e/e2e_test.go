@@ -194,7 +194,7 @@ func bringUp(t *testing.T, ctx context.Context, rep *Report, bins Bins) *site {
 // name (holdfast DNS), and that holdfast DNS answers like CoreDNS.
 func baseline(t *testing.T, ctx context.Context, rep *Report, s *site) {
 	// Created first: it starts while the workloads do.
-	rep.Check("baseline: volumes pod (Secret, ConfigMap, downwardAPI, memory emptyDir, token, env from both) created on node3", s.createVols(ctx))
+	rep.Check("baseline: volumes pod (Secret, ConfigMap, downwardAPI, memory emptyDir, token, env from both, subPath of both) created on node3", s.createVols(ctx))
 	for _, w := range []struct {
 		create   func() error
 		app      string

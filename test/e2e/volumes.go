@@ -45,6 +45,8 @@ var volsMounts = []struct {
 	{"/mem", true},
 	{saDir, true},
 	{"/etc/config", false},
+	{"/etc/secret-password", true}, // subPath of the Secret
+	{"/etc/greeting", false},       // subPath of the ConfigMap
 }
 
 // VolsObjects are the Secret, the ConfigMap and the pod.
@@ -72,6 +74,8 @@ func VolsObjects(node string) (*corev1.Secret, *corev1.ConfigMap, *corev1.Pod) {
 					{Name: "config", MountPath: "/etc/config", ReadOnly: true},
 					{Name: "podinfo", MountPath: "/etc/podinfo", ReadOnly: true},
 					{Name: "mem", MountPath: "/mem"},
+					{Name: "secret", MountPath: "/etc/secret-password", SubPath: "password", ReadOnly: true},
+					{Name: "config", MountPath: "/etc/greeting", SubPath: "greeting", ReadOnly: true},
 				},
 			}},
 			Volumes: []corev1.Volume{
@@ -93,7 +97,7 @@ func VolsObjects(node string) (*corev1.Secret, *corev1.ConfigMap, *corev1.Pod) {
 // each mount point's file system type from /proc/mounts.
 var readVolsScript = func() string {
 	var b strings.Builder
-	for _, f := range []string{"/etc/secret/password", "/etc/config/greeting", "/etc/podinfo/name", "/etc/podinfo/labels", saDir + "/namespace", saDir + "/ca.crt"} {
+	for _, f := range []string{"/etc/secret/password", "/etc/config/greeting", "/etc/secret-password", "/etc/greeting", "/etc/podinfo/name", "/etc/podinfo/labels", saDir + "/namespace", saDir + "/ca.crt"} {
 		fmt.Fprintf(&b, "printf '%%s=%%s\\n' %s \"$(tr '\\n' ' ' < %s 2>&1 | head -c 80)\"\n", f, f)
 	}
 	fmt.Fprintf(&b, "printf 'token=%%s\\n' \"$(head -c 3 %s/token 2>&1)\"\n", saDir)
@@ -153,6 +157,10 @@ func checkVols(r volsRead, secret string) error {
 	want := map[string]string{
 		"/etc/secret/password": secret,
 		"/etc/config/greeting": configValue,
+		// subPath mounts: bound once, at container creation; they never
+		// follow updates (stock Kubernetes behaviour).
+		"/etc/secret-password": SecretValue,
+		"/etc/greeting":        configValue,
 		"/etc/podinfo/name":    VolsPod,
 		saDir + "/namespace":   "default",
 		"token":                "eyJ",
@@ -227,7 +235,7 @@ func (r *run) volsBefore(ctx context.Context) {
 		r.vols.before = read
 		return checkVols(read, SecretValue)
 	})
-	r.rep.Check("volumes: before the cut the pod on node3 reads its Secret, ConfigMap, downwardAPI, token and env, and the memory volumes are tmpfs (CRI exec)", err)
+	r.rep.Check("volumes: before the cut the pod on node3 reads its Secret, ConfigMap, downwardAPI, token, env and subPath mounts of the Secret and the ConfigMap, and the memory volumes are tmpfs (CRI exec)", err)
 	r.rep.Mark("volumes read", last)
 }
 
@@ -254,7 +262,7 @@ func (r *run) volsRelaunched(ctx context.Context) {
 	if err == nil {
 		err = checkVols(read, SecretValue)
 	}
-	r.rep.Check("reboot: relaunched offline, the volumes pod reads every file as before the cut (Secret, ConfigMap, downwardAPI, token) and its memory volumes are tmpfs", err)
+	r.rep.Check("reboot: relaunched offline, the volumes pod reads every file as before the cut (Secret, ConfigMap, downwardAPI, token, both subPath mounts) and its memory volumes are tmpfs", err)
 	r.rep.Mark("volumes read (relaunched)", read.String())
 }
 
