@@ -39,7 +39,7 @@ var buildOnce struct {
 	holdfastd, coredns string
 }
 
-// benchBinaries builds holdfastd into a temp dir and CoreDNS into the
+// benchBinaries returns holdfastd as shipped (harness.Binaries) and CoreDNS built into the
 // git-ignored tool cache (once; `go install` from the module proxy).
 func benchBinaries(b testing.TB) (holdfastd, coredns string) {
 	b.Helper()
@@ -48,7 +48,6 @@ func benchBinaries(b testing.TB) (holdfastd, coredns string) {
 	if buildOnce.holdfastd != "" {
 		return buildOnce.holdfastd, buildOnce.coredns
 	}
-	root := harness.RepoRoot()
 	tools := filepath.Join(harness.CacheDir(), "tools")
 	coredns = filepath.Join(tools, "coredns")
 	if out, err := exec.Command(coredns, "-version").CombinedOutput(); err != nil || !strings.Contains(string(out), "CoreDNS-"+strings.TrimPrefix(coreDNSVersion, "v")) {
@@ -59,16 +58,7 @@ func benchBinaries(b testing.TB) (holdfastd, coredns string) {
 			b.Fatalf("build CoreDNS %s into %s: %v\n%s", coreDNSVersion, tools, err, out)
 		}
 	}
-	dir, err := os.MkdirTemp("", "hf-dnsbench-")
-	if err != nil {
-		b.Fatal(err)
-	}
-	holdfastd = filepath.Join(dir, "holdfastd")
-	cmd := exec.Command("go", "build", "-o", holdfastd, "./cmd/holdfastd")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("build holdfastd: %v\n%s", err, out)
-	}
+	holdfastd = filepath.Join(harness.Binaries(b), "holdfastd")
 	buildOnce.holdfastd, buildOnce.coredns = holdfastd, coredns
 	return holdfastd, coredns
 }

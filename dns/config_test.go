@@ -10,11 +10,12 @@ import (
 	"github.com/holdfast-edge/holdfast/dns/forward"
 	"github.com/holdfast-edge/holdfast/dns/resolve"
 	"github.com/holdfast-edge/holdfast/dns/verdicts"
+	"github.com/holdfast-edge/holdfast/health"
 )
 
 func goodConfig() hdns.Config {
 	return hdns.Config{Listen: hdns.DefaultListen, Zone: hdns.DefaultZone, StateDir: "/nonexistent", Upstream: "198.51.100.53",
-		VerdictURL: hdns.DefaultVerdictURL, VerdictInterval: verdicts.DefaultInterval, VerdictMaxAge: verdicts.DefaultMaxAge,
+		VerdictURL: health.DefaultLocalVerdictsURL, VerdictInterval: verdicts.DefaultInterval, VerdictMaxAge: verdicts.DefaultMaxAge,
 		EndpointMode: "off", StaleTTL: forward.DefaultStaleTTL, TTL: resolve.DefaultTTL, Log: slog.New(slog.DiscardHandler)}
 }
 

@@ -32,7 +32,6 @@ const (
 	DefaultZone        = "cluster.local"
 	DefaultStateDir    = "/var/lib/holdfast/dns"
 	DefaultResolvConf  = "/etc/resolv.conf"
-	DefaultVerdictURL  = "http://127.0.0.1:51005/v1/verdicts"
 	DefaultMetricsAddr = "127.0.0.1:9645"
 )
 

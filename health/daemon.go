@@ -28,6 +28,10 @@ const DefaultPort = 51005
 // VerdictsPath is where the daemon's HTTP server answers with its verdicts.
 const VerdictsPath = "/v1/verdicts"
 
+// DefaultLocalVerdictsURL is where a client on this host reads the
+// verdicts of a daemon on DefaultPort.
+var DefaultLocalVerdictsURL = "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(DefaultPort)) + VerdictsPath
+
 // LocalVerdictsURL is the URL a client on this host reads the verdicts
 // from, for a daemon listening on listen: an unspecified host (":51005",
 // "0.0.0.0:51005", "[::]:51005") is reached on the loopback address.

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,32 +16,10 @@ import (
 	"github.com/holdfast-edge/holdfast/test/harness"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// holdfastd builds the holdfastd binary once per test process.
+// holdfastd is the holdfastd binary as shipped (harness.Binaries).
 func holdfastd(t *testing.T) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "hf-snap-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "holdfastd")
-		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/holdfastd")
-		cmd.Dir = harness.RepoRoot()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("build holdfastd: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
+	return filepath.Join(harness.Binaries(t), "holdfastd")
 }
 
 // pod is a static "pod": a netns with eth0 on the node's cni0 bridge.

@@ -17,6 +17,7 @@ import (
 	"github.com/holdfast-edge/holdfast/dns/resolve"
 	"github.com/holdfast-edge/holdfast/dns/store"
 	"github.com/holdfast-edge/holdfast/dns/verdicts"
+	"github.com/holdfast-edge/holdfast/health"
 	"github.com/holdfast-edge/holdfast/internal/daemon"
 )
 
@@ -87,7 +88,7 @@ func registerDNS(fs *flag.FlagSet, prefix string, c *hdns.Config) {
 	fs.StringVar(&c.Kubeconfig, prefix+"kubeconfig", "", "kubeconfig for the Service/EndpointSlice informers (empty or '-': in-cluster config; $KUBECONFIG is not read; none found: serve the snapshot only)")
 	fs.StringVar(&c.Upstream, prefix+"upstream", "", "comma-separated upstream resolvers (IP or IP:port) for names outside the cluster domain (default: the nameservers of --"+prefix+"resolv-conf)")
 	fs.StringVar(&c.ResolvConf, prefix+"resolv-conf", hdns.DefaultResolvConf, "resolv.conf read for upstreams when --"+prefix+"upstream is empty")
-	fs.StringVar(&c.VerdictURL, prefix+"verdicts", hdns.DefaultVerdictURL, "peer verdict URL of holdfastd health; endpoints on nodes voted alive stay in answers, on nodes voted dead are dropped (empty: readiness from the snapshot as is)")
+	fs.StringVar(&c.VerdictURL, prefix+"verdicts", health.DefaultLocalVerdictsURL, "peer verdict URL of holdfastd health; endpoints on nodes voted alive stay in answers, on nodes voted dead are dropped (empty: readiness from the snapshot as is)")
 	fs.DurationVar(&c.VerdictInterval, prefix+"verdict-interval", verdicts.DefaultInterval, "how often to poll --"+prefix+"verdicts")
 	fs.DurationVar(&c.VerdictMaxAge, prefix+"verdict-max-age", verdicts.DefaultMaxAge, "forget verdicts when --"+prefix+"verdicts has not answered for this long")
 	fs.StringVar(&c.SeedFile, prefix+"seed-file", "", "a 'kubectl get services,endpointslices -A -o json' List loaded when the state dir holds no usable snapshot (air-gapped bootstrap, tests)")
