@@ -222,13 +222,7 @@ func (k *volumeKeeper) prune() {
 // without (some of) their content is relaunched all the same, with one log
 // line naming the pod and those volumes (docs/volumes.md says why).
 func (k *volumeKeeper) prepare(_ context.Context, p *record.Pod) error {
-	outs, err := k.cap.Restore(p.UID, podRefs(p))
-	if err != nil {
-		k.incomplete.Inc()
-		k.missing.WithLabelValues(volumes.MissingRestoreFailed).Inc()
-		k.log.Error("relaunching pod without its volumes", "pod", p.Key(), "uid", p.UID, "err", err)
-		return nil
-	}
+	outs := k.cap.Restore(p.UID, podRefs(p))
 	var missing []string
 	restored := 0
 	for _, o := range outs {

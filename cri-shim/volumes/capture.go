@@ -286,7 +286,7 @@ const (
 // writes into the mount the container sees. An emptyDir never captured is
 // left alone: its medium is unknown, and a disk emptyDir survived the reboot.
 // Then every captured subPath mount is bound again from its source (Bind).
-func (c *Capturer) Restore(uid string, refs []Ref) ([]Outcome, error) {
+func (c *Capturer) Restore(uid string, refs []Ref) []Outcome {
 	c.mu.Lock()
 	var file *PodFile
 	if ps, ok := c.pods[uid]; ok {
@@ -345,7 +345,7 @@ func (c *Capturer) Restore(uid string, refs []Ref) ([]Outcome, error) {
 	}
 	// SubPath mounts last: their sources are in the volumes just restored.
 	if len(subs) == 0 {
-		return out, nil
+		return out
 	}
 	mounts, merr := ReadMounts(c.mountInfo)
 	for _, o := range subs {
@@ -367,7 +367,7 @@ func (c *Capturer) Restore(uid string, refs []Ref) ([]Outcome, error) {
 		}
 		out = append(out, o)
 	}
-	return out, nil
+	return out
 }
 
 // Status is one captured volume as `holdfastd cri pods` shows it.

@@ -280,10 +280,7 @@ func TestCaptureAndRestoreEveryKind(t *testing.T) {
 	if len(bad) > 0 {
 		t.Fatal(bad)
 	}
-	outs, err := c2.Restore(uid, f.refs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	outs := c2.Restore(uid, f.refs)
 	got := map[string]volumes.Restored{}
 	for _, o := range outs {
 		if o.Missing != "" {
@@ -322,10 +319,7 @@ func TestCaptureAndRestoreEveryKind(t *testing.T) {
 		}
 	}
 	// Idempotent: a second restore keeps what is there.
-	outs, err = c2.Restore(uid, f.refs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	outs = c2.Restore(uid, f.refs)
 	for _, o := range outs {
 		if o.Restored != volumes.RestoredKept && o.Restored != volumes.RestoredEmpty {
 			t.Errorf("second restore of %s: %s", o.ID(), o.Restored)
@@ -365,9 +359,7 @@ func TestScanWritesOnlyChanges(t *testing.T) {
 	}
 	f.wipe(t)
 	c2, _ := newCapturer(t, state, newBox(t, state))
-	if _, err := c2.Restore(uid, f.refs); err != nil {
-		t.Fatal(err)
-	}
+	c2.Restore(uid, f.refs)
 	if got, _ := os.ReadFile(filepath.Join(f.token, "token")); string(got) != "rotated" {
 		t.Fatalf("restored token %q, want the rotated one", got)
 	}
@@ -382,10 +374,7 @@ func TestRestoreRefillsACutShortRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(f.secret, "half"), []byte("x"), 0o600)
-	outs, err := c.Restore(uid, f.refs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	outs := c.Restore(uid, f.refs)
 	for _, o := range outs {
 		if o.ID() == "secret/creds" && (o.Restored != volumes.RestoredFilled || o.Missing != "") {
 			t.Fatalf("cut-short restore: %+v", o)
@@ -408,10 +397,7 @@ func TestUnusableCapturesGiveEmptyTmpfs(t *testing.T) {
 	f.wipe(t)
 	other := newBox(t, t.TempDir())
 	c2, _ := newCapturer(t, state, other)
-	outs, err := c2.Restore(uid, f.refs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	outs := c2.Restore(uid, f.refs)
 	for _, o := range outs {
 		switch o.Kind {
 		case volumes.Secret, volumes.Projected:
@@ -448,10 +434,7 @@ func TestUnusableCapturesGiveEmptyTmpfs(t *testing.T) {
 			t.Fatalf("%s capture: bad files %v", name, bad)
 		}
 		t.Logf("%s: %v", name, bad[0].Err)
-		outs, err := c3.Restore(uid, f.refs)
-		if err != nil {
-			t.Fatal(err)
-		}
+		outs := c3.Restore(uid, f.refs)
 		for _, o := range outs {
 			if o.Kind.Sensitive() && (o.Missing != volumes.MissingNotCaptured || o.Restored != volumes.RestoredEmpty) {
 				t.Errorf("%s capture, %s: %+v", name, o.ID(), o)
@@ -473,10 +456,7 @@ func TestOptOutKeepsNoContent(t *testing.T) {
 		t.Fatalf("opted-out pod's content captured: %s", raw)
 	}
 	f.wipe(t)
-	outs, err := c.Restore(uid, f.refs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	outs := c.Restore(uid, f.refs)
 	for _, o := range outs {
 		if o.Kind.Sensitive() || o.Kind == volumes.DownwardAPI {
 			if o.Missing != volumes.MissingOptedOut || o.Restored != volumes.RestoredEmpty {
