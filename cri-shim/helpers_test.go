@@ -2,6 +2,8 @@ package crishim_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -80,4 +82,41 @@ func startShim(t testing.TB, node *harness.Node, stateDir string, mod func(*cris
 		<-r.done
 	})
 	return r
+}
+
+// startShimProcess starts the holdfastd binary's shim on node (process
+// "holdfastd-cri", metrics on 127.0.0.1:9643) and waits until it serves.
+func startShimProcess(t *testing.T, node *harness.Node, holdfastd, stateDir, sock string, extra ...string) {
+	t.Helper()
+	args := append([]string{"cri", "run", "--listen", sock, "--runtime-endpoint", "unix://" + node.ContainerdSock, "--state-dir", stateDir,
+		"--boot-id-file", node.BootIDFile, "--node-name", node.Name, "--metrics-addr", "127.0.0.1:9643"}, extra...)
+	if _, err := node.Start("holdfastd-cri", holdfastd, args...); err != nil {
+		t.Fatal(err)
+	}
+	if err := harness.WaitCRI(sock, 30*time.Second); err != nil {
+		t.Fatalf("shim not serving: %v\n%s", err, node.Logs("holdfastd-cri"))
+	}
+}
+
+// criPods reads `holdfastd cri pods -o json`.
+func criPods(ctx context.Context, node *harness.Node, holdfastd, stateDir string) ([]criPodRow, error) {
+	out, _ := node.Exec(ctx, holdfastd, "cri", "pods", "-o", "json", "--state-dir", stateDir)
+	var rows []criPodRow
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		return nil, fmt.Errorf("cri pods: %v: %s", err, out)
+	}
+	return rows, nil
+}
+
+// waitOrderFile waits until the init/app order file reads want.
+func waitOrderFile(t *testing.T, path, want string) {
+	t.Helper()
+	if err := harness.Eventually(10*time.Second, func() error {
+		if got := readFile(t, path); got != want {
+			return fmt.Errorf("order file %q, want %q", got, want)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("init did not run before app after the reboot: %v", err)
+	}
 }

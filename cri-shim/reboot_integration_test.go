@@ -2,7 +2,6 @@ package crishim_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -51,14 +50,7 @@ func TestRebootRelaunchAndAdoption(t *testing.T) {
 	holdfastd := filepath.Join(bins, "holdfastd")
 	startShim := func() {
 		t.Helper()
-		if _, err := node.Start("holdfastd-cri", holdfastd, "cri", "run", "--listen", sock,
-			"--runtime-endpoint", "unix://"+node.ContainerdSock, "--state-dir", stateDir, "--boot-id-file", node.BootIDFile,
-			"--node-name", node.Name, "--restart-backoff", "2s", "--restart-backoff-max", "8s", "--metrics-addr", "127.0.0.1:9643"); err != nil {
-			t.Fatal(err)
-		}
-		if err := harness.WaitCRI(sock, 30*time.Second); err != nil {
-			t.Fatalf("shim not serving: %v\n%s", err, node.Logs("holdfastd-cri"))
-		}
+		startShimProcess(t, node, holdfastd, stateDir, sock, "--restart-backoff", "2s", "--restart-backoff-max", "8s")
 	}
 	startShim()
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
@@ -150,10 +142,9 @@ func TestRebootRelaunchAndAdoption(t *testing.T) {
 	// Wait for the relaunch outcome, read with `holdfastd cri pods -o json`.
 	outcome := map[string]criPodRow{}
 	err = harness.Eventually(90*time.Second, func() error {
-		out, _ := node.Exec(ctx, holdfastd, "cri", "pods", "-o", "json", "--state-dir", stateDir)
-		var rows []criPodRow
-		if err := json.Unmarshal([]byte(out), &rows); err != nil {
-			return fmt.Errorf("cri pods: %v: %s", err, out)
+		rows, err := criPods(ctx, node, holdfastd, stateDir)
+		if err != nil {
+			return err
 		}
 		for _, r := range rows {
 			if r.Error == "" && (r.Relaunch == nil || r.Relaunch.BootID != strings.TrimSpace(node.BootID()) || r.Relaunch.Outcome == record.OutcomeRelaunching) {
@@ -213,14 +204,7 @@ func TestRebootRelaunchAndAdoption(t *testing.T) {
 			}
 		}
 	}
-	if err := harness.Eventually(10*time.Second, func() error {
-		if got := readFile(t, filepath.Join(emptyDir, "order")); got != "init\napp\ninit\napp\n" {
-			return fmt.Errorf("order file %q", got)
-		}
-		return nil
-	}); err != nil {
-		t.Fatalf("init did not run before app after reboot: %v", err)
-	}
+	waitOrderFile(t, filepath.Join(emptyDir, "order"), "init\napp\ninit\napp\n")
 	for _, name := range []string{"initpod", "twoapps"} {
 		if err := harness.Eventually(15*time.Second, func() error { return harness.HTTP(ctx, remote.NetNSPath, pods[name].IP) }); err != nil {
 			t.Fatalf("after reboot: node2 -> %s over the overlay: %v", name, err)

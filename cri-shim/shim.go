@@ -81,6 +81,9 @@ type interceptor struct {
 	log    *slog.Logger
 	vols   *volumeKeeper // nil: volume capture off
 	onErr  func(what string, err error)
+	// unreadable: UIDs whose record file is unreadable; the import leaves
+	// them alone rather than write over the file.
+	unreadable map[string]bool
 }
 
 func (ic *interceptor) register(s *proxy.Server) {

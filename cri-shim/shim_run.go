@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -59,6 +61,7 @@ type Shim struct {
 	ln     net.Listener
 	bootID string
 	runner *relaunch.Runner
+	ic     *interceptor
 	locks  *podLocks
 	facts  *factsFetcher
 	vols   *volumeKeeper // nil: --restore-volumes=false
@@ -157,8 +160,12 @@ func New(cfg Config) (*Shim, error) {
 		}
 	}
 	rt := runtimeapi.NewRuntimeServiceClient(conn)
-	ic := &interceptor{rt: rt, store: store, locks: s.locks, bootID: bootID, log: log, vols: s.vols, onErr: func(string, error) { s.recordErr.Inc() }}
+	ic := &interceptor{rt: rt, store: store, locks: s.locks, bootID: bootID, log: log, vols: s.vols, onErr: func(string, error) { s.recordErr.Inc() }, unreadable: map[string]bool{}}
+	for _, b := range bad {
+		ic.unreadable[strings.TrimSuffix(filepath.Base(b.Path), ".json")] = true
+	}
 	ic.register(s.proxy)
+	s.ic = ic
 	s.runner = &relaunch.Runner{
 		Runtime: rt, Images: runtimeapi.NewImageServiceClient(conn), Store: store, BootID: bootID,
 		Parallelism: cfg.Parallelism, Log: log, Lock: s.locks.Lock,
@@ -247,16 +254,19 @@ func (s *Shim) Run(ctx context.Context) error {
 		}
 		close(s.done)
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		select {
-		case <-s.done:
-		case <-ctx.Done():
-			return
-		}
-		s.runner.Supervise(ctx, s.cfg.SuperviseEvery)
-	}()
+	// After the boot's relaunch: the restart supervisor, and the records of
+	// pods running without one (never racing a relaunch).
+	for _, f := range []func(){func() { s.runner.Supervise(ctx, s.cfg.SuperviseEvery) }, func() { s.recordRunning(ctx) }} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case <-s.done:
+				f()
+			case <-ctx.Done():
+			}
+		}()
+	}
 
 	select {
 	case <-ctx.Done():
@@ -318,6 +328,20 @@ func (s *Shim) bootRelaunch(ctx context.Context) {
 		}
 	}
 	s.log.Info("relaunch done", "relaunched", ok, "failed", len(res)-ok, "took", time.Since(start).Round(time.Millisecond))
+}
+
+// recordRunning records the pods running without a record (import.go).
+func (s *Shim) recordRunning(ctx context.Context) {
+	if err := s.waitRuntime(ctx); err != nil {
+		s.log.Error("runtime never answered: running pods not checked for records", "err", err)
+		return
+	}
+	n, err := s.ic.importUnrecorded(ctx)
+	if err != nil {
+		s.log.Error("running pods not checked for records", "err", err)
+		return
+	}
+	s.log.Info("running pods checked for records", "recorded", n)
 }
 
 func (s *Shim) waitRuntime(ctx context.Context) error {
